@@ -1,0 +1,40 @@
+"""Lazily created, process-wide boto3 clients.
+
+Clients are built on first use (never at import) and reused across invocations of a
+warm Lambda. The endpoint comes from boto3's own configuration (`AWS_ENDPOINT_URL`,
+`AWS_ENDPOINT_URL_DYNAMODB`, ...), so local runs and tests against moto's server use
+exactly the same code path as production.
+"""
+from __future__ import annotations
+
+import functools
+import threading
+from typing import Any
+
+_lock = threading.Lock()
+
+
+@functools.lru_cache(maxsize=None)
+def client(service: str) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    from chalicelib.settings import get_settings
+
+    with _lock:  # boto3's default session is not thread-safe while creating clients
+        return boto3.session.Session().client(
+            service,
+            region_name=get_settings().region,
+            config=Config(
+                connect_timeout=3,
+                read_timeout=10,
+                retries={"max_attempts": 3, "mode": "standard"},
+                max_pool_connections=64,
+                signature_version="s3v4" if service == "s3" else None,
+            ),
+        )
+
+
+def reset_clients() -> None:
+    """Drop cached clients (tests that move the endpoint call this)."""
+    client.cache_clear()

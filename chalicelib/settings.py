@@ -1,0 +1,209 @@
+"""Typed settings, read from the environment once per process and only when first needed.
+
+Nothing here runs at import time: a Lambda cold start that never needs Stripe never
+parses Stripe settings, and a missing secret fails the request that needs it with a
+clear configuration error instead of crashing the whole module import.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import secrets
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from chalicelib.errors import ConfigurationError
+
+APP_NAME = "transcription-backend"
+LOCAL_STAGE = "local"
+
+logger = logging.getLogger(__name__)
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigurationError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number, got {raw!r}") from None
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigurationError(f"{name} must be true or false, got {raw!r}")
+
+
+def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in env.get(name, "").split(",") if item.strip())
+
+
+def _str(env: Mapping[str, str], name: str, default: str = "") -> str:
+    return env.get(name, "").strip() or default
+
+
+def resource_name(stage: str, suffix: str) -> str:
+    """The deterministic physical name of a table, bucket or queue for a stage."""
+    return f"{APP_NAME}-{stage}-{suffix}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    stage: str
+    region: str
+    jwt_secret: str = field(repr=False)
+    jwt_issuer: str
+    jwt_audience: str
+    access_token_ttl_seconds: int
+    refresh_token_ttl_seconds: int
+    bcrypt_rounds: int
+    allowed_origins: tuple[str, ...]
+    signup_credits: int
+    authorizer_ttl_seconds: int
+    log_level: str
+
+    assemblyai_api_key: str = field(repr=False)
+    openai_api_key: str = field(repr=False)
+    stripe_secret_key: str = field(repr=False)
+    stripe_webhook_secrets: tuple[str, ...] = field(repr=False)
+    twitch_client_id: str = field(repr=False)
+    twitch_client_secret: str = field(repr=False)
+
+    assemblyai_api_base: str
+    assemblyai_streaming_api_base: str
+    openai_api_base: str
+    stripe_api_base: str
+    twitch_api_base: str
+    twitch_auth_base: str
+
+    # Prices (credits) and limits of the paid features.
+    live_credits_per_minute: int = 10
+    live_max_minutes: int = 180
+    live_max_concurrent_sessions: int = 2
+    live_heartbeat_grace_seconds: int = 120
+    ask_credits: int = 5
+    catchup_credits_per_minute: int = 10
+
+    # Billing: where Stripe Checkout sends the browser back to (never taken from a client).
+    checkout_success_url: str = "https://example.invalid/checkout/success"
+    checkout_cancel_url: str = "https://example.invalid/checkout/cancel"
+    billing_portal_return_url: str = "https://example.invalid/account"
+
+    resource_overrides: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def is_local(self) -> bool:
+        return self.stage == LOCAL_STAGE
+
+    def resource(self, suffix: str) -> str:
+        """Physical name of one of our resources; `<SUFFIX>_TABLE`-style overrides win."""
+        return self.resource_overrides.get(suffix) or resource_name(self.stage, suffix)
+
+
+def _jwt_secret(env: Mapping[str, str], stage: str) -> str:
+    secret = env.get("JWT_SECRET", "")
+    if secret:
+        if len(secret) < 32 and stage != LOCAL_STAGE:
+            raise ConfigurationError("JWT_SECRET must be at least 32 characters")
+        return secret
+    if stage == LOCAL_STAGE:
+        logger.warning(
+            "JWT_SECRET is not set: generated a random one for this process; "
+            "tokens will not survive a restart"
+        )
+        return secrets.token_urlsafe(48)
+    raise ConfigurationError(
+        f"JWT_SECRET is required on stage {stage!r}: set it (or its SSM parameter) "
+        "to a random string of at least 32 characters"
+    )
+
+
+def _resource_overrides(env: Mapping[str, str]) -> dict[str, str]:
+    """`USERS_TABLE=...`, `AUDIO_BUCKET=...`, `CATCHUP_QUEUE=...` override derived names."""
+    from chalicelib.resources import RESOURCE_ENV_VARS
+
+    return {suffix: env[var] for var, suffix in RESOURCE_ENV_VARS.items() if env.get(var)}
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Build settings from an environment mapping (os.environ by default)."""
+    env = os.environ if env is None else env
+    stage = _str(env, "STAGE", LOCAL_STAGE)
+    return Settings(
+        stage=stage,
+        region=_str(env, "AWS_REGION", _str(env, "AWS_DEFAULT_REGION", "us-east-1")),
+        jwt_secret=_jwt_secret(env, stage),
+        jwt_issuer=_str(env, "JWT_ISSUER", APP_NAME),
+        jwt_audience=_str(env, "JWT_AUDIENCE", f"{APP_NAME}-extension"),
+        access_token_ttl_seconds=_int(env, "ACCESS_TOKEN_TTL_SECONDS", 900, minimum=60),
+        refresh_token_ttl_seconds=_int(
+            env, "REFRESH_TOKEN_TTL_SECONDS", 30 * 24 * 3600, minimum=300
+        ),
+        bcrypt_rounds=_int(env, "BCRYPT_ROUNDS", 12, minimum=4),
+        allowed_origins=_list(env, "ALLOWED_ORIGINS"),
+        signup_credits=_int(env, "SIGNUP_CREDITS", 200),
+        authorizer_ttl_seconds=min(_int(env, "AUTHORIZER_TTL_SECONDS", 300), 300),
+        log_level=_str(env, "LOG_LEVEL", "INFO").upper(),
+        assemblyai_api_key=_str(env, "ASSEMBLYAI_API_KEY"),
+        openai_api_key=_str(env, "OPENAI_API_KEY"),
+        stripe_secret_key=_str(env, "STRIPE_SECRET_KEY"),
+        stripe_webhook_secrets=_list(env, "STRIPE_WEBHOOK_SECRET"),
+        twitch_client_id=_str(env, "TWITCH_CLIENT_ID"),
+        twitch_client_secret=_str(env, "TWITCH_CLIENT_SECRET"),
+        assemblyai_api_base=_str(env, "ASSEMBLYAI_API_BASE", "https://api.assemblyai.com"),
+        assemblyai_streaming_api_base=_str(
+            env, "ASSEMBLYAI_STREAMING_API_BASE", "https://streaming.assemblyai.com"
+        ),
+        openai_api_base=_str(env, "OPENAI_API_BASE", "https://api.openai.com/v1"),
+        stripe_api_base=_str(env, "STRIPE_API_BASE", "https://api.stripe.com"),
+        twitch_api_base=_str(env, "TWITCH_API_BASE", "https://api.twitch.tv/helix"),
+        twitch_auth_base=_str(env, "TWITCH_AUTH_BASE", "https://id.twitch.tv/oauth2"),
+        live_credits_per_minute=_int(env, "LIVE_CREDITS_PER_MINUTE", 10, minimum=1),
+        live_max_minutes=min(_int(env, "LIVE_MAX_MINUTES", 180, minimum=1), 180),
+        live_max_concurrent_sessions=_int(env, "LIVE_MAX_CONCURRENT_SESSIONS", 2, minimum=1),
+        live_heartbeat_grace_seconds=_int(env, "LIVE_HEARTBEAT_GRACE_SECONDS", 120, minimum=10),
+        ask_credits=_int(env, "ASK_CREDITS", 5, minimum=1),
+        catchup_credits_per_minute=_int(env, "CATCHUP_CREDITS_PER_MINUTE", 10, minimum=1),
+        checkout_success_url=_str(
+            env, "CHECKOUT_SUCCESS_URL", "https://example.invalid/checkout/success"
+        ),
+        checkout_cancel_url=_str(
+            env, "CHECKOUT_CANCEL_URL", "https://example.invalid/checkout/cancel"
+        ),
+        billing_portal_return_url=_str(
+            env, "BILLING_PORTAL_RETURN_URL", "https://example.invalid/account"
+        ),
+        resource_overrides=_resource_overrides(env),
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, built on first use and then cached."""
+    return load_settings()
+
+
+def reset_settings() -> None:
+    """Forget the cached settings (tests that change the environment call this)."""
+    get_settings.cache_clear()

@@ -1,0 +1,131 @@
+"""The thin layer every module uses to talk to DynamoDB (low-level client, typed items).
+
+The low-level client is used throughout because money moves in TransactWriteItems, whose
+cancellation reasons (with `ReturnValuesOnConditionCheckFailure=ALL_OLD`) tell us the
+current balance in the same round trip that refused the spend.
+"""
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any, Iterable, Mapping
+
+from chalicelib.aws import client
+from chalicelib.settings import get_settings
+
+_serializer = None
+_deserializer = None
+
+
+def ddb() -> Any:
+    return client("dynamodb")
+
+
+def table_name(suffix: str) -> str:
+    return get_settings().resource(suffix)
+
+
+def _codec() -> tuple[Any, Any]:
+    global _serializer, _deserializer
+    if _serializer is None:
+        from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+
+        _serializer, _deserializer = TypeSerializer(), TypeDeserializer()
+    return _serializer, _deserializer
+
+
+def _to_dynamo_value(value: Any) -> Any:
+    if isinstance(value, float):
+        return Decimal(str(value))
+    if isinstance(value, dict):
+        return {k: _to_dynamo_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_dynamo_value(v) for v in value]
+    return value
+
+
+def to_attr(value: Any) -> dict[str, Any]:
+    """One Python value as a DynamoDB attribute value (floats become Decimals)."""
+    return _codec()[0].serialize(_to_dynamo_value(value))
+
+
+def to_item(values: Mapping[str, Any]) -> dict[str, Any]:
+    """A Python dict as a DynamoDB item; None values are left out."""
+    return {k: to_attr(v) for k, v in values.items() if v is not None}
+
+
+def from_item(item: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A DynamoDB item as plain Python: integral numbers become int, others float."""
+    if item is None:
+        return None
+    deserializer = _codec()[1]
+    return {k: _plain_number(deserializer.deserialize(v)) for k, v in item.items()}
+
+
+def _plain_number(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: _plain_number(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain_number(v) for v in value]
+    return value
+
+
+def values(**kwargs: Any) -> dict[str, Any]:
+    """ExpressionAttributeValues from keyword arguments: values(cost=5) -> {':cost': {'N': '5'}}."""
+    return {f":{k}": to_attr(v) for k, v in kwargs.items()}
+
+
+def key(**kwargs: str) -> dict[str, Any]:
+    return {k: {"S": v} for k, v in kwargs.items()}
+
+
+def get(suffix: str, consistent: bool = True, **key_values: str) -> dict[str, Any] | None:
+    response = ddb().get_item(
+        TableName=table_name(suffix), Key=key(**key_values), ConsistentRead=consistent
+    )
+    return from_item(response.get("Item"))
+
+
+def query_all(request: dict[str, Any]) -> Iterable[dict[str, Any]]:
+    """Every item a Query returns, following LastEvaluatedKey."""
+    while True:
+        response = ddb().query(**request)
+        for item in response.get("Items", []):
+            yield from_item(item)  # type: ignore[misc]
+        last = response.get("LastEvaluatedKey")
+        if not last:
+            return
+        request = {**request, "ExclusiveStartKey": last}
+
+
+def cancellation_reasons(error: Exception) -> list[dict[str, Any]]:
+    """The per-item reasons of a TransactionCanceledException (empty for other errors)."""
+    response = getattr(error, "response", {}) or {}
+    return list(response.get("CancellationReasons") or [])
+
+
+def is_conditional_failure(error: Exception) -> bool:
+    response = getattr(error, "response", {}) or {}
+    return response.get("Error", {}).get("Code") in (
+        "ConditionalCheckFailedException",
+        "TransactionCanceledException",
+    )
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def iso(moment: datetime | None = None) -> str:
+    """ISO 8601 UTC with milliseconds and a Z: sorts lexicographically in time order."""
+    moment = moment or now()
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + (
+        f"{moment.microsecond // 1000:03d}Z"
+    )
+
+
+def epoch() -> int:
+    return int(time.time())

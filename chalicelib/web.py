@@ -1,0 +1,145 @@
+"""The glue between Chalice and the logic: request parsing, responses, errors, CORS, access logs.
+
+This is the only chalicelib module that knows about Chalice's Request and Response.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any, Callable
+
+from chalice.app import Request, Response
+
+from chalicelib import jsonutil, logs
+from chalicelib.errors import ApiError, ConfigurationError, PayloadTooLarge, Unauthorized
+from chalicelib.settings import get_settings
+from chalicelib.tokens import Identity
+from chalicelib.validation import Schema, parse_body
+
+logger = logging.getLogger("api")
+
+# API Gateway accepts 10 MB and Lambda 6 MB; nothing we serve needs more than this.
+GLOBAL_MAX_BODY_BYTES = 5 * 1024 * 1024
+CORS_ALLOW_HEADERS = "Authorization,Content-Type,Idempotency-Key"
+CORS_EXPOSE_HEADERS = "Retry-After,X-RateLimit-Limit,X-RateLimit-Remaining,X-Request-Id"
+CORS_MAX_AGE = "600"
+
+
+def json_body(request: Request, schema: Schema) -> dict[str, Any]:
+    """The request's JSON body, validated against the route's declared schema."""
+    return parse_body(request.raw_body, schema)
+
+
+def identity(request: Request) -> Identity:
+    """Who is calling, as the authorizer established it (never re-read from the token)."""
+    context = (request.context or {}).get("authorizer") or {}
+    user_id = context.get("user_id")
+    if not user_id:
+        raise Unauthorized()
+    return Identity(user_id=user_id, email=context.get("email", ""), role=context.get("role", "user"))
+
+
+def query_param(request: Request, name: str) -> str | None:
+    return (request.query_params or {}).get(name)
+
+
+def respond(body: Any = None, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    merged = {"Content-Type": "application/json", **(headers or {})}
+    if body is None:
+        return Response(body="", status_code=status, headers=merged)
+    return Response(body=jsonutil.dumps(body), status_code=status, headers=merged)
+
+
+def error_response(error: ApiError) -> Response:
+    return respond(error.body(), status=error.status, headers=error.headers)
+
+
+def _origin(request: Request) -> str | None:
+    headers = request.headers or {}
+    return headers.get("origin")
+
+
+def cors_headers(origin: str | None, preflight: bool = False) -> dict[str, str]:
+    """CORS headers for an allowed origin, echoed; nothing at all for any other origin."""
+    if not origin or origin not in get_settings().allowed_origins:
+        return {}
+    headers = {
+        "Access-Control-Allow-Origin": origin,
+        "Vary": "Origin",
+        "Access-Control-Expose-Headers": CORS_EXPOSE_HEADERS,
+    }
+    if preflight:
+        headers.update(
+            {
+                "Access-Control-Allow-Methods": "GET,POST,PUT,DELETE,OPTIONS",
+                "Access-Control-Allow-Headers": CORS_ALLOW_HEADERS,
+                "Access-Control-Max-Age": CORS_MAX_AGE,
+            }
+        )
+    return headers
+
+
+def preflight(request: Request) -> Response:
+    """OPTIONS for every path: allowed origins get the CORS grant, others nothing."""
+    headers = cors_headers(_origin(request), preflight=True)
+    if not headers:
+        return respond(
+            {"error": "Origin not allowed", "message": "Origin not allowed", "code": "origin_not_allowed"},
+            status=403,
+        )
+    return respond(None, status=204, headers=headers)
+
+
+def _is_chalice_500(response: Response) -> bool:
+    body = response.body
+    return response.status_code >= 500 and isinstance(body, dict) and "Code" in body
+
+
+def _internal_error() -> Response:
+    return error_response(ApiError("Internal error", code="internal_error", status=500))
+
+
+def handle(request: Request, get_response: Callable[[Request], Response]) -> Response:
+    """The HTTP middleware: context, body limit, error envelope, CORS and one access log line."""
+    started = time.monotonic()
+    context = request.context or {}
+    request_id = context.get("requestId") or uuid.uuid4().hex
+    authorizer = context.get("authorizer") or {}
+    logs.request_context.set(
+        {
+            "request_id": request_id,
+            "route": f"{request.method} {context.get('resourcePath', request.path)}",
+            "user_id": authorizer.get("user_id"),
+        }
+    )
+    try:
+        settings = get_settings()
+        logs.configure(settings.log_level)
+        raw = request.raw_body or b""
+        if len(raw) > GLOBAL_MAX_BODY_BYTES:
+            raise PayloadTooLarge(limit=GLOBAL_MAX_BODY_BYTES)
+        response = get_response(request)
+        if _is_chalice_500(response):  # Chalice already logged the exception (redacted)
+            response = _internal_error()
+    except ApiError as error:
+        response = error_response(error)
+    except ConfigurationError as error:
+        logger.error("configuration error: %s", error)
+        response = error_response(
+            ApiError("Service is not configured", code="service_unavailable", status=503)
+        )
+    except Exception:
+        logger.exception("unhandled error")
+        response = _internal_error()
+    response.headers.update(cors_headers(_origin(request)))
+    response.headers["X-Request-Id"] = request_id
+    logs.log_event(
+        logger,
+        "request",
+        method=request.method,
+        path=request.path,
+        status=response.status_code,
+        latency_ms=round((time.monotonic() - started) * 1000, 1),
+    )
+    return response

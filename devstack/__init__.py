@@ -1,0 +1,1 @@
+"""Local development stack: embedded AWS, fake providers and the `make run` orchestrator."""

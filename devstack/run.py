@@ -1,0 +1,134 @@
+"""`make run`: the whole service on a laptop, with no AWS account.
+
+1. AWS: use `AWS_ENDPOINT_URL` if it is set (DynamoDB Local, a shared moto, ...); otherwise
+   start the embedded AWS (moto's server) on 127.0.0.1.
+2. Create whatever is missing of our tables, bucket and queues (infra.bootstrap: the same
+   definitions deployment uses).
+3. Serve a built-in sandbox for every provider that has no key, and point the app at it.
+4. Deliver SQS messages and schedules to the app's own handlers (devstack.local_events).
+5. Serve the API with `chalice local --stage local` on PORT (default 8000).
+Ctrl-C (or SIGTERM) stops everything; the API server runs in its own process group so no
+process is left behind.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+import requests
+
+from devstack.embedded_aws import EmbeddedAws
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+logger = logging.getLogger("devstack")
+
+
+def _say(message: str) -> None:
+    sys.stdout.write(message + "\n")
+    sys.stdout.flush()
+
+
+def _aws(env: dict[str, str]) -> EmbeddedAws | None:
+    env.setdefault("AWS_ACCESS_KEY_ID", "local")
+    env.setdefault("AWS_SECRET_ACCESS_KEY", "local")
+    env.setdefault("AWS_DEFAULT_REGION", env.get("AWS_REGION", "us-east-1"))
+    if env.get("AWS_ENDPOINT_URL"):
+        return None
+    aws = EmbeddedAws(port=int(env.get("LOCAL_AWS_PORT", "0"))).start()
+    env["AWS_ENDPOINT_URL"] = aws.url
+    return aws
+
+
+def _sandboxes(env: dict[str, str]) -> tuple[list[Any], dict[str, str]]:
+    """Start a fake for each provider without a key; returns the servers and a status table."""
+    from devstack.sandbox import start_sandboxes
+
+    return start_sandboxes(env)
+
+
+def _wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"chalice local exited with status {process.returncode}")
+        try:
+            if requests.get(url + "/health", timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"the API did not become healthy at {url} within {timeout:.0f}s")
+
+
+def main() -> int:
+    env = dict(os.environ)
+    env["STAGE"] = "local"
+    port = env.setdefault("PORT", "8000")
+    host = env.setdefault("HOST", "127.0.0.1")
+    os.environ.update(env)
+
+    from chalicelib import logs
+
+    logs.configure(env.get("LOG_LEVEL", "INFO"))
+    aws = _aws(env)
+    os.environ.update(env)
+    servers, providers = _sandboxes(env)
+    os.environ.update(env)
+
+    from chalicelib.settings import get_settings
+    from infra.bootstrap import bootstrap
+
+    created = bootstrap(get_settings())
+    app_module = importlib.import_module("app")
+    from devstack.local_events import EventLoops
+
+    loops = EventLoops(app_module, schedule_every=int(env.get("LOCAL_SCHEDULE_SECONDS", "0")) or None).start()
+
+    command = [sys.executable, "-m", "chalice", "local", "--stage", "local", "--host", host, "--port", port]
+    if env.get("AUTORELOAD", "1") in ("0", "false"):
+        command.append("--no-autoreload")
+    api = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
+    stop = threading.Event()
+
+    def _shutdown(*_: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, _shutdown)
+    signal.signal(signal.SIGTERM, _shutdown)
+    url = f"http://{host}:{port}"
+    try:
+        _wait_healthy(url, api)
+        _say(f"API:       {url}   (try {url}/health)")
+        _say(f"AWS:       {env['AWS_ENDPOINT_URL']}  ({'embedded moto' if aws else 'from AWS_ENDPOINT_URL'})")
+        _say(f"Resources: created {sum(len(v) for v in created.values())} missing (tables, bucket, queues)")
+        for name, status in providers.items():
+            _say(f"Provider:  {name:<10} {status}")
+        _say("Press Ctrl-C to stop.")
+        while not stop.is_set() and api.poll() is None:
+            stop.wait(0.5)
+    finally:
+        if api.poll() is None:
+            os.killpg(api.pid, signal.SIGTERM)
+            try:
+                api.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(api.pid, signal.SIGKILL)
+                api.wait()
+        loops.stop()
+        for server in servers:
+            server.stop()
+        if aws is not None:
+            aws.stop()
+        _say("Stopped.")
+    return 0 if stop.is_set() else (api.returncode or 1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Infrastructure tooling: create the stack locally (bootstrap) or render it for AWS (template)."""
