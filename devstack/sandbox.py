@@ -1,0 +1,64 @@
+"""Built-in sandboxes for `make run`: a fake server for every provider that has no key.
+
+A provider whose key is set in the environment runs for real (its base URL is whatever
+the environment says, the real one by default). A provider without a key gets its fake,
+started on loopback, and the app is pointed at it with a sandbox key.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+Starter = Callable[[dict[str, str]], tuple[Any, dict[str, str]]]
+
+
+def _assemblyai(env: dict[str, str]) -> tuple[Any, dict[str, str]]:
+    from devstack.fakes import AssemblyAIFake
+
+    fake = AssemblyAIFake(api_key="sandbox-assemblyai-key").start()
+    return fake, {
+        "ASSEMBLYAI_API_KEY": fake.api_key,
+        "ASSEMBLYAI_API_BASE": fake.url,
+        "ASSEMBLYAI_STREAMING_API_BASE": fake.url,
+    }
+
+
+def _openai(env: dict[str, str]) -> tuple[Any, dict[str, str]]:
+    from devstack.fakes import OpenAIFake
+
+    fake = OpenAIFake(api_key="sandbox-openai-key").start()
+    return fake, {"OPENAI_API_KEY": fake.api_key, "OPENAI_API_BASE": fake.url + "/v1"}
+
+
+def _twitch(env: dict[str, str]) -> tuple[Any, dict[str, str]]:
+    from devstack.fakes import TwitchFake
+
+    fake = TwitchFake(client_id="sandbox-client-id", client_secret="sandbox-client-secret").start()
+    fake.add_channel("sandbox", live=True, title="Sandbox stream", game_name="Just Chatting")
+    return fake, {
+        "TWITCH_CLIENT_ID": fake.client_id,
+        "TWITCH_CLIENT_SECRET": fake.client_secret,
+        "TWITCH_API_BASE": fake.url + "/helix",
+        "TWITCH_AUTH_BASE": fake.url + "/oauth2",
+    }
+
+
+PROVIDERS: dict[str, tuple[str, Starter]] = {
+    "assemblyai": ("ASSEMBLYAI_API_KEY", _assemblyai),
+    "openai": ("OPENAI_API_KEY", _openai),
+    "twitch": ("TWITCH_CLIENT_SECRET", _twitch),
+}
+
+
+def start_sandboxes(env: dict[str, str]) -> tuple[list[Any], dict[str, str]]:
+    """Start the fakes needed and update `env` in place; returns (servers, status by provider)."""
+    servers: list[Any] = []
+    status: dict[str, str] = {}
+    for name, (key_var, start) in PROVIDERS.items():
+        if env.get(key_var):
+            status[name] = "REAL (key set)"
+            continue
+        server, settings = start(env)
+        servers.append(server)
+        env.update(settings)
+        status[name] = f"sandboxed (fake at {server.url})"
+    return servers, status
