@@ -91,7 +91,8 @@ def main() -> int:
 
     loops = EventLoops(app_module, schedule_every=int(env.get("LOCAL_SCHEDULE_SECONDS", "0")) or None).start()
 
-    command = [sys.executable, "-m", "chalice", "local", "--stage", "local", "--host", host, "--port", port]
+    chalice = os.path.join(os.path.dirname(sys.executable), "chalice")  # the venv's CLI
+    command = [chalice, "local", "--stage", "local", "--host", host, "--port", port]
     if env.get("AUTORELOAD", "1") in ("0", "false"):
         command.append("--no-autoreload")
     api = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
