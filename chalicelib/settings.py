@@ -110,6 +110,23 @@ class Settings:
     checkout_cancel_url: str = "https://example.invalid/checkout/cancel"
     billing_portal_return_url: str = "https://example.invalid/account"
 
+    # Live captions, Ask and the provider clients (issue 5).
+    assemblyai_token_expires_seconds: int = 60
+    assemblyai_streaming_speech_model: str = "universal-streaming-english"
+    openai_model: str = "gpt-4o-mini"
+    ask_max_question_chars: int = 1000
+    ask_max_transcript_chars: int = 200_000
+    ask_max_transcript_tokens: int = 6000
+    ask_max_answer_tokens: int = 500
+    ask_max_body_bytes: int = 1_000_000
+    twitch_vods_limit: int = 5
+    provider_connect_timeout_seconds: float = 3.05
+    provider_read_timeout_seconds: float = 10.0
+    openai_read_timeout_seconds: float = 20.0
+    provider_max_attempts: int = 3
+    provider_budget_seconds: float = 20.0
+    provider_backoff_seconds: float = 0.5
+
     resource_overrides: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
@@ -194,6 +211,31 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         billing_portal_return_url=_str(
             env, "BILLING_PORTAL_RETURN_URL", "https://example.invalid/account"
         ),
+        assemblyai_token_expires_seconds=min(
+            _int(env, "ASSEMBLYAI_TOKEN_EXPIRES_SECONDS", 60, minimum=1), 600
+        ),
+        assemblyai_streaming_speech_model=_str(
+            env, "ASSEMBLYAI_STREAMING_SPEECH_MODEL", "universal-streaming-english"
+        ),
+        openai_model=_str(env, "OPENAI_MODEL", "gpt-4o-mini"),
+        ask_max_question_chars=_int(env, "ASK_MAX_QUESTION_CHARS", 1000, minimum=1),
+        ask_max_transcript_chars=_int(env, "ASK_MAX_TRANSCRIPT_CHARS", 200_000, minimum=1),
+        ask_max_transcript_tokens=_int(env, "ASK_MAX_TRANSCRIPT_TOKENS", 6000, minimum=100),
+        ask_max_answer_tokens=_int(env, "ASK_MAX_ANSWER_TOKENS", 500, minimum=16),
+        ask_max_body_bytes=min(_int(env, "ASK_MAX_BODY_BYTES", 1_000_000, minimum=1024), 5 * 1024 * 1024),
+        twitch_vods_limit=min(_int(env, "TWITCH_VODS_LIMIT", 5, minimum=1), 100),
+        provider_connect_timeout_seconds=min(
+            max(_float(env, "PROVIDER_CONNECT_TIMEOUT_SECONDS", 3.05), 0.1), 10.0
+        ),
+        provider_read_timeout_seconds=min(
+            max(_float(env, "PROVIDER_READ_TIMEOUT_SECONDS", 10.0), 0.5), 25.0
+        ),
+        openai_read_timeout_seconds=min(
+            max(_float(env, "OPENAI_READ_TIMEOUT_SECONDS", 20.0), 0.5), 25.0
+        ),
+        provider_max_attempts=min(_int(env, "PROVIDER_MAX_ATTEMPTS", 3, minimum=1), 5),
+        provider_budget_seconds=min(max(_float(env, "PROVIDER_BUDGET_SECONDS", 20.0), 1.0), 25.0),
+        provider_backoff_seconds=min(max(_float(env, "PROVIDER_BACKOFF_SECONDS", 0.5), 0.0), 5.0),
         resource_overrides=_resource_overrides(env),
     )
 
