@@ -165,7 +165,9 @@ def _resource_overrides(env: Mapping[str, str]) -> dict[str, str]:
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Build settings from an environment mapping (os.environ by default)."""
-    env = os.environ if env is None else env
+    from chalicelib.secrets import with_secrets
+
+    env = with_secrets(os.environ if env is None else env)  # SSM-held secrets, once per process
     stage = _str(env, "STAGE", LOCAL_STAGE)
     return Settings(
         stage=stage,
