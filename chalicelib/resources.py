@@ -141,7 +141,9 @@ BUCKETS: tuple[Bucket, ...] = (Bucket("audio", expire_after_days=1),)
 
 QUEUES: tuple[Queue, ...] = (
     Queue("catchup-dlq", visibility_timeout=60, retention_seconds=14 * 24 * 3600),
-    Queue("catchup", visibility_timeout=360, dead_letter="catchup-dlq", max_receive_count=3),
+    # Lambda's guidance for an SQS event source: visibility >= 6 x the worker's timeout
+    # (300 s), so a batch retried after throttling is not redelivered while still running.
+    Queue("catchup", visibility_timeout=1800, dead_letter="catchup-dlq", max_receive_count=3),
 )
 
 # Environment variables that override a derived physical name.

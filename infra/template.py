@@ -1,0 +1,285 @@
+"""The CloudFormation template of one stage's data resources, rendered from chalicelib.resources.
+
+One stack per stage (`transcription-backend-<stage>-infra`) holds the tables, the audio
+bucket and the catch-up queues; the Chalice app is a separate deployment that finds them
+by their deterministic names (`settings.resource_name`), which the stack's outputs repeat.
+Keeping data in its own stack means `chalice deploy` (or deleting the app) can never
+replace or drop a table, and prod tables are additionally protected three ways: deletion
+protection, `DeletionPolicy: Retain` and point-in-time recovery.
+
+The same objects build the local stack (infra.bootstrap), so keys, indexes and TTL
+attributes cannot drift between a laptop and AWS. This module also defines the API
+Gateway responses (401/403/4XX/5XX produced by the gateway itself, which Chalice cannot
+configure), so the packaged template and the deploy step apply the same ones.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from chalicelib import resources
+from chalicelib.settings import APP_NAME, resource_name
+
+PROTECTED_STAGES = frozenset({"prod"})
+UPLOAD_CORS_HEADERS = ("content-type", "content-length")
+UPLOAD_CORS_MAX_AGE = 3000
+
+
+def stack_name(stage: str) -> str:
+    return f"{APP_NAME}-{stage}-infra"
+
+
+def logical_id(suffix: str, kind: str) -> str:
+    """`refresh-tokens`, `Table` -> `RefreshTokensTable` (CloudFormation ids are alphanumeric)."""
+    return "".join(part.capitalize() for part in suffix.split("-")) + kind
+
+
+def _tags(stage: str) -> list[dict[str, str]]:
+    return [{"Key": "app", "Value": APP_NAME}, {"Key": "stage", "Value": stage}]
+
+
+def _key_schema(hash_key: str, range_key: str | None) -> list[dict[str, str]]:
+    schema = [{"AttributeName": hash_key, "KeyType": "HASH"}]
+    if range_key:
+        schema.append({"AttributeName": range_key, "KeyType": "RANGE"})
+    return schema
+
+
+def _table(stage: str, table: resources.Table, protected: bool) -> dict[str, Any]:
+    properties: dict[str, Any] = {
+        "TableName": resource_name(stage, table.suffix),
+        "BillingMode": "PAY_PER_REQUEST",
+        "AttributeDefinitions": [
+            {"AttributeName": name, "AttributeType": "S"} for name in table.key_names()
+        ],
+        "KeySchema": _key_schema(table.hash_key, table.range_key),
+        "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
+        "SSESpecification": {"SSEEnabled": True},
+        "DeletionProtectionEnabled": protected,
+        "Tags": _tags(stage),
+    }
+    if table.indexes:
+        properties["GlobalSecondaryIndexes"] = [
+            {
+                "IndexName": index.name,
+                "KeySchema": _key_schema(index.hash_key, index.range_key),
+                "Projection": {"ProjectionType": index.projection},
+            }
+            for index in table.indexes
+        ]
+    if table.ttl_attribute:
+        properties["TimeToLiveSpecification"] = {
+            "AttributeName": table.ttl_attribute,
+            "Enabled": True,
+        }
+    policy = "Retain" if protected else "Delete"
+    return {
+        "Type": "AWS::DynamoDB::Table",
+        "DeletionPolicy": policy,
+        "UpdateReplacePolicy": policy,
+        "Properties": properties,
+    }
+
+
+def _bucket(stage: str, bucket: resources.Bucket) -> dict[str, Any]:
+    return {
+        "Type": "AWS::S3::Bucket",
+        "Properties": {
+            "BucketName": resource_name(stage, bucket.suffix),
+            "PublicAccessBlockConfiguration": {
+                "BlockPublicAcls": True,
+                "BlockPublicPolicy": True,
+                "IgnorePublicAcls": True,
+                "RestrictPublicBuckets": True,
+            },
+            "OwnershipControls": {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]},
+            "BucketEncryption": {
+                # SSE-S3: presigned PUTs need no KMS headers and the role no kms:* actions.
+                "ServerSideEncryptionConfiguration": [
+                    {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}
+                ]
+            },
+            "LifecycleConfiguration": {
+                "Rules": [
+                    {
+                        "Id": "expire-uploads",
+                        "Status": "Enabled",
+                        "ExpirationInDays": bucket.expire_after_days,
+                        "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
+                    }
+                ]
+            },
+            "CorsConfiguration": {
+                "CorsRules": [
+                    {
+                        "AllowedMethods": list(bucket.cors_methods),
+                        "AllowedOrigins": {"Ref": "AllowedOrigins"},
+                        "AllowedHeaders": list(UPLOAD_CORS_HEADERS),
+                        "MaxAge": UPLOAD_CORS_MAX_AGE,
+                    }
+                ]
+            },
+            "Tags": _tags(stage),
+        },
+    }
+
+
+def _bucket_policy(bucket: resources.Bucket) -> dict[str, Any]:
+    """Refuse plain-HTTP access: presigned URLs are bearer credentials."""
+    bucket_id = logical_id(bucket.suffix, "Bucket")
+    return {
+        "Type": "AWS::S3::BucketPolicy",
+        "Properties": {
+            "Bucket": {"Ref": bucket_id},
+            "PolicyDocument": {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Sid": "DenyInsecureTransport",
+                        "Effect": "Deny",
+                        "Principal": "*",
+                        "Action": "s3:*",
+                        "Resource": [
+                            {"Fn::GetAtt": [bucket_id, "Arn"]},
+                            {"Fn::Sub": "${%s.Arn}/*" % bucket_id},
+                        ],
+                        "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+                    }
+                ],
+            },
+        },
+    }
+
+
+def _queue(stage: str, queue: resources.Queue) -> dict[str, Any]:
+    properties: dict[str, Any] = {
+        "QueueName": resource_name(stage, queue.suffix),
+        "VisibilityTimeout": queue.visibility_timeout,
+        "MessageRetentionPeriod": queue.retention_seconds,
+        "SqsManagedSseEnabled": True,
+        "Tags": _tags(stage),
+    }
+    if queue.dead_letter:
+        properties["RedrivePolicy"] = {
+            "deadLetterTargetArn": {"Fn::GetAtt": [logical_id(queue.dead_letter, "Queue"), "Arn"]},
+            "maxReceiveCount": queue.max_receive_count,
+        }
+    return {"Type": "AWS::SQS::Queue", "Properties": properties}
+
+
+def _output(value: Any, description: str) -> dict[str, Any]:
+    return {"Value": value, "Description": description}
+
+
+def render(stage: str) -> dict[str, Any]:
+    """The stage's infrastructure template as a JSON-ready dict."""
+    protected = stage in PROTECTED_STAGES
+    template: dict[str, Any] = {
+        "AWSTemplateFormatVersion": "2010-09-09",
+        "Description": f"{APP_NAME} {stage}: tables, catch-up audio bucket and queues "
+        "(rendered from chalicelib/resources.py by `python -m infra template`)",
+        "Parameters": {
+            "AllowedOrigins": {
+                "Type": "CommaDelimitedList",
+                "Description": "Origins allowed to PUT catch-up audio with a presigned URL "
+                "(the extension's chrome-extension://<id>, as in ALLOWED_ORIGINS)",
+            }
+        },
+        "Resources": {},
+        "Outputs": {},
+    }
+    body, outputs = template["Resources"], template["Outputs"]
+    for table in resources.TABLES:
+        table_id = logical_id(table.suffix, "Table")
+        body[table_id] = _table(stage, table, protected)
+        outputs[table_id + "Name"] = _output({"Ref": table_id}, table.purpose)
+        outputs[table_id + "Arn"] = _output({"Fn::GetAtt": [table_id, "Arn"]}, table.purpose)
+    for bucket in resources.BUCKETS:
+        bucket_id = logical_id(bucket.suffix, "Bucket")
+        body[bucket_id] = _bucket(stage, bucket)
+        body[bucket_id + "Policy"] = _bucket_policy(bucket)
+        outputs[bucket_id + "Name"] = _output({"Ref": bucket_id}, "catch-up audio uploads")
+        outputs[bucket_id + "Arn"] = _output({"Fn::GetAtt": [bucket_id, "Arn"]}, "catch-up audio uploads")
+    for queue in resources.QUEUES:
+        queue_id = logical_id(queue.suffix, "Queue")
+        body[queue_id] = _queue(stage, queue)
+        outputs[queue_id + "Name"] = _output({"Fn::GetAtt": [queue_id, "QueueName"]}, queue.suffix)
+        outputs[queue_id + "Url"] = _output({"Ref": queue_id}, queue.suffix)
+        outputs[queue_id + "Arn"] = _output({"Fn::GetAtt": [queue_id, "Arn"]}, queue.suffix)
+    return template
+
+
+def expected_names(stage: str) -> dict[str, str]:
+    """{output key: physical name} the app derives, to compare with a deployed stack's outputs."""
+    names = {logical_id(t.suffix, "Table") + "Name": resource_name(stage, t.suffix) for t in resources.TABLES}
+    names.update({logical_id(b.suffix, "Bucket") + "Name": resource_name(stage, b.suffix) for b in resources.BUCKETS})
+    names.update({logical_id(q.suffix, "Queue") + "Name": resource_name(stage, q.suffix) for q in resources.QUEUES})
+    return names
+
+
+# --- API Gateway responses ---------------------------------------------------------------
+# Responses API Gateway produces itself, before or instead of calling our function: the
+# authorizer's 401/403, an unknown path, throttling, a timeout. Without CORS headers the
+# browser hides them from the extension as an opaque network error. A gateway response
+# cannot echo the Origin conditionally, so it names one allowed origin statically (the
+# first of ALLOWED_ORIGINS, the published extension); echoing any requester's Origin would
+# be an unconditional `*` on authenticated routes, which our CORS rules exclude.
+
+GATEWAY_RESPONSES: dict[str, dict[str, str]] = {
+    # type: status, code, message (None status: keep API Gateway's own status)
+    "UNAUTHORIZED": {"status": "401", "code": "unauthorized", "message": "Authentication required"},
+    "ACCESS_DENIED": {"status": "403", "code": "forbidden", "message": "Forbidden"},
+    "MISSING_AUTHENTICATION_TOKEN": {"status": "404", "code": "not_found", "message": "Not found"},
+    "THROTTLED": {"status": "429", "code": "rate_limited", "message": "Too many requests"},
+    "REQUEST_TOO_LARGE": {"status": "413", "code": "payload_too_large", "message": "Request body too large"},
+    "DEFAULT_4XX": {"status": "", "code": "bad_request", "message": "Bad request"},
+    "DEFAULT_5XX": {"status": "", "code": "service_unavailable", "message": "Service temporarily unavailable"},
+}
+
+
+def gateway_response_headers(origin: str) -> dict[str, str]:
+    """Response headers in API Gateway's mapping syntax (static values are single-quoted)."""
+    from chalicelib.web import CORS_EXPOSE_HEADERS
+
+    return {
+        "gatewayresponse.header.Access-Control-Allow-Origin": f"'{origin}'",
+        "gatewayresponse.header.Access-Control-Expose-Headers": f"'{CORS_EXPOSE_HEADERS}'",
+        "gatewayresponse.header.Vary": "'Origin'",
+    }
+
+
+def gateway_response_body(code: str, message: str) -> str:
+    """Our error envelope; `X-Request-Id` is not available, the request id is in the body."""
+    return json.dumps(
+        {"error": message, "message": message, "code": code, "request_id": "$context.requestId"},
+        separators=(",", ":"),
+    )
+
+
+def gateway_responses(origin: str) -> dict[str, dict[str, Any]]:
+    """{response type: {statusCode?, responseParameters, responseTemplates}} (swagger shape)."""
+    rendered = {}
+    for response_type, spec in GATEWAY_RESPONSES.items():
+        response: dict[str, Any] = {
+            "responseParameters": gateway_response_headers(origin),
+            "responseTemplates": {
+                "application/json": gateway_response_body(spec["code"], spec["message"])
+            },
+        }
+        if spec["status"]:
+            response["statusCode"] = spec["status"]
+        rendered[response_type] = response
+    return rendered
+
+
+def merge_gateway_responses(sam: dict[str, Any], origin: str) -> dict[str, Any]:
+    """Add the gateway responses to `chalice package`'s SAM template, in the API definition.
+
+    They go into the swagger (`x-amazon-apigateway-gateway-responses`) rather than as
+    separate AWS::ApiGateway::GatewayResponse resources: SAM redeploys the stage whenever
+    the definition changes, whereas a separate resource changes nothing until some later
+    deployment of the stage happens to pick it up.
+    """
+    definition = sam["Resources"]["RestAPI"]["Properties"]["DefinitionBody"]
+    definition["x-amazon-apigateway-gateway-responses"] = gateway_responses(origin)
+    return sam
