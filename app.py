@@ -15,7 +15,9 @@ from chalicelib.authorizer import authorize
 from chalicelib.settings import APP_NAME, get_settings
 from chalicelib.web import handle, identity, json_body, preflight, respond
 
-app = Chalice(app_name=APP_NAME)
+# configure_logs=False: Chalice would otherwise add its own plain-text stdout handler to
+# app.log, printing every record (tracebacks included) a second time, unredacted.
+app = Chalice(app_name=APP_NAME, configure_logs=False)
 app.log.propagate = True  # our JSON handler on the root logger formats (and redacts) it
 
 
@@ -24,7 +26,7 @@ def http_middleware(event: Request, get_response) -> Response:  # type: ignore[n
     return handle(event, get_response)
 
 
-@app.authorizer(ttl_seconds=int(os.environ.get("AUTHORIZER_TTL_SECONDS", "300")))
+@app.authorizer(ttl_seconds=min(int(os.environ.get("AUTHORIZER_TTL_SECONDS", "300")), 300))
 def jwt_auth(auth_request: AuthRequest):  # type: ignore[no-untyped-def]
     return authorize(auth_request.token)
 

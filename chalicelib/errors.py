@@ -91,9 +91,10 @@ class ServiceUnavailable(ApiError):
     status, code, default_message = 503, "service_unavailable", "Service temporarily unavailable"
 
 
-class ConfigurationError(Exception):
+class ConfigurationError(ChaliceUnhandledError):
     """The deployment is misconfigured: an operator must act, the client cannot.
 
     Not an ApiError on purpose: its text names settings and is logged for the operator,
-    while the client only sees a generic 503.
+    while the client only sees a generic 503. A ChaliceUnhandledError so that one raised
+    inside a view reaches the middleware (503) instead of becoming Chalice's generic 500.
     """

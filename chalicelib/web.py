@@ -62,7 +62,13 @@ def _origin(request: Request) -> str | None:
 
 def cors_headers(origin: str | None, preflight: bool = False) -> dict[str, str]:
     """CORS headers for an allowed origin, echoed; nothing at all for any other origin."""
-    if not origin or origin not in get_settings().allowed_origins:
+    if not origin:
+        return {}
+    try:
+        allowed = get_settings().allowed_origins
+    except ConfigurationError:  # already answered with a 503; never crash the middleware
+        return {}
+    if origin not in allowed:
         return {}
     headers = {
         "Access-Control-Allow-Origin": origin,
@@ -91,9 +97,29 @@ def preflight(request: Request) -> Response:
     return respond(None, status=204, headers=headers)
 
 
-def _is_chalice_500(response: Response) -> bool:
+# Chalice answers some requests itself ({"Code": ..., "Message": ...}); same envelope as ours.
+CHALICE_ERRORS = {
+    404: ("not_found", "Not found"),
+    405: ("method_not_allowed", "Method not allowed"),
+    415: ("unsupported_media_type", "Content-Type must be application/json"),
+}
+
+
+def _is_chalice_error(response: Response) -> bool:
+    """Chalice's own error bodies, or (with app.debug on) a plain-text traceback."""
     body = response.body
-    return response.status_code >= 500 and isinstance(body, dict) and "Code" in body
+    if isinstance(body, dict) and "Code" in body:
+        return True
+    content_type = {k.lower(): v for k, v in response.headers.items()}.get("content-type", "")
+    return response.status_code >= 500 and content_type.startswith("text/plain")
+
+
+def _from_chalice_error(response: Response) -> Response:
+    if response.status_code >= 500:
+        return _internal_error()
+    code, message = CHALICE_ERRORS.get(response.status_code, ("bad_request", "Bad request"))
+    headers = {k: v for k, v in response.headers.items() if k.lower() == "allow"}
+    return error_response(ApiError(message, code=code, status=response.status_code, headers=headers))
 
 
 def _internal_error() -> Response:
@@ -120,8 +146,8 @@ def handle(request: Request, get_response: Callable[[Request], Response]) -> Res
         if len(raw) > GLOBAL_MAX_BODY_BYTES:
             raise PayloadTooLarge(limit=GLOBAL_MAX_BODY_BYTES)
         response = get_response(request)
-        if _is_chalice_500(response):  # Chalice already logged the exception (redacted)
-            response = _internal_error()
+        if _is_chalice_error(response):  # Chalice already logged any exception (redacted)
+            response = _from_chalice_error(response)
     except ApiError as error:
         response = error_response(error)
     except ConfigurationError as error:
