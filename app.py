@@ -11,9 +11,15 @@ from chalice import Chalice
 from chalice.app import AuthRequest, Request, Response
 
 from chalicelib import accounts, health
+from chalicelib import ask, streaming, twitch_lookup
 from chalicelib.authorizer import authorize
-from chalicelib.settings import APP_NAME, get_settings
-from chalicelib.web import handle, identity, json_body, preflight, respond
+from chalicelib.billing import catalogue as billing_catalogue
+from chalicelib.billing import checkout as billing_checkout
+from chalicelib.billing import webhooks as billing_webhooks
+from chalicelib import audio_uploads, catchup, history
+from chalicelib import catchup_worker as catchup_jobs
+from chalicelib.settings import APP_NAME, get_settings, resource_name
+from chalicelib.web import client_ip, handle, identity, json_body, preflight, respond
 
 # configure_logs=False: Chalice would otherwise add its own plain-text stdout handler to
 # app.log, printing every record (tracebacks included) a second time, unredacted.
@@ -57,7 +63,8 @@ def register() -> Response:
 @app.route("/auth/login", methods=["POST"])
 def login() -> Response:
     body = json_body(request(), accounts.LOGIN_SCHEMA)
-    return respond(accounts.login(get_settings(), body["email"], body["password"]))
+    session = accounts.login(get_settings(), body["email"], body["password"], client_ip(request()))
+    return respond(session)
 
 
 @app.route("/auth/refresh", methods=["POST"])
@@ -77,6 +84,103 @@ def logout() -> Response:
 def get_user() -> Response:
     user = accounts.get_user(identity(request()).user_id)
     return respond({"user": accounts.public_user(user)})
+
+
+# --- live captions, ask, twitch -------------------------------------------------------
+
+
+@app.route("/transcription/stream", methods=["POST"], authorizer=jwt_auth)
+def transcription_stream() -> Response:
+    body = json_body(request(), streaming.STREAM_SCHEMA)
+    return respond(streaming.handle(identity(request()).user_id, body))
+
+
+@app.route("/transcription/ask", methods=["POST"], authorizer=jwt_auth)
+def transcription_ask() -> Response:
+    body = json_body(request(), ask.schema())
+    return respond(ask.ask(identity(request()).user_id, body["question"], body["transcript"]))
+
+
+@app.route("/twitch/stream", methods=["GET"], authorizer=jwt_auth)
+def twitch_stream() -> Response:
+    return respond(twitch_lookup.lookup(request().query_params))
+
+
+# --- catch-up and history -------------------------------------------------------------
+
+
+@app.route("/transcription/catchup/upload", methods=["POST"], authorizer=jwt_auth)
+def catchup_upload() -> Response:
+    body = json_body(request(), audio_uploads.UPLOAD_SCHEMA)
+    return respond(
+        audio_uploads.create_upload(identity(request()).user_id, body["content_type"], body["file_size"])
+    )
+
+
+@app.route("/transcription/catchup", methods=["POST"], authorizer=jwt_auth)
+def catchup_submit() -> Response:
+    body = json_body(request(), catchup.SUBMIT_SCHEMA)
+    return respond(catchup.submit(identity(request()).user_id, body), status=202)
+
+
+@app.route("/transcription/catchup/{job_id}", methods=["GET"], authorizer=jwt_auth)
+def catchup_status(job_id: str) -> Response:
+    return respond(catchup.get_job(identity(request()).user_id, job_id))
+
+
+@app.route("/transcription/history", methods=["GET"], authorizer=jwt_auth)
+def transcription_history() -> Response:
+    return respond(history.list_page(identity(request()).user_id, request().query_params))
+
+
+# The queue's name is fixed when Chalice packages the app: STAGE comes from the stage's
+# environment_variables in .chalice/config.json. Its own Lambda, 300 s (config.json).
+@app.on_sqs_message(queue=resource_name(os.environ.get("STAGE", "local"), "catchup"), batch_size=1)
+def catchup_worker(event) -> None:  # type: ignore[no-untyped-def]
+    catchup_jobs.handle_event(event.to_dict(), event.context)
+
+
+# --- billing --------------------------------------------------------------------------
+
+
+@app.route("/credits/packages", methods=["GET"])
+def credit_packages() -> Response:
+    return respond(billing_catalogue.listing())
+
+
+@app.route("/credits/purchase", methods=["POST"], authorizer=jwt_auth)
+def credits_purchase() -> Response:
+    body = json_body(request(), billing_checkout.PURCHASE_SCHEMA)
+    return respond(
+        billing_checkout.purchase(
+            get_settings(), identity(request()).user_id, body["package_id"],
+            idempotency_key=request().headers.get("idempotency-key"),
+        )
+    )
+
+
+@app.route("/credits/subscribe", methods=["POST"], authorizer=jwt_auth)
+def credits_subscribe() -> Response:
+    body = json_body(request(), billing_checkout.SUBSCRIBE_SCHEMA)
+    return respond(
+        billing_checkout.subscribe(
+            get_settings(), identity(request()).user_id, body["plan_id"],
+            idempotency_key=request().headers.get("idempotency-key"),
+        )
+    )
+
+
+@app.route("/credits/portal", methods=["POST"], authorizer=jwt_auth)
+def credits_portal() -> Response:
+    return respond(billing_checkout.portal(get_settings(), identity(request()).user_id))
+
+
+# Stripe calls this: no authorizer (the signature on the raw body is the authentication).
+@app.route("/webhooks/stripe", methods=["POST"])
+def stripe_webhook() -> Response:
+    raw = request().raw_body
+    signature = request().headers.get("stripe-signature")
+    return respond(billing_webhooks.receive(get_settings(), raw, signature))
 
 
 # --- preflight ------------------------------------------------------------------------

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from typing import Any
 
-from chalicelib import ledger, store
+from chalicelib import ledger, lockout, store
 from chalicelib.errors import Conflict, Unauthorized
 from chalicelib.logs import log_event, register_secret
 from chalicelib.passwords import (
@@ -175,16 +176,27 @@ def register(settings: Settings, email: str, password: str, name: str | None) ->
     return _session_response(settings, user, refresh_token)
 
 
-def login(settings: Settings, email: str, password: str) -> dict[str, Any]:
-    """Same status, message and (one bcrypt) cost for an unknown email and a wrong password."""
+def login(
+    settings: Settings, email: str, password: str, source_ip: str | None = None
+) -> dict[str, Any]:
+    """Same status, message and (one bcrypt) cost for an unknown email, a wrong password
+    and a locked account or IP (chalicelib.lockout: no lockout oracle)."""
     register_secret(password)
+    attempt = lockout.begin(settings, email, source_ip)
+    if attempt.refused:
+        verify_password(password, dummy_hash(settings.bcrypt_rounds))
+        raise Unauthorized(INVALID_LOGIN, code="invalid_credentials")
+    time.sleep(attempt.delay_seconds(settings))
     claim = store.get("emails", email=email)
     user = store.get("users", user_id=claim["user_id"]) if claim else None
     if user is None or not user.get("is_active", True):
         verify_password(password, dummy_hash(settings.bcrypt_rounds))
+        lockout.failed(settings, attempt)
         raise Unauthorized(INVALID_LOGIN, code="invalid_credentials")
     if not verify_password(password, user.get("password_hash", "")):
+        lockout.failed(settings, attempt)
         raise Unauthorized(INVALID_LOGIN, code="invalid_credentials")
+    lockout.succeeded(settings, attempt)
     now = store.iso()
     family_id = uuid.uuid4().hex
     refresh_token, token_puts = _refresh_token_puts(settings, user["user_id"], family_id)

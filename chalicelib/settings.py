@@ -18,6 +18,12 @@ from chalicelib.errors import ConfigurationError
 APP_NAME = "transcription-backend"
 LOCAL_STAGE = "local"
 
+# Audio formats a catch-up upload may have (browsers' MediaRecorder and common files).
+CATCHUP_CONTENT_TYPES = (
+    "audio/webm", "audio/ogg", "audio/wav", "audio/x-wav", "audio/wave", "audio/mpeg",
+    "audio/mp4", "audio/x-m4a", "audio/aac", "audio/flac",
+)
+
 logger = logging.getLogger(__name__)
 
 
@@ -109,6 +115,8 @@ class Settings:
     checkout_success_url: str = "https://example.invalid/checkout/success"
     checkout_cancel_url: str = "https://example.invalid/checkout/cancel"
     billing_portal_return_url: str = "https://example.invalid/account"
+    # `<pack or plan id>=price_...` entries binding catalogue items to Stripe Prices (issue 4).
+    stripe_price_ids: tuple[str, ...] = ()
 
     # Live captions, Ask and the provider clients (issue 5).
     assemblyai_token_expires_seconds: int = 60
@@ -126,6 +134,34 @@ class Settings:
     provider_max_attempts: int = 3
     provider_budget_seconds: float = 20.0
     provider_backoff_seconds: float = 0.5
+
+    # Rate limits, login lockout (issue 7): see README "Security" for the meaning of each.
+    rate_limits_enabled: bool = True
+    rate_limits: Mapping[str, tuple[int, int] | None] = field(
+        default_factory=lambda: _rate_limits({}, "prod")
+    )
+    rate_limit_fail_closed: tuple[str, ...] = ("spend",)
+    login_max_failures: int = 10
+    login_failure_window_seconds: int = 900
+    login_lockout_seconds: int = 900
+    login_slowdown_after: int = 5
+    login_slowdown_ms: int = 250
+    login_ip_max_failures: int = 100
+
+    # Catch-up jobs (issue 6).
+    catchup_max_minutes: int = 60
+    catchup_inline_audio_max_bytes: int = 3 * 1024 * 1024
+    catchup_upload_max_bytes: int = 200 * 1024 * 1024
+    catchup_upload_content_types: tuple[str, ...] = CATCHUP_CONTENT_TYPES
+    catchup_upload_url_ttl_seconds: int = 300
+    catchup_audio_url_ttl_seconds: int = 3600
+    catchup_transcript_retention_days: int = 7
+    catchup_job_retention_days: int = 30
+    catchup_transcribe_budget_seconds: int = 240
+    catchup_speech_models: tuple[str, ...] = ("universal-2",)
+    summary_model: str = ""
+    summary_max_completion_tokens: int = 800
+    summary_chunk_tokens: int = 16000
 
     resource_overrides: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -161,6 +197,48 @@ def _resource_overrides(env: Mapping[str, str]) -> dict[str, str]:
     from chalicelib.resources import RESOURCE_ENV_VARS
 
     return {suffix: env[var] for var, suffix in RESOURCE_ENV_VARS.items() if env.get(var)}
+
+
+# Requests per window, per route class (chalicelib.ratelimit.ROUTE_CLASSES says which
+# route is in which class). register/auth/public count per client IP, the others per user.
+DEFAULT_RATE_LIMITS = (
+    "register:10/3600,auth:30/60,public:120/60,"
+    "account:10/3600,spend:30/60,write:60/60,read:300/60"
+)
+# `chalice local` reports every caller as 127.0.0.1, so on a laptop (and in the test suite,
+# which signs up hundreds of users) the per-IP classes would throttle everyone as one client.
+LOCAL_RATE_LIMITS = "register:100000/3600,auth:100000/60,public:100000/60"
+
+
+def _rate_limits(env: Mapping[str, str], stage: str) -> dict[str, tuple[int, int] | None]:
+    """`RATE_LIMITS="auth:20/60,spend:off"` over the stage's defaults: class -> (limit, window)."""
+    limits: dict[str, tuple[int, int] | None] = {}
+    sources = [DEFAULT_RATE_LIMITS] + ([LOCAL_RATE_LIMITS] if stage == LOCAL_STAGE else [])
+    sources.append(env.get("RATE_LIMITS", ""))
+    for index, source in enumerate(sources):
+        for entry in (part.strip() for part in source.split(",")):
+            if not entry:
+                continue
+            name, _, spec = entry.partition(":")
+            name, spec = name.strip(), spec.strip().lower()
+            if index and name not in limits:
+                raise ConfigurationError(
+                    f"RATE_LIMITS: unknown class {name!r} (known: {', '.join(limits)})"
+                )
+            if spec == "off":
+                limits[name] = None
+                continue
+            count, _, window = spec.partition("/")
+            try:
+                parsed = (int(count), int(window))
+            except ValueError:
+                raise ConfigurationError(
+                    f"RATE_LIMITS: {entry!r} must look like class:limit/seconds or class:off"
+                ) from None
+            if parsed[0] < 1 or parsed[1] < 1:
+                raise ConfigurationError(f"RATE_LIMITS: {entry!r} needs a positive limit and window")
+            limits[name] = parsed
+    return limits
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -213,6 +291,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         billing_portal_return_url=_str(
             env, "BILLING_PORTAL_RETURN_URL", "https://example.invalid/account"
         ),
+        stripe_price_ids=_list(env, "STRIPE_PRICE_IDS"),
         assemblyai_token_expires_seconds=min(
             _int(env, "ASSEMBLYAI_TOKEN_EXPIRES_SECONDS", 60, minimum=1), 600
         ),
@@ -238,6 +317,45 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         provider_max_attempts=min(_int(env, "PROVIDER_MAX_ATTEMPTS", 3, minimum=1), 5),
         provider_budget_seconds=min(max(_float(env, "PROVIDER_BUDGET_SECONDS", 20.0), 1.0), 25.0),
         provider_backoff_seconds=min(max(_float(env, "PROVIDER_BACKOFF_SECONDS", 0.5), 0.0), 5.0),
+        rate_limits_enabled=_bool(env, "RATE_LIMITS_ENABLED", True),
+        rate_limits=_rate_limits(env, stage),
+        rate_limit_fail_closed=_list(env, "RATE_LIMIT_FAIL_CLOSED") or ("spend",),
+        login_max_failures=min(_int(env, "LOGIN_MAX_FAILURES", 10, minimum=1), 100),
+        login_failure_window_seconds=_int(env, "LOGIN_FAILURE_WINDOW_SECONDS", 900, minimum=60),
+        login_lockout_seconds=_int(env, "LOGIN_LOCKOUT_SECONDS", 900, minimum=60),
+        login_slowdown_after=_int(env, "LOGIN_SLOWDOWN_AFTER", 5, minimum=1),
+        login_slowdown_ms=min(_int(env, "LOGIN_SLOWDOWN_MS", 250), 3000),
+        login_ip_max_failures=_int(
+            env, "LOGIN_IP_MAX_FAILURES", 100_000 if stage == LOCAL_STAGE else 100, minimum=1
+        ),
+        catchup_max_minutes=min(_int(env, "CATCHUP_MAX_MINUTES", 60, minimum=1), 180),
+        catchup_inline_audio_max_bytes=min(
+            _int(env, "CATCHUP_INLINE_AUDIO_MAX_BYTES", 3 * 1024 * 1024, minimum=1024),
+            3 * 1024 * 1024,
+        ),
+        catchup_upload_max_bytes=min(
+            _int(env, "CATCHUP_UPLOAD_MAX_BYTES", 200 * 1024 * 1024, minimum=1024), 5 * 1024**3
+        ),
+        catchup_upload_content_types=tuple(
+            t.lower() for t in _list(env, "CATCHUP_UPLOAD_CONTENT_TYPES")
+        ) or CATCHUP_CONTENT_TYPES,
+        catchup_upload_url_ttl_seconds=min(
+            _int(env, "CATCHUP_UPLOAD_URL_TTL_SECONDS", 300, minimum=30), 3600
+        ),
+        catchup_audio_url_ttl_seconds=min(
+            _int(env, "CATCHUP_AUDIO_URL_TTL_SECONDS", 3600, minimum=300), 7 * 24 * 3600
+        ),
+        catchup_transcript_retention_days=_int(env, "CATCHUP_TRANSCRIPT_RETENTION_DAYS", 7, minimum=1),
+        catchup_job_retention_days=_int(env, "CATCHUP_JOB_RETENTION_DAYS", 30, minimum=1),
+        catchup_transcribe_budget_seconds=min(
+            _int(env, "CATCHUP_TRANSCRIBE_BUDGET_SECONDS", 240, minimum=1), 280
+        ),
+        catchup_speech_models=_list(env, "ASSEMBLYAI_SPEECH_MODELS") or ("universal-2",),
+        summary_model=_str(env, "OPENAI_SUMMARY_MODEL"),
+        summary_max_completion_tokens=min(
+            _int(env, "OPENAI_SUMMARY_MAX_TOKENS", 800, minimum=100), 4000
+        ),
+        summary_chunk_tokens=_int(env, "OPENAI_SUMMARY_CHUNK_TOKENS", 16000, minimum=200),
         resource_overrides=_resource_overrides(env),
     )
 

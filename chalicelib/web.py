@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from chalice.app import Request, Response
 
-from chalicelib import jsonutil, logs
+from chalicelib import jsonutil, logs, ratelimit
 from chalicelib.errors import ApiError, ConfigurationError, PayloadTooLarge, Unauthorized
 from chalicelib.settings import get_settings
 from chalicelib.tokens import Identity
@@ -38,6 +38,11 @@ def identity(request: Request) -> Identity:
     if not user_id:
         raise Unauthorized()
     return Identity(user_id=user_id, email=context.get("email", ""), role=context.get("role", "user"))
+
+
+def client_ip(request: Request) -> str | None:
+    """The caller's address as API Gateway saw it (never a client-supplied header)."""
+    return ((request.context or {}).get("identity") or {}).get("sourceIp")
 
 
 def query_param(request: Request, name: str) -> str | None:
@@ -127,11 +132,12 @@ def _internal_error() -> Response:
 
 
 def handle(request: Request, get_response: Callable[[Request], Response]) -> Response:
-    """The HTTP middleware: context, body limit, error envelope, CORS and one access log line."""
+    """The HTTP middleware: context, rate limit, body limit, error envelope, CORS, access log."""
     started = time.monotonic()
     context = request.context or {}
     request_id = context.get("requestId") or uuid.uuid4().hex
     authorizer = context.get("authorizer") or {}
+    limited: ratelimit.Decision | None = None
     logs.request_context.set(
         {
             "request_id": request_id,
@@ -142,6 +148,14 @@ def handle(request: Request, get_response: Callable[[Request], Response]) -> Res
     try:
         settings = get_settings()
         logs.configure(settings.log_level)
+        # Before the view and before reading the body: over the limit, no work is done.
+        limited = ratelimit.check(
+            settings,
+            request.method,
+            context.get("resourcePath", request.path),
+            user_id=authorizer.get("user_id"),
+            source_ip=client_ip(request),
+        )
         raw = request.raw_body or b""
         if len(raw) > GLOBAL_MAX_BODY_BYTES:
             raise PayloadTooLarge(limit=GLOBAL_MAX_BODY_BYTES)
@@ -158,6 +172,8 @@ def handle(request: Request, get_response: Callable[[Request], Response]) -> Res
     except Exception:
         logger.exception("unhandled error")
         response = _internal_error()
+    if limited is not None:
+        response.headers.update(limited.headers())
     response.headers.update(cors_headers(_origin(request)))
     response.headers["X-Request-Id"] = request_id
     logs.log_event(
