@@ -1,0 +1,160 @@
+"""The IAM policy files allow exactly what the code calls, on exactly our resources."""
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+
+from infra import policy
+
+
+@pytest.mark.parametrize("stage", policy.DEPLOY_STAGES)
+def test_policy_file_matches_the_code(stage):
+    with open(policy.policy_path(stage), encoding="utf-8") as handle:
+        current = json.load(handle)
+    expected = policy.expected_policy(stage)
+    difference = policy.describe_difference(current, expected)
+    assert not difference, (
+        f"{policy.policy_path(stage)} is out of step with the code "
+        f"(regenerate: python -m infra policy --write):\n{difference}"
+    )
+
+
+def test_scan_resolves_every_client_call():
+    result = policy.scan()
+    assert not result.unresolved, result.unresolved
+    assert ("dynamodb", "TransactWriteItems") in result.operations
+    assert ("ssm", "GetParameters") in result.operations
+
+
+def _tree(tmp_path, files):
+    (tmp_path / "chalicelib").mkdir()
+    (tmp_path / "app.py").write_text(files.pop("app.py", ""))
+    for name, source in files.items():
+        (tmp_path / "chalicelib" / name).write_text(textwrap.dedent(source))
+    return str(tmp_path)
+
+
+def test_scan_follows_clients_through_helpers_variables_paginators_presigns_and_waiters(tmp_path):
+    root = _tree(
+        tmp_path,
+        {
+            "app.py": textwrap.dedent(
+                """
+                from chalice import Chalice
+                app = Chalice(app_name="x")
+
+                @app.on_sqs_message(queue="q")
+                def worker(event):
+                    pass
+                """
+            ),
+            "store.py": """
+                from chalicelib.aws import client
+
+                def ddb():
+                    return client("dynamodb")
+
+                def put():
+                    ddb().transact_write_items(TransactItems=[{"Put": {}}, {"ConditionCheck": {}}])
+            """,
+            "jobs.py": """
+                from chalicelib import store
+                from chalicelib.aws import client
+
+                def run():
+                    sqs = client("sqs")
+                    sqs.send_message(QueueUrl="u", MessageBody="b")
+                    for page in store.ddb().get_paginator("query").paginate():
+                        pass
+                    client("s3").generate_presigned_url("put_object", Params={})
+                    client("s3").generate_presigned_url(ClientMethod="get_object", Params={})
+                    store.ddb().get_waiter("table_exists").wait(TableName="t")
+                    store.ddb().exceptions.ConditionalCheckFailedException
+            """,
+        },
+    )
+    result = policy.scan(root)
+    assert result.operations == {
+        ("dynamodb", "TransactWriteItems"),
+        ("dynamodb", "Query"),
+        ("dynamodb", "DescribeTable"),
+        ("sqs", "SendMessage"),
+        ("s3", "PutObject"),
+        ("s3", "GetObject"),
+    }
+    assert result.transact_kinds == {"Put", "ConditionCheck"}
+    assert result.sqs_subscriptions == ["app.py:worker"]
+    assert policy.required_actions(result) == {
+        "logs:CreateLogStream", "logs:PutLogEvents",
+        "dynamodb:PutItem", "dynamodb:ConditionCheckItem", "dynamodb:Query", "dynamodb:DescribeTable",
+        "sqs:SendMessage", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes",
+        "s3:PutObject", "s3:GetObject",
+    }
+
+
+def test_scan_reports_a_presign_it_cannot_name(tmp_path):
+    root = _tree(
+        tmp_path,
+        {"x.py": """
+            from chalicelib.aws import client
+
+            def url(method):
+                return client("s3").generate_presigned_url(method, Params={})
+        """},
+    )
+    assert policy.scan(root).unresolved == ["chalicelib/x.py:5 s3.generate_presigned_url"]
+
+
+@pytest.mark.parametrize(
+    "service, operation, expected",
+    [
+        ("dynamodb", "GetItem", {"dynamodb:GetItem"}),
+        ("dynamodb", "TransactGetItems", {"dynamodb:GetItem"}),
+        ("s3", "HeadObject", {"s3:GetObject"}),
+        ("s3", "ListObjectsV2", {"s3:ListBucket"}),
+        ("s3", "DeleteObjects", {"s3:DeleteObject"}),
+        ("sqs", "SendMessageBatch", {"sqs:SendMessage"}),
+        ("ssm", "GetParameters", {"ssm:GetParameters"}),
+    ],
+)
+def test_operations_map_to_documented_actions(service, operation, expected):
+    assert policy.actions_for(service, operation) == expected
+
+
+def test_transact_write_needs_the_per_item_actions_of_the_kinds_used():
+    assert policy.actions_for("dynamodb", "TransactWriteItems", {"Update", "Delete"}) == {
+        "dynamodb:UpdateItem", "dynamodb:DeleteItem",
+    }
+
+
+def test_rendered_policy_scopes_each_service_to_our_resources():
+    rendered = policy.render_policy(
+        "prod",
+        ["dynamodb:Query", "s3:PutObject", "s3:ListBucket", "sqs:SendMessage", "ssm:GetParameters",
+         "logs:PutLogEvents"],
+    )
+    by_sid = {s["Sid"]: s for s in rendered["Statement"]}
+    assert "arn:aws:dynamodb:*:*:table/transcription-backend-prod-users" in by_sid["Tables"]["Resource"]
+    assert "arn:aws:dynamodb:*:*:table/transcription-backend-prod-users/index/*" in by_sid["Tables"]["Resource"]
+    assert not any("index" in r and "emails" in r for r in by_sid["Tables"]["Resource"])  # no indexes there
+    assert by_sid["AudioObjects"]["Resource"] == ["arn:aws:s3:::transcription-backend-prod-audio/uploads/*"]
+    assert by_sid["AudioBucket"]["Condition"] == {"StringLike": {"s3:prefix": ["uploads/*"]}}
+    assert by_sid["Queues"]["Resource"] == ["arn:aws:sqs:*:*:transcription-backend-prod-catchup"]
+    assert by_sid["Secrets"]["Resource"] == ["arn:aws:ssm:*:*:parameter/transcription-backend/prod/*"]
+    every_resource = [r for s in rendered["Statement"] for r in s["Resource"]]
+    assert all("prod" in r for r in every_resource) and "*" not in every_resource
+
+
+def test_a_service_without_a_defined_scope_is_refused():
+    with pytest.raises(ValueError, match="kms"):
+        policy.render_policy("prod", ["kms:Decrypt"])
+
+
+def test_difference_names_missing_and_extra_actions():
+    expected = policy.render_policy("dev", ["dynamodb:GetItem", "logs:PutLogEvents"])
+    current = policy.render_policy("dev", ["dynamodb:Scan", "logs:PutLogEvents"])
+    text = policy.describe_difference(current, expected)
+    assert "missing (the code calls these): dynamodb:GetItem" in text
+    assert "extra (nothing in the code needs these): dynamodb:Scan" in text
