@@ -148,7 +148,16 @@ def fake_twitch():
 
 
 @pytest.fixture(scope="session")
-def provider_env(fake_assemblyai, fake_openai, fake_twitch) -> dict[str, str]:
+def fake_stripe():
+    """Fake Stripe; tests point `webhook_url` at the server they exercise (None: no delivery)."""
+    from devstack.fakes import StripeFake
+
+    with StripeFake(api_key=STRIPE_KEY, webhook_secret=STRIPE_WEBHOOK_SECRET) as fake:
+        yield fake
+
+
+@pytest.fixture(scope="session")
+def provider_env(fake_assemblyai, fake_openai, fake_twitch, fake_stripe) -> dict[str, str]:
     """Settings that point every provider at its fake; applied to os.environ for the session."""
     env = {
         "ASSEMBLYAI_API_KEY": ASSEMBLYAI_KEY,
@@ -160,6 +169,9 @@ def provider_env(fake_assemblyai, fake_openai, fake_twitch) -> dict[str, str]:
         "TWITCH_CLIENT_SECRET": TWITCH_CLIENT_SECRET,
         "TWITCH_API_BASE": fake_twitch.url + "/helix",
         "TWITCH_AUTH_BASE": fake_twitch.url + "/oauth2",
+        "STRIPE_SECRET_KEY": STRIPE_KEY,
+        "STRIPE_API_BASE": fake_stripe.url,
+        "STRIPE_WEBHOOK_SECRET": STRIPE_WEBHOOK_SECRET,
     }
     os.environ.update(env)
     reset_process_caches()

@@ -1,0 +1,107 @@
+"""Taking credits back when money goes back: refunds (proportionally) and disputes (entirely).
+
+Events only *record* what Stripe reports on the purchase row (the charge's cumulative
+refunded amount, the dispute id); `settle` then applies whatever is recorded but not yet
+applied, and is called both by the refund/dispute events and right after a purchase
+completes. So a refund that arrives before the purchase's completion is applied the moment
+the purchase completes (the pack is granted, then its refunded share is taken back), and
+any replay or reordering converges on the same result.
+
+Exactly once: each clawback is one ledger transaction keyed by the charge id and the
+cumulative refunded amount (or the dispute id), and it carries an optimistic update of the
+purchase row (`refunded_amount`, `credits_clawed_back`), so two events processed at once
+cannot both take the same share; the loser re-reads and finds nothing left to do.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from chalicelib import ledger, store
+from chalicelib.billing import purchases
+from chalicelib.errors import Conflict
+from chalicelib.logs import log_event
+
+logger = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 5
+
+
+def refunded_credits(credits: int, charge_amount: int, amount_refunded: int) -> int:
+    """The share of a pack's credits that `amount_refunded` (cumulative) pays back.
+
+    Rounded down, except that a full refund takes back every credit. Cumulative, so two
+    partial refunds take back exactly what one refund of their sum would.
+    """
+    if amount_refunded <= 0:
+        return 0
+    if charge_amount <= 0 or amount_refunded >= charge_amount:
+        return credits
+    return credits * amount_refunded // charge_amount
+
+
+def _next_step(row: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, Any]] | None:
+    """What is recorded but not applied yet: (credits to take, ledger kwargs, row state after)."""
+    credits = int(row["credits"])
+    clawed = int(row.get("credits_clawed_back") or 0)
+    applied_refund = int(row.get("refunded_amount") or 0)
+    if row.get("dispute_id") and not row.get("dispute_applied"):
+        return (
+            max(credits - clawed, 0),
+            {"source": "dispute", "record_id": row["dispute_id"]},
+            {"refunded_amount": applied_refund, "credits_clawed_back": max(credits, clawed),
+             "dispute_applied": True},
+        )
+    seen = int(row.get("refund_seen_amount") or 0)
+    if seen > applied_refund:
+        charge_amount = int(row.get("refund_charge_amount") or row["amount"])
+        target = refunded_credits(credits, charge_amount, seen)
+        return (
+            max(target - clawed, 0),
+            {"source": "refund", "record_id": f"{row['refund_charge_id']}#{seen}"},
+            {"refunded_amount": seen, "credits_clawed_back": max(target, clawed),
+             "dispute_applied": bool(row.get("dispute_applied"))},
+        )
+    return None
+
+
+def _lost_race(error: Exception) -> bool:
+    """Our optimistic row update lost to a concurrent one (the ledger refuses the transaction)."""
+    return isinstance(error, Conflict) or store.is_conditional_failure(error)
+
+
+def settle(transaction_id: str) -> int:
+    """Apply every recorded refund/dispute of a completed purchase; returns credits taken now."""
+    taken = 0
+    lost: Exception | None = None
+    for _ in range(MAX_ATTEMPTS):
+        row = purchases.get(transaction_id)
+        if row is None or row.get("status") != purchases.COMPLETED:
+            return taken  # applied when (if) the purchase completes
+        step = _next_step(row)
+        if step is None:
+            return taken
+        credits, ledger_args, after = step
+        update = purchases.chargeback_update(row, **after)
+        try:
+            if credits > 0:
+                result = ledger.clawback(
+                    row["user_id"], credits, metadata={"transaction_id": transaction_id},
+                    extra_items=[update], **ledger_args,
+                )
+                if not result.replayed:
+                    taken += credits
+                    log_event(logger, "billing.clawback", user_id=row["user_id"],
+                              transaction_id=transaction_id, credits=credits,
+                              source=ledger_args["source"], balance_after=result.balance_after)
+            else:
+                store.ddb().transact_write_items(TransactItems=[update])
+        except Exception as error:  # noqa: BLE001 - only a lost race is retried
+            if not _lost_race(error):
+                raise
+            lost = error
+            continue
+        lost = None
+    if lost is not None:
+        raise lost  # still racing after several rounds: fail, so Stripe redelivers later
+    return taken

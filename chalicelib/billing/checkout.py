@@ -1,0 +1,245 @@
+"""Buying: a credit pack (Checkout, mode payment), a plan (Checkout, mode subscription), and
+the Stripe billing portal for managing a subscription.
+
+Nothing here grants credits: a purchase only writes a pending row and returns the Checkout
+URL. Credits arrive when Stripe's signed webhook says the money did (chalicelib.billing.fulfilment).
+Every Stripe POST carries an idempotency key derived from our own ids, so a retry (ours,
+stripe-python's, or the client's with the same Idempotency-Key) never creates a second object.
+"""
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from chalicelib import accounts, store
+from chalicelib.billing import catalogue, purchases, stripe_api, subscriptions
+from chalicelib.errors import Conflict, ValidationFailed
+from chalicelib.logs import log_event
+from chalicelib.settings import Settings
+from chalicelib.validation import Field, Schema
+
+logger = logging.getLogger(__name__)
+
+ID_PATTERN = r"[a-z0-9_]{1,64}"
+PURCHASE_SCHEMA = Schema(
+    {"package_id": Field(str, required=True, min_length=1, max_length=64, pattern=ID_PATTERN)},
+    name="purchase",
+)
+SUBSCRIBE_SCHEMA = Schema(
+    {"plan_id": Field(str, required=True, min_length=1, max_length=64, pattern=ID_PATTERN)},
+    name="subscribe",
+)
+
+# Stripe accepts 30 minutes to 24 hours; an hour keeps abandoned purchases from lingering.
+CHECKOUT_TTL_SECONDS = 3600
+MAX_IDEMPOTENCY_KEY_CHARS = 255
+CHECKOUT_UNAVAILABLE = "checkout_unavailable"
+
+
+def _idempotency_key(raw: str | None) -> str | None:
+    if raw is None:
+        return None
+    key = raw.strip()
+    if not key or len(key) > MAX_IDEMPOTENCY_KEY_CHARS or not key.isprintable():
+        raise ValidationFailed(
+            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} printable characters",
+            code="invalid_idempotency_key",
+        )
+    return key
+
+
+def ensure_customer(settings: Settings, user: dict[str, Any]) -> str:
+    """The user's Stripe customer id, creating the customer the first time only.
+
+    Stripe's idempotency key (derived from the user id) makes parallel first purchases get
+    the same customer from Stripe; the conditional write makes sure only one id is stored.
+    """
+    if user.get("stripe_customer_id"):
+        return str(user["stripe_customer_id"])
+    user_id = user["user_id"]
+    stripe = stripe_api.client(settings)
+    customer = stripe_api.call(
+        "customers.create",
+        lambda: stripe.v1.customers.create(
+            params={"email": user["email"], "metadata": {"user_id": user_id}},
+            options={"idempotency_key": f"customer-{user_id}"},
+        ),
+    )
+    try:
+        store.ddb().update_item(
+            TableName=store.table_name("users"),
+            Key=store.key(user_id=user_id),
+            UpdateExpression="SET stripe_customer_id = :customer",
+            ConditionExpression="attribute_exists(user_id) AND attribute_not_exists(stripe_customer_id)",
+            ExpressionAttributeValues=store.values(customer=customer["id"]),
+        )
+    except store.ddb().exceptions.ConditionalCheckFailedException:
+        stored = accounts.get_user(user_id).get("stripe_customer_id")
+        if stored:
+            return str(stored)
+        raise
+    log_event(logger, "billing.customer_created", user_id=user_id)
+    return str(customer["id"])
+
+
+def _line_item(settings: Settings, item_id: str, name: str, amount: int, currency: str,
+               recurring: dict[str, str] | None = None) -> dict[str, Any]:
+    price_id = catalogue.price_ids(settings).get(item_id)
+    if price_id:
+        return {"price": price_id, "quantity": 1}
+    price_data: dict[str, Any] = {
+        "currency": currency,
+        "unit_amount": amount,
+        "product_data": {"name": name, "metadata": {"catalogue_id": item_id}},
+    }
+    if recurring:
+        price_data["recurring"] = recurring
+    return {"price_data": price_data, "quantity": 1}
+
+
+def _purchase_response(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "checkout_url": row["checkout_url"],
+        "session_id": row["stripe_session_id"],
+        "transaction_id": row["transaction_id"],
+    }
+
+
+def purchase(
+    settings: Settings, user_id: str, package_id: str, idempotency_key: str | None = None
+) -> dict[str, Any]:
+    """Start buying a pack: a pending row, then a Checkout Session that names it.
+
+    The row is written first, so every session we create has a row to complete, and the
+    Checkout parameters (including `expires_at`) come from the row, so a retried request
+    sends Stripe identical parameters under the same idempotency key.
+    """
+    pack = catalogue.pack(package_id)
+    key = _idempotency_key(idempotency_key)
+    user = accounts.get_user(user_id)
+    customer_id = ensure_customer(settings, user)
+    now = store.now()
+    row = purchases.create_pending(
+        {
+            "transaction_id": purchases.new_transaction_id(user_id, key),
+            "user_id": user_id,
+            "kind": purchases.KIND,
+            "package_id": pack.id,
+            "credits": pack.credits,
+            "amount": pack.amount,
+            "currency": pack.currency,
+            "status": purchases.PENDING,
+            "stripe_customer_id": customer_id,
+            "checkout_expires_at": int(now.timestamp()) + CHECKOUT_TTL_SECONDS,
+            "created_at": store.iso(now),
+        }
+    )
+    if row["user_id"] != user_id or row["package_id"] != pack.id:
+        raise Conflict(
+            "This Idempotency-Key was already used with a different request",
+            code="idempotency_conflict",
+        )
+    if row.get("stripe_session_id") and row.get("checkout_url"):
+        return _purchase_response(row)  # a replay of a purchase that already has its session
+    if row["status"] == purchases.FAILED and row.get("failure_reason") == CHECKOUT_UNAVAILABLE:
+        # A retry (same Idempotency-Key) after Stripe could not be reached: try again.
+        purchases.advance(row["transaction_id"], purchases.PENDING, [purchases.FAILED])
+    elif row["status"] != purchases.PENDING:
+        raise Conflict("This purchase can no longer be paid; start a new one", code="purchase_closed")
+    transaction_id = row["transaction_id"]
+    metadata = {"user_id": user_id, "package_id": pack.id, "transaction_id": transaction_id}
+    stripe = stripe_api.client(settings)
+    try:
+        session = stripe_api.call(
+            "checkout.sessions.create",
+            lambda: stripe.v1.checkout.sessions.create(
+                params={
+                    "mode": "payment",
+                    "customer": customer_id,
+                    "client_reference_id": user_id,
+                    "line_items": [
+                        _line_item(settings, pack.id, pack.name, pack.amount, pack.currency)
+                    ],
+                    "metadata": metadata,
+                    "payment_intent_data": {"metadata": metadata},
+                    "success_url": settings.checkout_success_url,
+                    "cancel_url": settings.checkout_cancel_url,
+                    "expires_at": int(row["checkout_expires_at"]),
+                },
+                options={"idempotency_key": f"checkout-{transaction_id}"},
+            ),
+        )
+    except Exception:
+        # Without a session the row can never be paid: close it now rather than leave it pending.
+        purchases.advance(
+            transaction_id, purchases.FAILED, [purchases.PENDING],
+            failure_reason=CHECKOUT_UNAVAILABLE,
+        )
+        raise
+    purchases.attach_session(transaction_id, session)
+    log_event(
+        logger, "billing.checkout_created", user_id=user_id, package_id=pack.id,
+        transaction_id=transaction_id, session_id=session["id"],
+    )
+    return {"checkout_url": session["url"], "session_id": session["id"], "transaction_id": transaction_id}
+
+
+def subscribe(
+    settings: Settings, user_id: str, plan_id: str, idempotency_key: str | None = None
+) -> dict[str, Any]:
+    """Start a subscription: Checkout in subscription mode; allowances come with each paid invoice."""
+    plan = catalogue.plan(plan_id)
+    key = _idempotency_key(idempotency_key)
+    user = accounts.get_user(user_id)
+    if subscriptions.is_subscribed(user):
+        raise Conflict(
+            "You already have a subscription; manage it in the billing portal",
+            code="already_subscribed",
+        )
+    customer_id = ensure_customer(settings, user)
+    request_id = (
+        uuid.uuid5(uuid.NAMESPACE_URL, f"{user_id}\n{key}").hex if key else uuid.uuid4().hex
+    )
+    metadata = {"user_id": user_id, "plan_id": plan.id}
+    stripe = stripe_api.client(settings)
+    session = stripe_api.call(
+        "checkout.sessions.create",
+        lambda: stripe.v1.checkout.sessions.create(
+            params={
+                "mode": "subscription",
+                "customer": customer_id,
+                "client_reference_id": user_id,
+                "line_items": [
+                    _line_item(settings, plan.id, plan.name, plan.amount, plan.currency,
+                               recurring={"interval": plan.interval})
+                ],
+                "metadata": metadata,
+                "subscription_data": {"metadata": metadata},
+                "success_url": settings.checkout_success_url,
+                "cancel_url": settings.checkout_cancel_url,
+            },
+            options={"idempotency_key": f"subscribe-{request_id}"},
+        ),
+    )
+    log_event(logger, "billing.subscription_checkout_created", user_id=user_id, plan_id=plan.id,
+              session_id=session["id"])
+    return {"checkout_url": session["url"], "session_id": session["id"]}
+
+
+def portal(settings: Settings, user_id: str) -> dict[str, Any]:
+    """A Stripe billing portal session for the user's customer (cancel, change card, invoices)."""
+    user = accounts.get_user(user_id)
+    customer_id = user.get("stripe_customer_id")
+    if not customer_id:
+        raise Conflict("There is no billing account yet: buy credits or subscribe first",
+                       code="no_billing_account")
+    stripe = stripe_api.client(settings)
+    session = stripe_api.call(
+        "billing_portal.sessions.create",
+        lambda: stripe.v1.billing_portal.sessions.create(
+            params={"customer": customer_id, "return_url": settings.billing_portal_return_url},
+            options={"idempotency_key": f"portal-{uuid.uuid4().hex}"},
+        ),
+    )
+    return {"url": session["url"]}

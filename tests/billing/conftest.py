@@ -1,0 +1,141 @@
+"""Billing fixtures: the Stripe fake behind the app, buyers, and signed webhook delivery."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import pytest
+
+from tests.conftest import (
+    STRIPE_WEBHOOK_SECRET,
+    json_headers,
+    reset_process_caches,
+)
+
+
+@pytest.fixture
+def stripe_fake(fake_stripe, provider_env):
+    """The session's Stripe fake with delivery off: tests deliver its events themselves."""
+    previous = fake_stripe.webhook_url
+    fake_stripe.webhook_url = None
+    fake_stripe.clear_faults()
+    yield fake_stripe
+    fake_stripe.webhook_url = previous
+    fake_stripe.clear_faults()
+
+
+@pytest.fixture
+def env_override():
+    """set(**env) changes settings for one test; everything is restored afterwards."""
+    saved: dict[str, str | None] = {}
+
+    def apply(**values: str) -> None:
+        for name, value in values.items():
+            saved.setdefault(name, os.environ.get(name))
+            os.environ[name] = value
+        reset_process_caches()
+
+    yield apply
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    reset_process_caches()
+
+
+@dataclass
+class Buyer:
+    user_id: str
+    token: str
+
+
+@pytest.fixture
+def buyer(new_user) -> Callable[[], Buyer]:
+    def make() -> Buyer:
+        body = new_user()
+        return Buyer(body["user"]["user_id"], body["token"])
+
+    return make
+
+
+def post_json(client, path: str, token: str | None, body: Any = None, **headers: str):
+    response = client.http.post(
+        path, headers=json_headers(token, **headers), body=json.dumps(body if body is not None else {})
+    )
+    return response.status_code, (json.loads(response.body) if response.body else None)
+
+
+def signed(event: dict[str, Any], secret: str = STRIPE_WEBHOOK_SECRET,
+           timestamp: int | None = None) -> tuple[bytes, dict[str, str]]:
+    from devstack.fakes.stripe_signing import encode_event, sign
+
+    payload = encode_event(event)
+    return payload, {
+        "Content-Type": "application/json; charset=utf-8",
+        "Stripe-Signature": sign(payload, secret, timestamp),
+    }
+
+
+def deliver(client, event: dict[str, Any], **kwargs: Any):
+    """Post one signed event to the app through chalice's test client; (status, body)."""
+    payload, headers = signed(event, **kwargs)
+    response = client.http.post("/webhooks/stripe", headers=headers, body=payload)
+    return response.status_code, (json.loads(response.body) if response.body else None)
+
+
+class EventTap:
+    """Collects the events the fake emits during a test, to deliver them in any order."""
+
+    def __init__(self, fake) -> None:
+        self.fake = fake
+        self.start = len(fake.events)
+
+    def take(self, event_type: str | None = None, object_id: str | None = None) -> list[dict[str, Any]]:
+        found = self.fake.events[self.start:]
+        if event_type:
+            found = [e for e in found if e["type"] == event_type]
+        if object_id:
+            found = [e for e in found if e["data"]["object"].get("id") == object_id]
+        return found
+
+    def one(self, event_type: str, object_id: str | None = None) -> dict[str, Any]:
+        found = self.take(event_type, object_id)
+        assert len(found) == 1, [e["type"] for e in self.take()]
+        return found[0]
+
+
+@pytest.fixture
+def tap(stripe_fake) -> EventTap:
+    return EventTap(stripe_fake)
+
+
+def user_item(user_id: str) -> dict[str, Any]:
+    from chalicelib import store
+
+    item = store.get("users", user_id=user_id)
+    assert item is not None
+    return item
+
+
+def balance(user_id: str) -> int:
+    return int(user_item(user_id)["credits_balance"])
+
+
+def assert_invariant(user_id: str) -> None:
+    from chalicelib import ledger
+
+    report = ledger.check_invariant(user_id)
+    assert report.ok, report
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
