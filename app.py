@@ -190,5 +190,5 @@ def stripe_webhook() -> Response:
 for _path in list(app.routes):
     if "OPTIONS" not in app.routes[_path]:
         app.route(_path, methods=["OPTIONS"], name=f"preflight{_path}")(
-            lambda: preflight(request())
+            lambda **_path_params: preflight(request())  # /jobs/{job_id} passes job_id=
         )
