@@ -17,6 +17,7 @@ from chalicelib.billing import catalogue as billing_catalogue
 from chalicelib.billing import checkout as billing_checkout
 from chalicelib.billing import webhooks as billing_webhooks
 from chalicelib import audio_uploads, catchup, history
+from chalicelib import privacy
 from chalicelib import catchup_worker as catchup_jobs
 from chalicelib.settings import APP_NAME, get_settings, resource_name
 from chalicelib.web import client_ip, handle, identity, json_body, preflight, respond
@@ -181,6 +182,21 @@ def stripe_webhook() -> Response:
     raw = request().raw_body
     signature = request().headers.get("stripe-signature")
     return respond(billing_webhooks.receive(get_settings(), raw, signature))
+
+
+# --- privacy --------------------------------------------------------------------------
+
+
+@app.route("/auth/user/export", methods=["GET"], authorizer=jwt_auth)
+def export_user() -> Response:
+    return respond(privacy.export(identity(request()).user_id))
+
+
+@app.route("/auth/user", methods=["DELETE"], authorizer=jwt_auth)
+def delete_user() -> Response:
+    body = json_body(request(), privacy.DELETE_SCHEMA)
+    privacy.delete_account(get_settings(), identity(request()).user_id, body["password"])
+    return respond(None, status=204)
 
 
 # --- preflight ------------------------------------------------------------------------
