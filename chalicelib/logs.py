@@ -9,12 +9,14 @@ process knows about (register_secret) is replaced wherever it appears.
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import json
 import logging
 import re
 import sys
 import threading
 import time
+from collections import OrderedDict
 from typing import Any
 
 REDACTED = "[REDACTED]"
@@ -24,31 +26,75 @@ request_context: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar
 )
 
 SENSITIVE_KEY = re.compile(
-    r"pass(word)?|secret|token|authorization|api[_-]?key|signature|cookie|card|cvc|"
-    r"transcript|question|answer|audio|summary|key_points|text",
+    r"pass(word)?|secret|token|authorization|api[_-]?key|private[_-]?key|signature|cookie|"
+    r"credential|card|cvc|cvv|transcript|question|answer|audio|summary|key_points|text|"
+    r"messages|prompt|^content$",
     re.IGNORECASE,
 )
 SECRET_PATTERNS = [
     re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"),  # JWT
     re.compile(r"\b(sk|rk|pk)_(live|test)_[A-Za-z0-9]{6,}"),  # Stripe keys
     re.compile(r"\bwhsec_[A-Za-z0-9]{6,}"),  # Stripe webhook secrets
+    re.compile(r"\bv1=[0-9a-f]{64}"),  # a Stripe-Signature's HMAC
+    re.compile(r"\bsk-[A-Za-z0-9_-]{20,}"),  # OpenAI keys (sk-..., sk-proj-...)
     re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]{8,}"),
+    re.compile(r"(?i)\bbasic\s+[A-Za-z0-9+/=]{8,}"),  # HTTP basic credentials
     re.compile(r"\b\d{4}[ -]?\d{4}[ -]?\d{4}[ -]?\d{1,7}\b"),  # card-like numbers
 ]
 
-_known_secrets: set[str] = set()
+# Settings (and SSM) secrets stay registered for the life of the process; per-request
+# values (passwords, tokens) are kept for the most recent MAX_RECENT_SECRETS, so a warm
+# Lambda's list neither grows without bound nor slows every log line down.
+MAX_RECENT_SECRETS = 2000
+_pinned_secrets: set[str] = set()
+_recent_secrets: "OrderedDict[str, None]" = OrderedDict()
+_ordered_secrets: list[str] | None = None
 _secrets_lock = threading.Lock()
+_registered_settings: set[int] = set()
 
 
-def register_secret(value: str | None) -> None:
+def register_secret(value: str | None, pinned: bool = False) -> None:
     """Make sure this exact value is never written to a log (keys, passwords, tokens)."""
-    if value and len(value) >= 6:
+    global _ordered_secrets
+    if not value or len(value) < 6:
+        return
+    with _secrets_lock:
+        if pinned:
+            _pinned_secrets.add(value)
+        else:
+            _recent_secrets[value] = None
+            _recent_secrets.move_to_end(value)
+            while len(_recent_secrets) > MAX_RECENT_SECRETS:
+                _recent_secrets.popitem(last=False)
+        _ordered_secrets = None
+
+
+def register_settings_secrets(settings: Any) -> None:
+    """Pin every secret field of a Settings object (by its convention: `repr=False` strings)."""
+    if id(settings) in _registered_settings:
+        return
+    for spec in dataclasses.fields(settings):
+        if spec.repr:
+            continue
+        value = getattr(settings, spec.name)
+        for item in (value if isinstance(value, (tuple, list)) else (value,)):
+            if isinstance(item, str):
+                register_secret(item, pinned=True)
+    _registered_settings.add(id(settings))
+
+
+def _secrets_longest_first() -> list[str]:
+    global _ordered_secrets
+    ordered = _ordered_secrets
+    if ordered is None:
         with _secrets_lock:
-            _known_secrets.add(value)
+            ordered = sorted(_pinned_secrets | set(_recent_secrets), key=len, reverse=True)
+            _ordered_secrets = ordered
+    return ordered
 
 
 def scrub(text: str) -> str:
-    for secret in sorted(_known_secrets, key=len, reverse=True):
+    for secret in _secrets_longest_first():
         if secret in text:
             text = text.replace(secret, REDACTED)
     for pattern in SECRET_PATTERNS:

@@ -148,6 +148,7 @@ def handle(request: Request, get_response: Callable[[Request], Response]) -> Res
     try:
         settings = get_settings()
         logs.configure(settings.log_level)
+        logs.register_settings_secrets(settings)
         # Before the view and before reading the body: over the limit, no work is done.
         limited = ratelimit.check(
             settings,

@@ -1,12 +1,30 @@
-"""A session-wide copy of every log line the service emits in-process, exactly as emitted.
+"""A session-wide copy of every log line the service emits in-process, exactly as emitted,
+and of every secret value the service registered for redaction during the session.
 
 The handler formats with the service's own JsonFormatter (the redacting one), so what it
 collects is what production would write. tests/security/test_zz_logs_clean.py checks it.
+The redaction registry keeps only the most recent per-request secrets; the recording
+containers below remember every one, so the final check looks for all of them.
 """
 from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
+
+SEEN_SECRETS: set[str] = set()
+
+
+class _RecordingRecent(OrderedDict):
+    def __setitem__(self, key, value) -> None:  # type: ignore[no-untyped-def]
+        SEEN_SECRETS.add(key)
+        super().__setitem__(key, value)
+
+
+class _RecordingPinned(set):
+    def add(self, value) -> None:  # type: ignore[no-untyped-def]
+        SEEN_SECRETS.add(value)
+        super().add(value)
 
 
 class CollectingHandler(logging.Handler):
@@ -41,6 +59,9 @@ def install() -> CollectingHandler:
         from chalicelib import logs
 
         logs.configure("INFO")
+        SEEN_SECRETS.update(logs._pinned_secrets, logs._recent_secrets)
+        logs._recent_secrets = _RecordingRecent(logs._recent_secrets)
+        logs._pinned_secrets = _RecordingPinned(logs._pinned_secrets)
         HANDLER = CollectingHandler()
         logging.getLogger().addHandler(HANDLER)
     return HANDLER
