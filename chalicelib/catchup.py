@@ -1,0 +1,276 @@
+"""Catch-up jobs: accept (reserve, store, enqueue) and report; the work is in catchup_worker.
+
+A job is accepted within a request and processed in the background, because transcribing
+minutes of audio and summarising it takes far longer than API Gateway's 29 s. At submit
+the worst case (the requested minutes at the catch-up price) is reserved in the same
+transaction that writes the job, so a job exists exactly when its credits are held; the
+worker later settles to the audio's real length or releases everything on failure.
+
+Job states: queued -> processing -> completed | failed (the last two are terminal). A
+retryable failure puts a job back to queued for SQS to redeliver it.
+
+Storage: one item per job in the jobs table (expires after CATCHUP_JOB_RETENTION_DAYS),
+and the transcript in its own item `<job_id>#transcript` that expires sooner
+(CATCHUP_TRANSCRIPT_RETENTION_DAYS): the text is the most personal part, it is big, and
+it doubles as the worker's checkpoint so a retry never pays for transcription twice.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import uuid
+from typing import Any, Mapping
+
+from chalicelib import audio_uploads, ledger, store
+from chalicelib.errors import NotFound, ServiceUnavailable, ValidationFailed
+from chalicelib.logs import log_event
+from chalicelib.resources import QUEUES
+from chalicelib.settings import get_settings
+from chalicelib.validation import Field, Schema
+
+logger = logging.getLogger(__name__)
+
+TABLE = "jobs"
+QUEUE = "catchup"
+SERVICE_TYPE = "catchup"
+QUEUED, PROCESSING, COMPLETED, FAILED = "queued", "processing", "completed", "failed"
+TERMINAL = (COMPLETED, FAILED)
+ABSOLUTE_MAX_MINUTES = 180
+TRANSCRIPT_SUFFIX = "#transcript"
+
+# Inline audio: the largest decoded size any setting may allow, and its base64 length;
+# the body limit leaves room for the other fields and stays under the global 5 MB.
+INLINE_HARD_MAX_BYTES = 3 * 1024 * 1024
+INLINE_MAX_BASE64_CHARS = 4 * ((INLINE_HARD_MAX_BYTES + 2) // 3) + 128
+
+ERROR_MESSAGES = {
+    "audio_missing": "The audio for this catch-up could not be found; please upload it again.",
+    "transcription_failed": "The audio could not be transcribed.",
+    "transcription_timeout": "Transcribing the audio took too long.",
+    "summary_failed": "The summary could not be written.",
+    "processing_failed": "The catch-up could not be processed.",
+    "service_unavailable": "The catch-up service was unavailable; nothing was charged.",
+}
+
+_CATCHUP_QUEUE = next(q for q in QUEUES if q.suffix == QUEUE)
+# Held credits outlive every delivery SQS may make of the job, plus time in the queue.
+RESERVATION_TTL_SECONDS = _CATCHUP_QUEUE.visibility_timeout * _CATCHUP_QUEUE.max_receive_count + 3600
+MAX_ATTEMPTS = _CATCHUP_QUEUE.max_receive_count
+
+SUBMIT_SCHEMA = Schema(
+    {
+        "stream_url": Field(str, max_length=2048, pattern=r"https?://[^\s]{1,2040}",
+                            normalize=str.strip),
+        "channel": Field(str, max_length=26, pattern=r"[a-z0-9_]{1,25}",
+                         normalize=lambda v: v.strip().lstrip("#").lower()),
+        "duration_minutes": Field(int, required=True, minimum=1, maximum=ABSOLUTE_MAX_MINUTES),
+        "audio_key": Field(str, max_length=200, pattern=audio_uploads.KEY_PATTERN),
+        "audio": Field(str, max_length=INLINE_MAX_BASE64_CHARS, min_length=1),
+    },
+    max_body_bytes=INLINE_MAX_BASE64_CHARS + 16 * 1024,
+    name="catchup",
+)
+
+_queue_urls: dict[str, str] = {}
+_queue_lock = threading.Lock()
+
+
+def queue_url(name: str | None = None) -> str:
+    """The catch-up queue's URL, looked up once per process (it never changes)."""
+    name = name or get_settings().resource(QUEUE)
+    with _queue_lock:
+        if name not in _queue_urls:
+            from chalicelib.aws import client
+
+            _queue_urls[name] = client("sqs").get_queue_url(QueueName=name)["QueueUrl"]
+        return _queue_urls[name]
+
+
+def reservation_id(job_id: str) -> str:
+    return f"{SERVICE_TYPE}#{job_id}"
+
+
+def _key(job_id: str) -> dict[str, Any]:
+    return store.key(job_id=job_id)
+
+
+def load_job(job_id: str) -> dict[str, Any] | None:
+    return store.get(TABLE, job_id=job_id)
+
+
+def load_transcript(job_id: str) -> dict[str, Any] | None:
+    """The stored transcript item, or None once its retention has passed.
+
+    DynamoDB deletes expired items lazily (within days), so expiry is checked here too.
+    """
+    item = store.get(TABLE, job_id=job_id + TRANSCRIPT_SUFFIX)
+    if item is None or int(item.get("expires_at_epoch") or 0) <= store.epoch():
+        return None
+    return item
+
+
+def _validate(body: Mapping[str, Any]) -> None:
+    settings = get_settings()
+    if not body.get("stream_url") and not body.get("channel"):
+        raise ValidationFailed("Give the stream: 'stream_url' or 'channel'", code="missing_field",
+                               field="stream_url")
+    if bool(body.get("audio_key")) == bool(body.get("audio")):
+        raise ValidationFailed("Give the audio: either 'audio_key' (uploaded) or 'audio' (base64)",
+                               code="missing_field" if not body.get("audio") else "invalid_body",
+                               field="audio_key")
+    if body["duration_minutes"] > settings.catchup_max_minutes:
+        raise ValidationFailed(f"'duration_minutes' must be at most {settings.catchup_max_minutes}",
+                               field="duration_minutes")
+
+
+def _new_job(user_id: str, job_id: str, body: Mapping[str, Any], audio: audio_uploads.AudioObject,
+             price: int) -> dict[str, Any]:
+    settings = get_settings()
+    now = store.now()
+    return {
+        "job_id": job_id,
+        "user_id": user_id,
+        "status": QUEUED,
+        "created_at": store.iso(now),
+        "updated_at": store.iso(now),
+        "duration_minutes": body["duration_minutes"],
+        "channel": body.get("channel"),
+        "stream_url": body.get("stream_url"),
+        "audio_key": audio.key,
+        "audio_bytes": audio.size,
+        "audio_content_type": audio.content_type,
+        "price_per_minute": price,
+        "reservation_id": reservation_id(job_id),
+        "credits_reserved": body["duration_minutes"] * price,
+        "attempts": 0,
+        "expires_at_epoch": int(now.timestamp()) + settings.catchup_job_retention_days * 86400,
+    }
+
+
+def submit(user_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    """Accept a catch-up: check the audio, reserve the worst case with the job, enqueue it."""
+    _validate(body)
+    settings = get_settings()
+    price = settings.catchup_credits_per_minute
+    if body.get("audio_key"):
+        audio = audio_uploads.uploaded(user_id, body["audio_key"])
+    else:
+        audio = audio_uploads.store_inline(user_id, body["audio"])
+    job_id = uuid.uuid4().hex
+    job = _new_job(user_id, job_id, body, audio, price)
+    try:
+        reservation = ledger.reserve(
+            user_id,
+            job["credits_reserved"],
+            reservation_id=job["reservation_id"],
+            purpose=SERVICE_TYPE,
+            ref_id=job_id,
+            ttl_seconds=RESERVATION_TTL_SECONDS,
+            extra_items=[{
+                "Put": {
+                    "TableName": store.table_name(TABLE),
+                    "Item": store.to_item(job),
+                    "ConditionExpression": "attribute_not_exists(job_id)",
+                }
+            }],
+        )
+    except Exception:
+        if not body.get("audio_key"):  # the clip we just stored belongs to no job
+            audio_uploads.delete_quietly(audio.key)
+        raise
+    _enqueue(job)
+    log_event(logger, "catchup.queued", job_id=job_id, duration_minutes=job["duration_minutes"],
+              credits_reserved=job["credits_reserved"], audio_bytes=audio.size,
+              inline=not body.get("audio_key"))
+    response = {
+        "job_id": job_id,
+        "status": QUEUED,
+        "credits_reserved": job["credits_reserved"],
+        "duration_minutes": job["duration_minutes"],
+        "price_per_minute": price,
+    }
+    balance = getattr(reservation, "balance_after", None)
+    if balance is not None:
+        response["remaining_balance"] = balance
+    return response
+
+
+def _enqueue(job: dict[str, Any]) -> None:
+    """Send the job to the worker; if that fails, give the credits back and fail the job."""
+    from chalicelib.aws import client
+
+    try:
+        client("sqs").send_message(QueueUrl=queue_url(), MessageBody=json.dumps({"job_id": job["job_id"]}))
+        return
+    except Exception:
+        logger.exception("catchup.enqueue_failed")
+    ledger.release(job["reservation_id"], reason="enqueue_failed",
+                   extra_items=[failed_update(job["job_id"], "service_unavailable", expect_status=QUEUED)])
+    raise ServiceUnavailable("Catch-up is temporarily unavailable; nothing was charged",
+                             code="catchup_unavailable")
+
+
+def failed_update(job_id: str, code: str, *, lease_id: str | None = None,
+                  expect_status: str = PROCESSING) -> dict[str, Any]:
+    """The job's move to failed as a transaction Update, conditional on who may make it."""
+    condition = "#s = :expect" + (" AND lease_id = :lease" if lease_id else "")
+    values = {"expect": expect_status, "failed": FAILED, "code": code, "now": store.iso(), "zero": 0}
+    if lease_id:
+        values["lease"] = lease_id
+    return {
+        "Update": {
+            "TableName": store.table_name(TABLE),
+            "Key": _key(job_id),
+            "UpdateExpression": "SET #s = :failed, #e = :code, updated_at = :now, failed_at = :now, "
+                                "credits_used = :zero REMOVE lease_id, lease_expires_at_epoch",
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": {"#s": "status", "#e": "error"},
+            "ExpressionAttributeValues": store.values(**values),
+        }
+    }
+
+
+def _owned(user_id: str, job_id: str) -> dict[str, Any]:
+    job = load_job(job_id) if len(job_id) <= 64 else None
+    if job is None or job.get("user_id") != user_id or job_id.endswith(TRANSCRIPT_SUFFIX):
+        raise NotFound("Catch-up job not found", code="job_not_found")
+    return job
+
+
+def get_job(user_id: str, job_id: str) -> dict[str, Any]:
+    """The caller's job as the API shows it; anyone else's is indistinguishable from unknown."""
+    return job_view(_owned(user_id, job_id))
+
+
+def job_view(job: Mapping[str, Any]) -> dict[str, Any]:
+    status = job["status"]
+    view: dict[str, Any] = {
+        "job_id": job["job_id"],
+        "status": status,
+        "created_at": job["created_at"],
+        "updated_at": job.get("updated_at"),
+        "duration_minutes": job["duration_minutes"],
+        "channel": job.get("channel"),
+        "stream_url": job.get("stream_url"),
+        "credits_reserved": job["credits_reserved"],
+        "credits_used": job.get("credits_used"),
+        "error": None,
+        "result": None,
+    }
+    if status == COMPLETED:
+        transcript = load_transcript(job["job_id"])
+        result = dict(job.get("result") or {})
+        result["transcript"] = transcript.get("text") if transcript else None
+        view.update(
+            result=result,
+            credits_refunded=job.get("credits_refunded"),
+            billed_minutes=job.get("billed_minutes"),
+            audio_duration_seconds=job.get("audio_duration_seconds"),
+            completed_at=job.get("completed_at"),
+        )
+    elif status == FAILED:
+        code = job.get("error") or "processing_failed"
+        view.update(error=code, error_message=ERROR_MESSAGES.get(code, ERROR_MESSAGES["processing_failed"]),
+                    credits_used=0, failed_at=job.get("failed_at"))
+    return view

@@ -1,0 +1,351 @@
+"""Catch-up jobs in process: submit over the app, the worker driven with real SQS messages.
+
+Every failure path must give the reserved credits back and leave the job failed with a
+readable code; every duplicate delivery must leave exactly one charge.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import requests
+
+from chalicelib import catchup, ledger, store
+from devstack.fakes.audio import make_wav
+
+PRICE = 10  # CATCHUP_CREDITS_PER_MINUTE default
+
+
+def usage_rows(user_id: str) -> list[dict]:
+    return list(store.query_all({
+        "TableName": store.table_name("usage"),
+        "KeyConditionExpression": "user_id = :u",
+        "ExpressionAttributeValues": store.values(u=user_id),
+    }))
+
+
+def assert_books_balance(user_id: str) -> None:
+    report = ledger.check_invariant(user_id)
+    assert report.ok, report
+
+
+def accepted(stack, token, **kwargs) -> dict:
+    status, body = stack.submit(token, **kwargs)
+    assert status == 202, body
+    return body
+
+
+# ----- submit ------------------------------------------------------------------------------
+
+
+def test_submit_reserves_the_worst_case_and_queues(stack, new_user):
+    user = new_user()
+    timings, bodies = [], []
+    for _ in range(3):  # the best of three: the first one also pays for cold clients
+        started = time.monotonic()
+        bodies.append(accepted(stack, user["token"], seconds=30, duration_minutes=5))
+        timings.append(time.monotonic() - started)
+    assert min(timings) < 1.0, timings
+    body = bodies[0]
+    assert body["status"] == "queued" and body["credits_reserved"] == 5 * PRICE
+    assert body["remaining_balance"] == 200 - 5 * PRICE
+    assert stack.balance(user["token"]) == 200 - 3 * 5 * PRICE
+    job = stack.job(user["token"], body["job_id"])
+    assert job["status"] == "queued" and job["result"] is None and job["credits_used"] is None
+    assert body["job_id"] in stack.receive()["Body"]
+
+
+def test_inline_audio_is_stored_under_the_users_prefix(stack, new_user, settings):
+    user = new_user()
+    body = accepted(stack, user["token"])
+    job = catchup.load_job(body["job_id"])
+    assert job["audio_key"].startswith(f"uploads/{user['user']['user_id']}/")
+    assert job["audio_content_type"] == "audio/wav"
+
+
+def test_uploaded_audio_can_be_submitted(stack, new_user):
+    user = new_user()
+    audio = make_wav(30, sample_rate=4000)
+    _, upload = stack.post("/transcription/catchup/upload", user["token"],
+                           {"content_type": "audio/wav", "file_size": len(audio)})
+    assert requests.put(upload["upload_url"], data=audio, headers=upload["headers"], timeout=10).ok
+    body = accepted(stack, user["token"], audio_key=upload["audio_key"], audio=None, duration_minutes=1)
+    assert catchup.load_job(body["job_id"])["audio_key"] == upload["audio_key"]
+
+
+def test_someone_elses_audio_key_is_refused(stack, new_user):
+    alice, mallory = new_user(), new_user()
+    audio = make_wav(5, sample_rate=4000)
+    _, upload = stack.post("/transcription/catchup/upload", alice["token"],
+                           {"content_type": "audio/wav", "file_size": len(audio)})
+    assert requests.put(upload["upload_url"], data=audio, headers=upload["headers"], timeout=10).ok
+    status, body = stack.submit(mallory["token"], audio_key=upload["audio_key"], audio=None)
+    assert status == 404 and body["code"] == "audio_not_found"
+    unknown = f"uploads/{mallory['user']['user_id']}/{'0' * 32}.wav"
+    status, missing = stack.submit(mallory["token"], audio_key=unknown, audio=None)
+    assert status == 404 and missing["error"] == body["error"]  # indistinguishable
+    assert stack.balance(mallory["token"]) == 200
+
+
+@pytest.mark.parametrize(
+    "changes, status",
+    [
+        ({"channel": None}, 422),  # neither channel nor stream_url
+        ({"duration_minutes": 0}, 422),
+        ({"duration_minutes": 61}, 422),
+        ({"duration_minutes": "5"}, 422),
+        ({"audio_key": "uploads/x/../y.wav"}, 422),
+        ({"audio_key": "uploads/abc/" + "0" * 32 + ".wav", "audio": "UklGRg=="}, 422),  # both
+        ({"stream_url": "javascript:alert(1)"}, 422),
+        ({"channel": "not a channel!"}, 422),
+        ({"surprise": 1}, 422),
+    ],
+)
+def test_submit_validation(stack, new_user, changes, status):
+    user = new_user()
+    got, body = stack.submit(user["token"], **changes)
+    assert got == status, body
+    assert isinstance(body["error"], str)
+    assert stack.balance(user["token"]) == 200
+
+
+def test_submit_without_audio_is_refused(stack, new_user):
+    user = new_user()
+    status, body = stack.post("/transcription/catchup", user["token"],
+                              {"channel": "catchupchan", "duration_minutes": 2})
+    assert status == 422 and body["code"] == "missing_field"
+
+
+def test_insufficient_credits_is_402_and_nothing_is_queued(stack, new_user, settings):
+    from chalicelib.aws import client
+
+    user = new_user()
+    status, body = stack.submit(user["token"], duration_minutes=21)  # 210 > 200
+    assert status == 402 and body["code"] == "insufficient_credits"
+    assert stack.balance(user["token"]) == 200
+    listed = client("s3").list_objects_v2(Bucket=settings.resource("audio"),
+                                          Prefix=f"uploads/{user['user']['user_id']}/")
+    assert listed.get("KeyCount", 0) == 0  # the inline clip was not kept
+    assert client("sqs").receive_message(QueueUrl=stack.queue_url, WaitTimeSeconds=0).get("Messages") is None
+
+
+def test_a_failed_enqueue_gives_the_credits_back(stack, new_user):
+    user = new_user()
+    stack.configure(CATCHUP_QUEUE="transcription-backend-local-no-such-queue")
+    status, body = stack.submit(user["token"])
+    assert status == 503 and body["code"] == "catchup_unavailable"
+    assert stack.balance(user["token"]) == 200
+    assert_books_balance(user["user"]["user_id"])
+
+
+# ----- the worker: success and duplicates ------------------------------------------------------
+
+
+def test_job_completes_settles_to_the_real_duration_and_lands_in_history(stack, new_user):
+    user = new_user()
+    user_id = user["user"]["user_id"]
+    before = len(stack.assemblyai.transcript_ids)
+    body = accepted(stack, user["token"], seconds=150, duration_minutes=5)  # 2.5 min of audio
+    stack.run_worker(stack.receive())
+    job = stack.job(user["token"], body["job_id"])
+    assert job["status"] == "completed", job
+    assert job["credits_used"] == 3 * PRICE and job["credits_refunded"] == 2 * PRICE
+    assert stack.balance(user["token"]) == 200 - 3 * PRICE
+    result = job["result"]
+    assert result["summary"] and isinstance(result["key_points"], list) and result["key_points"]
+    assert isinstance(result["notable_moments"], list)
+    assert result["transcript"] and len(result["transcript"].split()) > 100
+    assert result["stream"] == {"channel": "catchupchan", "title": "Speedrun practice", "game": "Celeste",
+                                "started_at": result["stream"]["started_at"]}
+    assert result["stream"]["started_at"]
+    assert job["error"] is None
+
+    submitted = stack.assemblyai.requests_to("/v2/transcript", "POST")[-1].json()
+    assert submitted["speech_models"] == ["universal-2"]
+    assert len(stack.assemblyai.transcript_ids) == before + 1
+
+    _, page = stack.get("/transcription/history", user["token"])
+    entry = page["items"][0]
+    assert entry["id"] == body["job_id"] and entry["kind"] == "catchup"
+    assert entry["credits_used"] == 3 * PRICE and entry["duration_minutes"] == 3
+    assert entry["summary"] == result["summary"] and entry["title"] == "Speedrun practice"
+
+    rows = [r for r in usage_rows(user_id) if (r.get("metadata") or {}).get("job_id") == body["job_id"]]
+    assert len(rows) == 1
+    metadata = rows[0]["metadata"]
+    assert metadata["assemblyai_seconds"] == 150
+    assert metadata["openai_prompt_tokens"] > 0 and metadata["openai_completion_tokens"] > 0
+    assert_books_balance(user_id)
+
+
+def test_duplicate_delivery_bills_and_summarises_once(stack, new_user):
+    user = new_user()
+    body = accepted(stack, user["token"], seconds=60, duration_minutes=2)
+    message = stack.receive()
+    transcripts, chats = len(stack.assemblyai.transcript_ids), len(stack.openai.requests)
+    stack.run_worker(message)
+    stack.run_worker(message)  # SQS delivered it again
+    assert len(stack.assemblyai.transcript_ids) == transcripts + 1
+    assert len(stack.openai.requests) == chats + 1
+    assert stack.job(user["token"], body["job_id"])["credits_used"] == PRICE
+    assert stack.balance(user["token"]) == 200 - PRICE
+    assert len(usage_rows(user["user"]["user_id"])) == 1
+    assert_books_balance(user["user"]["user_id"])
+
+
+def test_a_delivery_while_another_worker_holds_the_job_backs_off(stack, new_user):
+    user = new_user()
+    body = accepted(stack, user["token"], seconds=60, duration_minutes=2)
+    message = stack.receive()
+    stack.assemblyai.polls_before_completion = 40  # keep the first worker busy for ~2 s
+    first = threading.Thread(target=stack.run_worker, args=(message,))
+    first.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not catchup.load_job(body["job_id"]).get("transcript_id"):  # first worker is polling
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        transcripts = len(stack.assemblyai.transcript_ids)
+        with pytest.raises(Exception) as raised:
+            stack.run_worker(message)  # the duplicate: the lease is live
+        assert "retried" in str(raised.value)
+        assert len(stack.assemblyai.transcript_ids) == transcripts
+    finally:
+        first.join(30)
+    assert stack.job(user["token"], body["job_id"])["status"] == "completed"
+    assert stack.balance(user["token"]) == 200 - PRICE
+    assert_books_balance(user["user"]["user_id"])
+
+
+def test_another_users_job_is_404_like_an_unknown_one(stack, new_user):
+    alice, bob = new_user(), new_user()
+    body = accepted(stack, alice["token"])
+    status, theirs = stack.get(f"/transcription/catchup/{body['job_id']}", bob["token"])
+    status_unknown, unknown = stack.get("/transcription/catchup/" + "f" * 32, bob["token"])
+    assert status == status_unknown == 404
+    assert theirs == unknown
+    status, transcript_item = stack.get(f"/transcription/catchup/{body['job_id']}%23transcript",
+                                        alice["token"])
+    assert status == 404
+
+
+# ----- the worker: failures -------------------------------------------------------------------
+
+
+def assert_failed_and_refunded(stack, user, job_id, code):
+    job = stack.job(user["token"], job_id)
+    assert job["status"] == "failed" and job["error"] == code, job
+    assert job["credits_used"] == 0 and isinstance(job["error_message"], str)
+    assert job["result"] is None
+    assert stack.balance(user["token"]) == 200
+    assert usage_rows(user["user"]["user_id"]) == []
+    assert_books_balance(user["user"]["user_id"])
+
+
+def test_assemblyai_transcript_error_refunds_and_fails(stack, new_user):
+    user = new_user()
+    stack.assemblyai.outcome = "error"
+    body = accepted(stack, user["token"])
+    stack.run_worker(stack.receive())  # not worth retrying: the handler returns normally
+    assert_failed_and_refunded(stack, user, body["job_id"], "transcription_failed")
+
+
+def test_assemblyai_refusing_the_request_refunds_and_fails(stack, new_user):
+    user = new_user()
+    stack.assemblyai.fail_next(1, 400, path_prefix="/v2/transcript")
+    body = accepted(stack, user["token"])
+    stack.run_worker(stack.receive())
+    assert_failed_and_refunded(stack, user, body["job_id"], "transcription_failed")
+
+
+def test_assemblyai_never_finishing_within_budget_refunds_and_fails(stack, new_user):
+    user = new_user()
+    stack.configure(CATCHUP_TRANSCRIBE_BUDGET_SECONDS="1")
+    stack.assemblyai.outcome = "never"
+    body = accepted(stack, user["token"])
+    stack.run_worker(stack.receive())
+    assert_failed_and_refunded(stack, user, body["job_id"], "transcription_timeout")
+
+
+def test_polling_stops_in_time_for_a_short_lambda(stack, new_user):
+    """The time left in the invocation bounds the polling, not only the budget setting."""
+    user = new_user()
+    stack.assemblyai.outcome = "never"
+    body = accepted(stack, user["token"])
+    started = time.monotonic()
+    stack.run_worker(stack.receive(), seconds=72)  # 72 - 10 finish - 60 summary = 2 s of polling
+    assert time.monotonic() - started < 10
+    assert_failed_and_refunded(stack, user, body["job_id"], "transcription_timeout")
+
+
+def test_missing_audio_refunds_and_fails(stack, new_user, settings):
+    from chalicelib.aws import client
+
+    user = new_user()
+    body = accepted(stack, user["token"])
+    job = catchup.load_job(body["job_id"])
+    client("s3").delete_object(Bucket=settings.resource("audio"), Key=job["audio_key"])
+    stack.run_worker(stack.receive())
+    assert_failed_and_refunded(stack, user, body["job_id"], "audio_missing")
+
+
+def test_openai_down_is_retried_then_refunds_and_fails(stack, new_user):
+    user = new_user()
+    stack.openai.fail_next(1000, 500, path_prefix="/v1/chat")
+    body = accepted(stack, user["token"], duration_minutes=3)
+    message = stack.receive()
+    transcripts = len(stack.assemblyai.transcript_ids)
+    for attempt in (1, 2):
+        with pytest.raises(Exception):
+            stack.run_worker(message)  # retryable: SQS will deliver it again
+        job = stack.job(user["token"], body["job_id"])
+        assert job["status"] == "queued", job
+        assert stack.balance(user["token"]) == 200 - 3 * PRICE  # still reserved, not charged
+    stack.run_worker(message)  # the last attempt fails the job for good
+    assert len(stack.assemblyai.transcript_ids) == transcripts + 1  # transcribed once, resumed after
+    assert_failed_and_refunded(stack, user, body["job_id"], "summary_failed")
+    assert catchup.load_job(body["job_id"])["attempts"] == catchup.MAX_ATTEMPTS
+
+
+def test_openai_recovering_on_the_retry_completes_and_bills_once(stack, new_user):
+    user = new_user()
+    stack.openai.fail_next(3, 503, path_prefix="/v1/chat")  # the provider's 3 tries, one attempt
+    body = accepted(stack, user["token"], seconds=60, duration_minutes=3)
+    message = stack.receive()
+    with pytest.raises(Exception):
+        stack.run_worker(message)
+    stack.run_worker(message)
+    job = stack.job(user["token"], body["job_id"])
+    assert job["status"] == "completed" and job["credits_used"] == PRICE
+    assert stack.balance(user["token"]) == 200 - PRICE
+    assert_books_balance(user["user"]["user_id"])
+
+
+def test_unusable_model_answers_refund_and_fail(stack, new_user):
+    user = new_user()
+    stack.openai.responder = lambda body: "this is not json"
+    body = accepted(stack, user["token"])
+    stack.run_worker(stack.receive())
+    assert_failed_and_refunded(stack, user, body["job_id"], "summary_failed")
+
+
+def test_a_very_long_transcript_is_split_summarised_and_merged(stack, new_user):
+    user = new_user()
+    stack.configure(OPENAI_SUMMARY_CHUNK_TOKENS="2000")
+    sentences = [f"In minute {i // 10} the streamer said thing number {i}." for i in range(1500)]
+    stack.assemblyai.text = " ".join(sentences)  # ~70,000 characters
+    before = len(stack.openai.requests_to("/v1/chat/completions"))
+    body = accepted(stack, user["token"], seconds=600, duration_minutes=10)
+    stack.run_worker(stack.receive())
+    job = stack.job(user["token"], body["job_id"])
+    assert job["status"] == "completed", job
+    calls = stack.openai.requests_to("/v1/chat/completions")[before:]
+    prompts = [c.json()["messages"][-1]["content"] for c in calls]
+    parts = [p for p in prompts if p.startswith("Transcript, part ")]
+    merges = [p for p in prompts if p.startswith("Summaries of consecutive parts")]
+    assert len(parts) >= 8 and merges
+    assert all(c.json()["response_format"] == {"type": "json_object"} for c in calls)
+    assert all(len(c.json()["messages"][-1]["content"]) <= 2000 * 4 for c in calls)
+    assert job["result"]["summary"] and job["result"]["transcript"].startswith("In minute 0")
+    assert job["credits_used"] == 10 * PRICE
