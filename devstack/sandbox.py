@@ -42,10 +42,34 @@ def _twitch(env: dict[str, str]) -> tuple[Any, dict[str, str]]:
     }
 
 
+def _stripe(env: dict[str, str]) -> tuple[Any, dict[str, str]]:
+    """Fake Stripe whose hosted checkout page pays and sends the signed webhook to this API."""
+    from devstack.fakes import StripeFake
+
+    host = env.get("HOST", "127.0.0.1")
+    api_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    fake = StripeFake(
+        api_key="sk_test_sandbox_key",
+        webhook_url=f"http://{api_host}:{env.get('PORT', '8000')}/webhooks/stripe",
+        webhook_secret="whsec_sandbox_secret",
+    ).start()
+    settings = {
+        "STRIPE_SECRET_KEY": fake.api_key,
+        "STRIPE_API_BASE": fake.url,
+        "STRIPE_WEBHOOK_SECRET": fake.webhook_secret,
+    }
+    # After paying, land on the fake's dashboard (sessions, charges, events delivered).
+    for name in ("CHECKOUT_SUCCESS_URL", "CHECKOUT_CANCEL_URL", "BILLING_PORTAL_RETURN_URL"):
+        if not env.get(name):
+            settings[name] = f"{fake.url}/_fake"
+    return fake, settings
+
+
 PROVIDERS: dict[str, tuple[str, Starter]] = {
     "assemblyai": ("ASSEMBLYAI_API_KEY", _assemblyai),
     "openai": ("OPENAI_API_KEY", _openai),
     "twitch": ("TWITCH_CLIENT_SECRET", _twitch),
+    "stripe": ("STRIPE_SECRET_KEY", _stripe),
 }
 
 
