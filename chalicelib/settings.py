@@ -6,10 +6,10 @@ clear configuration error instead of crashing the whole module import.
 """
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import secrets
+import threading
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -360,12 +360,25 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     )
 
 
-@functools.lru_cache(maxsize=1)
+_settings_lock = threading.Lock()
+_settings: list[Settings] = []  # zero or one: the process-wide settings
+
+
 def get_settings() -> Settings:
-    """The process-wide settings, built on first use and then cached."""
-    return load_settings()
+    """The process-wide settings, built on first use and then cached.
+
+    Built exactly once even when threads (chalice local) race on the first requests:
+    on `local` each build generates its own JWT secret.
+    """
+    if _settings:
+        return _settings[0]
+    with _settings_lock:
+        if not _settings:
+            _settings.append(load_settings())
+        return _settings[0]
 
 
 def reset_settings() -> None:
     """Forget the cached settings (tests that change the environment call this)."""
-    get_settings.cache_clear()
+    with _settings_lock:
+        _settings.clear()

@@ -53,6 +53,25 @@ def _sandboxes(env: dict[str, str]) -> tuple[list[Any], dict[str, str]]:
     return start_sandboxes(env)
 
 
+CHALICE_LOCAL = "--chalice-local"
+LISTEN_BACKLOG = 128
+
+
+def chalice_local(args: list[str]) -> None:
+    """`chalice <args>` (the local server) with a listen backlog that survives bursts.
+
+    chalice's dev server keeps socketserver's default backlog of 5: twenty clients
+    connecting at once get connection resets. Its autoreloader re-executes `sys.argv`
+    for the worker, so `sys.argv` is set to a command that comes back here.
+    """
+    import chalice.local
+    from chalice.cli import cli
+
+    chalice.local.ThreadedHTTPServer.request_queue_size = LISTEN_BACKLOG
+    sys.argv = [sys.executable, "-m", "devstack.run", CHALICE_LOCAL, *args]
+    cli.main(args=args, prog_name="chalice", obj={})
+
+
 def _wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -91,8 +110,8 @@ def main() -> int:
 
     loops = EventLoops(app_module, schedule_every=int(env.get("LOCAL_SCHEDULE_SECONDS", "0")) or None).start()
 
-    chalice = os.path.join(os.path.dirname(sys.executable), "chalice")  # the venv's CLI
-    command = [chalice, "local", "--stage", "local", "--host", host, "--port", port]
+    command = [sys.executable, "-m", "devstack.run", CHALICE_LOCAL, "local", "--stage", "local",
+               "--host", host, "--port", port]
     if env.get("AUTORELOAD", "1") in ("0", "false"):
         command.append("--no-autoreload")
     api = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
@@ -132,4 +151,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == [CHALICE_LOCAL]:
+        chalice_local(sys.argv[2:])
     sys.exit(main())
