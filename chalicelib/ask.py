@@ -51,7 +51,9 @@ def _schema(max_question: int, max_transcript: int, max_body: int) -> Schema:
 def schema() -> Schema:
     """The body schema, sized from settings (bodies past ASK_MAX_BODY_BYTES get a 413)."""
     settings = get_settings()
-    return _schema(settings.ask_max_question_chars, settings.ask_max_transcript_chars, settings.ask_max_body_bytes)
+    return _schema(
+        settings.ask_max_question_chars, settings.ask_max_transcript_chars, settings.ask_max_body_bytes
+    )
 
 
 def recent_part(transcript: str, max_tokens: int) -> tuple[str, bool]:

@@ -205,19 +205,25 @@ def _mark_active(session_id: str, token_expires_epoch: int) -> None:
 
 
 def _abandon_start(session: dict[str, Any], reason: str) -> None:
-    """Give the credits back and mark the session failed; the token never reached the user."""
-    try:
-        ledger.release(session["reservation_id"], reason=reason)
-        store.ddb().update_item(
-            TableName=store.table_name(TABLE),
-            Key=store.key(session_id=session["session_id"]),
-            UpdateExpression="SET #state = :failed, failure_reason = :reason, ended_at = :now",
-            ConditionExpression="#state = :starting",
-            ExpressionAttributeNames={"#state": "state"},
-            ExpressionAttributeValues=store.values(
+    """Give the credits (and the slot) back and mark the session failed, in one transaction.
+
+    Conditional on the session still starting: a session that became active is never
+    released here, it is billed.
+    """
+    fail = {
+        "Update": {
+            "TableName": store.table_name(TABLE),
+            "Key": store.key(session_id=session["session_id"]),
+            "UpdateExpression": "SET #state = :failed, failure_reason = :reason, ended_at = :now",
+            "ConditionExpression": "#state = :starting",
+            "ExpressionAttributeNames": {"#state": "state"},
+            "ExpressionAttributeValues": store.values(
                 failed="failed", starting="starting", reason=reason, now=store.iso()
             ),
-        )
+        }
+    }
+    try:
+        ledger.release(session["reservation_id"], reason=reason, extra_items=[fail])
     except Exception:  # the original failure is what the client must see; the hold expires
         logger.exception("live.release_failed")
     log_event(logger, "live.start_failed", logging.WARNING, session_id=session["session_id"], reason=reason)

@@ -267,14 +267,18 @@ class ProviderClient:
             f"{self.display_name} is temporarily unavailable", code="provider_unavailable"
         )
 
-    def _busy(self, response: "requests.Response | None", *, quota: bool = False, wait: float | None = None) -> ServiceUnavailable:
+    def _busy(
+        self, response: "requests.Response | None", *, quota: bool = False, wait: float | None = None
+    ) -> ServiceUnavailable:
         if quota:
             log_event(
                 logger, "provider.quota_exhausted", logging.ERROR, provider=self.name,
                 operator_action=f"{self.display_name} reports our account's quota is exhausted",
             )
-        seconds = wait if wait is not None else (self._retry_after(response) if response is not None else None)
-        retry_after = min(max(math.ceil(seconds or 30), MIN_CLIENT_RETRY_AFTER), MAX_CLIENT_RETRY_AFTER)
+        seconds = wait
+        if seconds is None and response is not None:
+            seconds = self._retry_after(response)
+        retry_after = _client_retry_after(30 if seconds is None else seconds)
         return ServiceUnavailable(
             f"{self.display_name} is busy; please try again shortly",
             code="provider_busy",
@@ -286,7 +290,7 @@ class ProviderClient:
         if failure == "429":
             return self._busy(response, wait=wait)
         if failure == "503" and response is not None and self._retry_after(response) is not None:
-            seconds = min(max(math.ceil(wait), MIN_CLIENT_RETRY_AFTER), MAX_CLIENT_RETRY_AFTER)
+            seconds = _client_retry_after(wait)
             return ServiceUnavailable(
                 f"{self.display_name} is temporarily unavailable",
                 code="upstream_unavailable",
@@ -298,6 +302,11 @@ class ProviderClient:
         if failure == "unreachable":
             return UpstreamError(f"{self.display_name} could not be reached", code="upstream_unreachable")
         return UpstreamError(f"{self.display_name} failed", code="upstream_error")
+
+
+def _client_retry_after(seconds: float) -> int:
+    """The Retry-After we give our client: whole seconds, never "now", never absurdly long."""
+    return min(max(math.ceil(seconds), MIN_CLIENT_RETRY_AFTER), MAX_CLIENT_RETRY_AFTER)
 
 
 def _path(url: str) -> str:

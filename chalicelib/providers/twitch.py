@@ -72,7 +72,8 @@ def _fetch_token(client_id: str, client_secret: str) -> _AppToken:
     except ProviderRejected as rejected:
         # Twitch answers 400 "invalid client" for an unknown client id: our configuration.
         raise client.credentials_rejected(rejected.provider_status) from None
-    token, expires_in = (body.get("access_token"), body.get("expires_in")) if isinstance(body, dict) else (None, None)
+    body = body if isinstance(body, dict) else {}
+    token, expires_in = body.get("access_token"), body.get("expires_in")
     if not isinstance(token, str) or not token or not isinstance(expires_in, (int, float)):
         raise client.bad_response("access_token")
     register_secret(token)
