@@ -23,7 +23,7 @@ import logging
 import re
 from typing import Any, Iterable, Mapping
 
-from chalicelib import store
+from chalicelib import ledger, store
 from chalicelib.aws import client
 from chalicelib.errors import Conflict, Forbidden, Unauthorized
 from chalicelib.logs import log_event, register_secret
@@ -43,7 +43,6 @@ DELETE_SCHEMA = Schema(
 TRANSCRIPT_SUFFIX = "#transcript"  # chalicelib.catchup stores a job's transcript here
 UPLOAD_PREFIX = "uploads/{user_id}/"  # chalicelib.audio_uploads.user_prefix
 ACTIVE_SUBSCRIPTION = ("active", "trialing", "past_due", "incomplete", "unpaid")
-HELD = "held"
 # Stored on a user item but never shown, not even to its owner.
 PRIVATE_USER_FIELDS = ("password_hash",)
 # A kept transaction row loses every attribute whose name says it is about a person.
@@ -189,7 +188,7 @@ def _refuse_if_busy(user: Mapping[str, Any]) -> None:
             code="active_subscription",
         )
     held = [r for r in _by_index("reservations", "user_id-index", user["user_id"])
-            if r.get("status") == HELD]
+            if r.get("state") == ledger.HELD]
     if held:
         raise Conflict(
             "A live session or catch-up is still running; stop it or wait for it to finish, "

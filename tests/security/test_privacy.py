@@ -35,7 +35,7 @@ def seed(user_id: str) -> dict:
         "transcript": put("jobs", {"job_id": job_id + "#transcript", "text": "the secret transcript words",
                                    "created_at": now, "expires_at_epoch": store.epoch() + 3600}),
         "reservation": put("reservations", {"reservation_id": f"live#{session_id}", "user_id": user_id,
-                                            "status": "settled", "amount": 30, "created_at": now}),
+                                            "state": "settled", "amount": 30, "created_at": now}),
         "purchase": put("transactions", {
             "transaction_id": uuid.uuid4().hex, "user_id": user_id, "kind": "purchase",
             "package_id": "starter", "credits": 500, "amount": 499, "currency": "usd",
@@ -148,11 +148,11 @@ def test_delete_is_refused_while_money_is_in_flight(client, new_user):
     session = new_user()
     user_id = session["user"]["user_id"]
     held = put("reservations", {"reservation_id": f"live#{uuid.uuid4().hex}", "user_id": user_id,
-                                "status": "held", "amount": 30, "created_at": store.iso()})
+                                "state": "held", "amount": 30, "created_at": store.iso()})
     r = delete(client, session["token"])
     assert r.status_code == 409 and json.loads(r.body)["code"] == "active_session"
     assert store.get("users", user_id=user_id)["is_active"] is True
-    put("reservations", {**held, "status": "released"})
+    put("reservations", {**held, "state": "released"})
     store.ddb().update_item(
         TableName=store.table_name("users"), Key=store.key(user_id=user_id),
         UpdateExpression="SET subscription_status = :s", ExpressionAttributeValues=store.values(s="active"),
@@ -188,3 +188,20 @@ def test_personal_attribute_names():
     kept = [k for k in ("stripe_session_id", "payment_intent", "description", "amount", "currency",
                         "transaction_id", "shipping") if privacy.PERSONAL_ATTRIBUTE.search(k)]
     assert kept == []
+
+
+def test_a_running_live_session_blocks_deletion_until_stopped(client, new_user, provider_env):
+    session = new_user()
+    user_id, headers = session["user"]["user_id"], json_headers(session["token"])
+    started = client.http.post("/transcription/stream", headers=headers, body=json.dumps({"action": "start"}))
+    assert started.status_code == 200, started.body
+    session_id = json.loads(started.body)["session_id"]
+    r = delete(client, session["token"])
+    assert r.status_code == 409 and json.loads(r.body)["code"] == "active_session"
+    stopped = client.http.post("/transcription/stream", headers=headers,
+                               body=json.dumps({"action": "stop", "session_id": session_id}))
+    assert stopped.status_code == 200, stopped.body
+    assert owned_counts(user_id)["usage"] == 1
+    assert delete(client, session["token"]).status_code == 204
+    assert owned_counts(user_id) == dict.fromkeys(owned_counts(user_id), 0)
+    assert store.get("sessions", session_id=session_id) is None

@@ -1,0 +1,96 @@
+"""Every route of the app, as the security suite sees it: enumerated from `app.app.routes`.
+
+INPUTS says what each route reads (its body schema, its query parameters). A route the
+app has but INPUTS does not list fails `test_every_route_is_described`, so a new route is
+fuzzed and access-checked on purpose rather than silently skipped.
+"""
+from __future__ import annotations
+
+import re
+import urllib.parse
+from dataclasses import dataclass, field
+
+from chalicelib import accounts, ask, audio_uploads, catchup, privacy, streaming, twitch_lookup
+from chalicelib.billing import checkout
+from chalicelib.validation import Field, Schema
+
+RAW = "raw"  # the route reads its raw body itself (the Stripe webhook)
+
+
+@dataclass(frozen=True)
+class Inputs:
+    body: Schema | str | None = None  # a Schema, RAW, or None (the route reads no body)
+    query: dict[str, Field] = field(default_factory=dict)
+
+
+HISTORY_QUERY = {
+    "limit": Field(str, max_length=4, pattern=r"[0-9]{1,4}"),
+    "cursor": Field(str, max_length=1024),
+}
+
+INPUTS: dict[tuple[str, str], Inputs] = {
+    ("GET", "/health"): Inputs(),
+    ("POST", "/auth/register"): Inputs(accounts.REGISTER_SCHEMA),
+    ("POST", "/auth/login"): Inputs(accounts.LOGIN_SCHEMA),
+    ("POST", "/auth/refresh"): Inputs(accounts.REFRESH_SCHEMA),
+    ("POST", "/auth/logout"): Inputs(accounts.REFRESH_SCHEMA),
+    ("GET", "/auth/user"): Inputs(),
+    ("GET", "/auth/user/export"): Inputs(),
+    ("DELETE", "/auth/user"): Inputs(privacy.DELETE_SCHEMA),
+    ("POST", "/transcription/stream"): Inputs(streaming.STREAM_SCHEMA),
+    ("POST", "/transcription/ask"): Inputs(ask.schema()),
+    ("GET", "/twitch/stream"): Inputs(query=dict(twitch_lookup.QUERY_SCHEMA.fields)),
+    ("POST", "/transcription/catchup/upload"): Inputs(audio_uploads.UPLOAD_SCHEMA),
+    ("POST", "/transcription/catchup"): Inputs(catchup.SUBMIT_SCHEMA),
+    ("GET", "/transcription/catchup/{job_id}"): Inputs(),
+    ("GET", "/transcription/history"): Inputs(query=HISTORY_QUERY),
+    ("GET", "/credits/packages"): Inputs(),
+    ("POST", "/credits/purchase"): Inputs(checkout.PURCHASE_SCHEMA),
+    ("POST", "/credits/subscribe"): Inputs(checkout.SUBSCRIBE_SCHEMA),
+    ("POST", "/credits/portal"): Inputs(),
+    ("POST", "/webhooks/stripe"): Inputs(RAW),
+}
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    authenticated: bool
+    inputs: Inputs | None
+
+    @property
+    def id(self) -> str:
+        return f"{self.method} {self.path}"
+
+    @property
+    def params(self) -> list[str]:
+        return re.findall(r"{(\w+)}", self.path)
+
+    def url(self, params: dict[str, str] | None = None, query: dict[str, str] | None = None) -> str:
+        path = self.path
+        for name in self.params:
+            value = (params or {}).get(name, "x")
+            path = path.replace("{" + name + "}", urllib.parse.quote(value, safe="") or "x")
+        if query:
+            path += "?" + urllib.parse.urlencode(query)
+        return path
+
+
+def all_routes(include_options: bool = False) -> list[Route]:
+    import app
+
+    routes = []
+    for path, methods in sorted(app.app.routes.items()):
+        for method, entry in sorted(methods.items()):
+            if method == "OPTIONS" and not include_options:
+                continue
+            routes.append(Route(method, path, entry.authorizer is not None,
+                                INPUTS.get((method, path))))
+    return routes
+
+
+def authenticated_routes() -> list[Route]:
+    return [route for route in all_routes() if route.authenticated]
+
+
