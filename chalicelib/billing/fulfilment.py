@@ -267,6 +267,8 @@ def on_subscription_changed(settings: Settings, event: Event) -> Outcome:
     status = str(subscription.get("status") or "")
     if event["type"] == "customer.subscription.deleted":
         status = subscriptions.CANCELED
+    if status == subscriptions.NOT_STARTED:
+        return ignored("not_started", **refs)
     plan = _plan(settings, _subscription_price_ids(subscription), metadata)
     if status in subscriptions.ACTIVATING and plan is None:
         return orphaned("unknown_plan", **refs)

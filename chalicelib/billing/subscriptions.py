@@ -16,7 +16,10 @@ from chalicelib import store
 from chalicelib.billing.catalogue import FREE_TIER, Plan
 
 ACTIVATING = ("active", "trialing")
-DEGRADED = ("past_due", "incomplete")  # keeps the tier while Stripe retries the payment
+DEGRADED = ("past_due",)  # keeps the tier while Stripe retries the payment
+# Before its first payment a subscription is `incomplete`: nothing to follow yet (and after
+# activation Stripe never returns to it, so a late `incomplete` must not overwrite `active`).
+NOT_STARTED = "incomplete"
 CANCELED = "canceled"
 SUBSCRIBED = ACTIVATING + ("past_due",)  # a second subscription would bill twice
 

@@ -341,3 +341,20 @@ def test_subscription_events_for_an_unknown_user_are_orphaned(client, stripe_fak
     status, body = deliver(client, build_event("invoice.paid", invoice))
     assert status == 200 and body["status"] == "orphaned"
     assert balance(user.user_id) == SIGNUP + 1500
+
+
+def test_a_late_incomplete_or_foreign_subscription_event_changes_nothing(client, stripe_fake, buyer, tap):
+    """Same-second events arrive in any order: `incomplete` (pre-payment) never overwrites
+    `active`, and the end of a subscription that is not the user's current one is ignored."""
+    user = buyer()
+    subscription = _subscribe_and_pay(client, stripe_fake, tap, user)
+    created = tap.one("customer.subscription.created")
+    late = build_event(created["type"], dict(created["data"]["object"], status="incomplete"),
+                       created=created["created"])
+    assert deliver(client, late)[1]["status"] == "ignored"
+    other = build_event("customer.subscription.deleted",
+                        dict(subscription, id="sub_older_one", status="canceled"))
+    assert deliver(client, other)[1]["status"] == "processed"
+    assert _record(other)["reason"] == "stale"
+    state = user_item(user.user_id)
+    assert (state["subscription_tier"], state["subscription_status"]) == ("basic", "active")
