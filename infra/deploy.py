@@ -217,8 +217,16 @@ def _session() -> Any:
     return session
 
 
-def deploy(stage: str, *, infra_only: bool = False, session: Any = None, runner: Runner = run) -> dict[str, str]:
-    cfg = stage_config(stage)
+def deploy(
+    stage: str,
+    *,
+    infra_only: bool = False,
+    session: Any = None,
+    runner: Runner = run,
+    cfg: StageConfig | None = None,
+    root: str = ROOT,
+) -> dict[str, str]:
+    cfg = cfg or stage_config(stage)
     check_config(cfg)
     session = session or _session()
     missing = missing_secrets(cfg, session.client("ssm"))
@@ -234,7 +242,7 @@ def deploy(stage: str, *, infra_only: bool = False, session: Any = None, runner:
     if infra_only:
         return result
     runner([chalice_cli(), "deploy", "--stage", stage])
-    rest_api_id, url = deployed_api(stage)
+    rest_api_id, url = deployed_api(stage, root)
     apply_gateway_responses(session.client("apigateway"), rest_api_id, cfg.api_gateway_stage, cfg.allowed_origins[0])
     url = url.rstrip("/")
     result.update(api_url=url, stripe_webhook_url=url + STRIPE_WEBHOOK_PATH)
@@ -244,20 +252,25 @@ def deploy(stage: str, *, infra_only: bool = False, session: Any = None, runner:
 
 
 def package(stage: str, out_dir: str | None = None, runner: Runner = run) -> dict[str, Any]:
-    """Write build/<stage>/{sam.json, deployment.zip, infra.json, infra-parameters.json}."""
+    """Check the stage, then write its artefacts to build/<stage>/ (or out_dir)."""
     cfg = stage_config(stage)
     check_config(cfg)
-    out_dir = out_dir or os.path.join(ROOT, "build", stage)
+    return build_package(cfg, out_dir or os.path.join(ROOT, "build", stage), runner)
+
+
+def build_package(cfg: StageConfig, out_dir: str, runner: Runner = run) -> dict[str, Any]:
+    """sam.json (chalice package + repairs + gateway responses), deployment.zip, infra.json."""
     os.makedirs(out_dir, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f"chalice-package-{stage}-") as scratch:
-        runner([chalice_cli(), "package", "--stage", stage, scratch])
+    with tempfile.TemporaryDirectory(prefix=f"chalice-package-{cfg.stage}-") as scratch:
+        runner([chalice_cli(), "package", "--stage", cfg.stage, scratch])
         with open(os.path.join(scratch, "sam.json"), encoding="utf-8") as handle:
             sam = json.load(handle)
         shutil.copyfile(os.path.join(scratch, "deployment.zip"), os.path.join(out_dir, "deployment.zip"))
+    template.repair_api_handler_log_group(sam)
     template.merge_gateway_responses(sam, cfg.allowed_origins[0])
     artefacts = {
         "sam.json": sam,
-        "infra.json": template.render(stage),
+        "infra.json": template.render(cfg.stage),
         "infra-parameters.json": [
             {"ParameterKey": "AllowedOrigins", "ParameterValue": ",".join(cfg.allowed_origins)}
         ],
@@ -268,5 +281,5 @@ def package(stage: str, out_dir: str | None = None, runner: Runner = run) -> dic
             handle.write("\n")
     size = os.path.getsize(os.path.join(out_dir, "deployment.zip"))
     _say(f"Wrote {out_dir}: sam.json, deployment.zip ({size / 1e6:.1f} MB), infra.json, infra-parameters.json")
-    _say(f"Deploy infra.json as stack {template.stack_name(stage)} first, then sam.json (CAPABILITY_IAM).")
-    return {"out_dir": out_dir, "zip_bytes": size}
+    _say(f"Deploy infra.json as stack {template.stack_name(cfg.stage)} first, then sam.json (CAPABILITY_IAM).")
+    return {"out_dir": out_dir, "zip_bytes": size, "sam": sam}

@@ -171,9 +171,9 @@ def _output(value: Any, description: str) -> dict[str, Any]:
     return {"Value": value, "Description": description}
 
 
-def render(stage: str) -> dict[str, Any]:
-    """The stage's infrastructure template as a JSON-ready dict."""
-    protected = stage in PROTECTED_STAGES
+def render(stage: str, protected: bool | None = None) -> dict[str, Any]:
+    """The stage's infrastructure template as a JSON-ready dict (prod is protected)."""
+    protected = stage in PROTECTED_STAGES if protected is None else protected
     template: dict[str, Any] = {
         "AWSTemplateFormatVersion": "2010-09-09",
         "Description": f"{APP_NAME} {stage}: tables, catch-up audio bucket and queues "
@@ -282,4 +282,22 @@ def merge_gateway_responses(sam: dict[str, Any], origin: str) -> dict[str, Any]:
     """
     definition = sam["Resources"]["RestAPI"]["Properties"]["DefinitionBody"]
     definition["x-amazon-apigateway-gateway-responses"] = gateway_responses(origin)
+    return sam
+
+
+def repair_api_handler_log_group(sam: dict[str, Any]) -> dict[str, Any]:
+    """Point the API handler's log group at the function's real logical id.
+
+    `chalice package` (1.34) names the API handler's log group after `${ApiHandler}` and
+    then renames the function to `APIHandler`, leaving a reference CloudFormation rejects
+    whenever log_retention_in_days is set. `chalice deploy` is not affected.
+    """
+    names = sam["Resources"]
+    if "APIHandler" in names and "ApiHandler" not in names:
+        for resource in names.values():
+            if resource.get("Type") != "AWS::Logs::LogGroup":
+                continue
+            name = resource["Properties"].get("LogGroupName")
+            if isinstance(name, dict) and name.get("Fn::Sub") == "/aws/lambda/${ApiHandler}":
+                name["Fn::Sub"] = "/aws/lambda/${APIHandler}"
     return sam

@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
 
+from tests.conftest import ORIGIN
 from tests.deploy.recording import RECORDER, ROOT
 
 PACKAGE_STAGE = "prod"
@@ -36,6 +36,11 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if PACKAGE_SIZES:
+        terminalreporter.write_line(
+            f"deployment.zip (prod): {PACKAGE_SIZES['zipped'] / 2**20:.1f} MiB zipped, "
+            f"{PACKAGE_SIZES['unzipped'] / 2**20:.1f} MiB unzipped"
+        )
     if RECORDER.calls:
         operations = {(c.service, c.operation) for c in RECORDER.calls}
         terminalreporter.write_line(
@@ -47,7 +52,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 @dataclass
 class Package:
     directory: str
-    sam: dict[str, Any]
+    sam: dict[str, Any]  # as `make package` writes it: repaired, gateway responses merged
+    raw_sam: dict[str, Any]  # as `chalice package` wrote it
 
     @property
     def zip_path(self) -> str:
@@ -62,17 +68,33 @@ class Package:
         return self.sam["Resources"][logical_id]
 
 
+PACKAGE_SIZES: dict[str, int] = {}
+
+
 @pytest.fixture(scope="session")
 def chalice_package(tmp_path_factory: pytest.TempPathFactory) -> Package:
-    """`chalice package --stage prod` run once per session, exactly as a pipeline runs it."""
-    out = tmp_path_factory.mktemp("chalice-package") / "out"
+    """`make package STAGE=prod`'s build, run once per session with the real `chalice package`.
+
+    Only the configured extension origin is replaced (config.json holds a placeholder the
+    deploy command refuses); everything else is the prod stage as committed.
+    """
+    from infra import deploy
+
+    out = tmp_path_factory.mktemp("package")
     env = {k: v for k, v in os.environ.items() if k != "AWS_ENDPOINT_URL"}
     env.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-    chalice = os.path.join(os.path.dirname(sys.executable), "chalice")
-    completed = subprocess.run(
-        [chalice, "package", "--stage", PACKAGE_STAGE, str(out)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
-    )
-    assert completed.returncode == 0, completed.stdout + completed.stderr
+    raw: dict[str, Any] = {}
+
+    def runner(command: list[str]) -> None:
+        completed = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        assert completed.returncode == 0, completed.stdout + completed.stderr
+        with open(os.path.join(command[-1], "sam.json"), encoding="utf-8") as handle:
+            raw.update(json.load(handle))
+
+    cfg = deploy.stage_config(PACKAGE_STAGE)
+    cfg = replace(cfg, environment={**cfg.environment, "ALLOWED_ORIGINS": ORIGIN})
+    deploy.build_package(cfg, str(out), runner)
     with open(out / "sam.json", encoding="utf-8") as handle:
-        return Package(str(out), json.load(handle))
+        package = Package(str(out), json.load(handle), raw)
+    PACKAGE_SIZES["zipped"], PACKAGE_SIZES["unzipped"] = package.zip_sizes()
+    return package

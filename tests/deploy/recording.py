@@ -45,6 +45,23 @@ def _caller_site() -> str | None:
     return None
 
 
+def _overrides() -> dict[str, str]:
+    """{physical name: suffix} of the `<SUFFIX>_TABLE/_BUCKET/_QUEUE` overrides now in force.
+
+    Tests give some resources names of their own this way; they still stand for our suffix.
+    """
+    from chalicelib.resources import RESOURCE_ENV_VARS
+
+    return {os.environ[var]: suffix for var, suffix in RESOURCE_ENV_VARS.items() if os.environ.get(var)}
+
+
+def _canonical(name: str, overrides: dict[str, str]) -> str:
+    """An overridden name as the derived name of its suffix, so checks see what it stands for."""
+    from chalicelib.settings import resource_name
+
+    return resource_name("override", overrides[name]) if name in overrides else name
+
+
 def _describe(service: str, operation: str, params: dict[str, Any], site: str) -> RecordedCall:
     tables: list[str] = []
     kinds: list[str] = []
@@ -57,15 +74,16 @@ def _describe(service: str, operation: str, params: dict[str, Any], site: str) -
                 tables.append(body.get("TableName", ""))
         tables += list(params.get("RequestItems", {}))
     queue = params.get("QueueName") or params.get("QueueUrl", "").rsplit("/", 1)[-1]
+    overrides = _overrides()
     return RecordedCall(
         service=service,
         operation=operation,
         site=site,
-        tables=tuple(tables),
+        tables=tuple(_canonical(t, overrides) for t in tables),
         transact_kinds=tuple(sorted(set(kinds))),
-        bucket=params.get("Bucket", ""),
+        bucket=_canonical(params.get("Bucket", ""), overrides),
         key=params.get("Key", "") or params.get("Prefix", ""),
-        queue=queue if service == "sqs" else "",
+        queue=_canonical(queue, overrides) if service == "sqs" else "",
         parameters=tuple(params.get("Names", [])) if service == "ssm" else (),
     )
 

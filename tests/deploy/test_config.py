@@ -1,0 +1,88 @@
+"""`.chalice/config.json`: what each deployed function gets, resolved the way Chalice resolves it."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from chalice.config import Config
+
+from chalicelib import resources
+from chalicelib.secrets import SECRET_NAMES
+from infra import policy
+from tests.deploy.recording import ROOT
+
+API_GATEWAY_LIMIT_SECONDS = 29
+MEMORY_MB = 512
+
+
+def _config_from_disk() -> dict:
+    with open(os.path.join(ROOT, ".chalice", "config.json"), encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def _scoped(stage: str, function: str) -> Config:
+    return Config(chalice_stage=stage, function_name=function, config_from_disk=_config_from_disk())
+
+
+def _app_functions() -> set[str]:
+    """The Lambda functions Chalice builds from app.py, by their config names."""
+    import app
+
+    names = {"api_handler"} if app.app.routes else set()
+    names |= {auth.name for auth in app.app.builtin_auth_handlers}
+    names |= {source.name for source in app.app.event_sources}
+    names |= {function.name for function in app.app.pure_lambda_functions}
+    return names
+
+
+def test_stages():
+    assert set(_config_from_disk()["stages"]) == {"local", *policy.DEPLOY_STAGES}
+
+
+def test_local_stage_takes_secrets_and_origins_from_the_environment():
+    local = _config_from_disk()["stages"]["local"]["environment_variables"]
+    assert "SECRETS_SSM_PREFIX" not in local and "ALLOWED_ORIGINS" not in local
+
+
+@pytest.mark.parametrize("stage", policy.DEPLOY_STAGES)
+def test_every_app_function_is_configured_and_nothing_else(stage):
+    configured = set(_config_from_disk()["stages"][stage]["lambda_functions"])
+    assert configured == {"api_handler", "jwt_auth", "cleanup", "catchup_worker"}
+    assert _app_functions() == configured
+
+
+@pytest.mark.parametrize("stage", policy.DEPLOY_STAGES)
+def test_function_limits(stage):
+    api = _scoped(stage, "api_handler")
+    assert api.lambda_timeout < API_GATEWAY_LIMIT_SECONDS  # finish (and log) before the gateway's 504
+    assert _scoped(stage, "jwt_auth").lambda_timeout <= 10
+    worker = _scoped(stage, "catchup_worker")
+    assert worker.lambda_timeout == 300 and worker.reserved_concurrency >= 1
+    cleanup = _scoped(stage, "cleanup")
+    assert cleanup.reserved_concurrency == 1  # two cleanups never overlap
+    for function in ("api_handler", "jwt_auth", "cleanup", "catchup_worker"):
+        scoped = _scoped(stage, function)
+        assert scoped.lambda_memory_size == MEMORY_MB
+        assert scoped.log_retention_in_days  # Chalice creates the log group: the role need not
+        assert scoped.autogen_policy is False
+        assert scoped.iam_policy_file == f"policy-{stage}.json"
+        assert scoped.tags["stage"] == stage and scoped.tags["app"] == "transcription-backend"
+
+
+@pytest.mark.parametrize("stage", policy.DEPLOY_STAGES)
+def test_queue_visibility_is_six_times_the_worker_timeout(stage):
+    worker_timeout = _scoped(stage, "catchup_worker").lambda_timeout
+    queue = next(q for q in resources.QUEUES if q.suffix == "catchup")
+    assert queue.visibility_timeout >= 6 * worker_timeout
+    dead_letter = next(q for q in resources.QUEUES if q.suffix == queue.dead_letter)
+    assert dead_letter.retention_seconds > queue.retention_seconds  # a dead letter outlives its source
+
+
+@pytest.mark.parametrize("stage", policy.DEPLOY_STAGES)
+def test_secrets_are_named_not_inlined(stage):
+    for function in ("api_handler", "jwt_auth", "cleanup", "catchup_worker"):
+        environment = _scoped(stage, function).environment_variables
+        assert environment["STAGE"] == stage
+        assert environment["SECRETS_SSM_PREFIX"] == policy.ssm_prefix(stage)
+        assert not set(SECRET_NAMES) & set(environment)

@@ -1,0 +1,76 @@
+"""Every AWS call the application made during this test session is allowed by the policy files.
+
+Runs last (`after_suite`), over the recording of the whole session (tests/deploy/
+recording.py): the operations, the tables, the bucket keys, the queues and the SSM
+parameters the code really used. Together with test_policy (the files equal what the
+static scan of the code requires, nothing more) this makes the policies exactly the code's
+calls: the scan proposes, the recording proves the scan missed nothing the tests exercise.
+"""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from chalicelib import resources
+from chalicelib.settings import APP_NAME
+from infra import policy
+from tests.deploy.recording import RECORDER
+
+pytestmark = pytest.mark.after_suite
+
+PHYSICAL_NAME = re.compile(rf"^{APP_NAME}-[a-z0-9]+-(?P<suffix>.+)$")
+SSM_NAME = re.compile(rf"^/{APP_NAME}/[a-z0-9]+/[A-Z_]+$")
+
+
+def _calls():
+    if not RECORDER.calls:
+        pytest.skip("no application AWS calls were recorded: run this with the rest of the suite")
+    return list(RECORDER.calls)
+
+
+def _suffix(name: str) -> str:
+    match = PHYSICAL_NAME.match(name)
+    assert match, f"{name} is not one of our physical names"
+    return match.group("suffix")
+
+
+def test_the_static_scan_sees_every_recorded_operation():
+    scanned = policy.scan().operations
+    unseen = sorted({(c.service, c.operation, c.site) for c in _calls() if (c.service, c.operation) not in scanned})
+    assert not unseen, (
+        "the code made AWS calls the static scan of infra/policy.py does not see (call the client "
+        f"as client('<service>').<method>(...) or through a helper that returns one): {unseen}"
+    )
+
+
+@pytest.mark.parametrize("stage", policy.DEPLOY_STAGES)
+def test_every_recorded_call_is_allowed(stage):
+    with open(policy.policy_path(stage), encoding="utf-8") as handle:
+        allowed = policy.allowed_actions(json.load(handle))
+    missing: dict[str, set[str]] = {}
+    for call in _calls():
+        for action in policy.actions_for(call.service, call.operation, call.transact_kinds) - allowed:
+            missing.setdefault(action, set()).add(call.site)
+    assert not missing, f"{policy.policy_path(stage)} lacks (action: call sites): {missing}"
+
+
+def test_every_recorded_call_touches_only_resources_the_policy_scopes():
+    tables = {t.suffix for t in resources.TABLES}
+    dead_letters = {q.dead_letter for q in resources.QUEUES if q.dead_letter}
+    queues = {q.suffix for q in resources.QUEUES} - dead_letters
+    outside = []
+    for call in _calls():
+        for table in call.tables:
+            if _suffix(table) not in tables:
+                outside.append((call.site, table))
+        if call.bucket:
+            suffix = _suffix(call.bucket)
+            prefix = policy.OBJECT_KEY_PREFIXES.get(suffix)
+            if prefix is None or not call.key.startswith(prefix):
+                outside.append((call.site, f"{call.bucket}/{call.key}"))
+        if call.queue and _suffix(call.queue) not in queues:
+            outside.append((call.site, call.queue))
+        outside += [(call.site, name) for name in call.parameters if not SSM_NAME.match(name)]
+    assert not outside, f"calls outside the policy's resources: {sorted(set(outside))}"

@@ -1,0 +1,111 @@
+"""The infrastructure template: rendered from chalicelib.resources, valid for cfn-lint."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from chalicelib import resources
+from infra import template
+from tests.conftest import ORIGIN
+
+
+def _by_type(rendered, kind):
+    return {k: v for k, v in rendered["Resources"].items() if v["Type"] == kind}
+
+
+@pytest.mark.parametrize("stage", ["dev", "prod"])
+def test_tables_match_the_single_definition(stage):
+    tables = _by_type(template.render(stage), "AWS::DynamoDB::Table")
+    assert len(tables) == len(resources.TABLES)
+    for table in resources.TABLES:
+        properties = tables[template.logical_id(table.suffix, "Table")]["Properties"]
+        assert properties["TableName"] == f"transcription-backend-{stage}-{table.suffix}"
+        assert properties["BillingMode"] == "PAY_PER_REQUEST"
+        assert properties["KeySchema"][0] == {"AttributeName": table.hash_key, "KeyType": "HASH"}
+        assert [k["AttributeName"] for k in properties["KeySchema"]] == [
+            n for n in (table.hash_key, table.range_key) if n
+        ]
+        assert {i["IndexName"] for i in properties.get("GlobalSecondaryIndexes", [])} == {
+            i.name for i in table.indexes
+        }
+        assert properties["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+        assert properties["SSESpecification"] == {"SSEEnabled": True}
+        if table.ttl_attribute:
+            assert properties["TimeToLiveSpecification"] == {
+                "AttributeName": "expires_at_epoch", "Enabled": True,
+            }
+        else:
+            assert "TimeToLiveSpecification" not in properties
+
+
+def test_prod_tables_are_protected_and_retained_dev_tables_are_not():
+    for stage, protected in (("prod", True), ("dev", False)):
+        for table in _by_type(template.render(stage), "AWS::DynamoDB::Table").values():
+            assert table["Properties"]["DeletionProtectionEnabled"] is protected
+            assert table["DeletionPolicy"] == table["UpdateReplacePolicy"] == ("Retain" if protected else "Delete")
+
+
+def test_audio_bucket_is_private_encrypted_short_lived_and_open_to_the_extension_only():
+    rendered = template.render("prod")
+    bucket = rendered["Resources"]["AudioBucket"]["Properties"]
+    assert bucket["BucketName"] == "transcription-backend-prod-audio"
+    assert all(bucket["PublicAccessBlockConfiguration"].values()) and len(bucket["PublicAccessBlockConfiguration"]) == 4
+    assert bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"] == {
+        "SSEAlgorithm": "AES256"
+    }
+    (rule,) = bucket["LifecycleConfiguration"]["Rules"]
+    assert rule["ExpirationInDays"] == 1 and rule["Status"] == "Enabled"
+    (cors,) = bucket["CorsConfiguration"]["CorsRules"]
+    assert cors["AllowedMethods"] == ["PUT"] and cors["AllowedOrigins"] == {"Ref": "AllowedOrigins"}
+    assert rendered["Parameters"]["AllowedOrigins"]["Type"] == "CommaDelimitedList"
+    policy = rendered["Resources"]["AudioBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"][0]
+    assert policy["Effect"] == "Deny" and policy["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def test_catchup_queue_redrives_to_its_dead_letter_queue():
+    rendered = template.render("prod")
+    queue = rendered["Resources"]["CatchupQueue"]["Properties"]
+    assert queue["QueueName"] == "transcription-backend-prod-catchup"
+    assert queue["VisibilityTimeout"] == 1800
+    assert queue["RedrivePolicy"] == {
+        "deadLetterTargetArn": {"Fn::GetAtt": ["CatchupDlqQueue", "Arn"]}, "maxReceiveCount": 3,
+    }
+    assert queue["SqsManagedSseEnabled"] is True
+    assert "RedrivePolicy" not in rendered["Resources"]["CatchupDlqQueue"]["Properties"]
+
+
+def test_outputs_name_and_locate_every_resource():
+    outputs = template.render("dev")["Outputs"]
+    for name in template.expected_names("dev"):
+        assert name in outputs
+    assert outputs["UsersTableArn"]["Value"] == {"Fn::GetAtt": ["UsersTable", "Arn"]}
+    assert outputs["CatchupQueueUrl"]["Value"] == {"Ref": "CatchupQueue"}
+
+
+def test_gateway_responses_carry_cors_for_the_first_origin_and_our_envelope():
+    responses = template.gateway_responses(ORIGIN)
+    assert {"UNAUTHORIZED", "ACCESS_DENIED", "MISSING_AUTHENTICATION_TOKEN", "DEFAULT_4XX", "DEFAULT_5XX"} <= set(responses)
+    unauthorized = responses["UNAUTHORIZED"]
+    assert unauthorized["statusCode"] == "401"
+    assert unauthorized["responseParameters"]["gatewayresponse.header.Access-Control-Allow-Origin"] == f"'{ORIGIN}'"
+    assert unauthorized["responseParameters"]["gatewayresponse.header.Vary"] == "'Origin'"
+    body = json.loads(unauthorized["responseTemplates"]["application/json"])
+    assert body["error"] == body["message"] == "Authentication required"
+    assert body["code"] == "unauthorized"
+    assert "statusCode" not in responses["DEFAULT_4XX"]  # keeps the gateway's own 4xx status
+
+
+@pytest.mark.slow
+def test_cfn_lint_passes_for_every_deployed_stage(tmp_path):
+    paths = []
+    for stage in ("dev", "prod"):
+        path = tmp_path / f"infra-{stage}.json"
+        path.write_text(json.dumps(template.render(stage), indent=2))
+        paths.append(str(path))
+    cfn_lint = os.path.join(os.path.dirname(sys.executable), "cfn-lint")
+    completed = subprocess.run([cfn_lint, *paths], capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
