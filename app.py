@@ -10,7 +10,7 @@ import os
 from chalice import Chalice
 from chalice.app import AuthRequest, Request, Response
 
-from chalicelib import accounts, health
+from chalicelib import accounts, credits, health
 from chalicelib import ask, streaming, twitch_lookup
 from chalicelib.authorizer import authorize
 from chalicelib.billing import catalogue as billing_catalogue
@@ -20,7 +20,7 @@ from chalicelib import audio_uploads, catchup, history
 from chalicelib import privacy
 from chalicelib import catchup_worker as catchup_jobs
 from chalicelib.settings import APP_NAME, get_settings, resource_name
-from chalicelib.web import client_ip, handle, identity, json_body, preflight, respond
+from chalicelib.web import client_ip, handle, identity, json_body, preflight, query_param, respond
 
 # configure_logs=False: Chalice would otherwise add its own plain-text stdout handler to
 # app.log, printing every record (tracebacks included) a second time, unredacted.
@@ -85,6 +85,25 @@ def logout() -> Response:
 def get_user() -> Response:
     user = accounts.get_user(identity(request()).user_id)
     return respond({"user": accounts.public_user(user)})
+
+
+# --- credits --------------------------------------------------------------------------
+
+
+@app.route("/credits/balance", methods=["GET"], authorizer=jwt_auth)
+def credits_balance() -> Response:
+    return respond(credits.balance(identity(request()).user_id))
+
+
+@app.route("/credits/transactions", methods=["GET"], authorizer=jwt_auth)
+def credits_transactions() -> Response:
+    return respond(
+        credits.transactions(
+            identity(request()).user_id,
+            limit=query_param(request(), "limit"),
+            cursor=query_param(request(), "cursor"),
+        )
+    )
 
 
 # --- live captions, ask, twitch -------------------------------------------------------

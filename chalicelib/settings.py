@@ -163,6 +163,12 @@ class Settings:
     summary_max_completion_tokens: int = 800
     summary_chunk_tokens: int = 16000
 
+    # Idempotency-Key (issue 3): how long a key replays, how long a duplicate waits for the
+    # first request to finish, and when an unfinished first attempt counts as abandoned.
+    idempotency_ttl_seconds: int = 24 * 3600
+    idempotency_wait_seconds: int = 20
+    idempotency_lock_seconds: int = 120
+
     resource_overrides: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
@@ -356,6 +362,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             _int(env, "OPENAI_SUMMARY_MAX_TOKENS", 800, minimum=100), 4000
         ),
         summary_chunk_tokens=_int(env, "OPENAI_SUMMARY_CHUNK_TOKENS", 16000, minimum=200),
+        idempotency_ttl_seconds=_int(env, "IDEMPOTENCY_TTL_SECONDS", 24 * 3600, minimum=60),
+        idempotency_wait_seconds=min(_int(env, "IDEMPOTENCY_WAIT_SECONDS", 20, minimum=0), 25),
+        idempotency_lock_seconds=_int(env, "IDEMPOTENCY_LOCK_SECONDS", 120, minimum=30),
         resource_overrides=_resource_overrides(env),
     )
 
