@@ -24,7 +24,7 @@ Responder = Callable[[dict[str, Any]], str]
 
 AUDIO_EXTENSIONS = ("flac", "m4a", "mp3", "mp4", "mpeg", "mpga", "oga", "ogg", "wav", "webm")
 MAX_UPLOAD_BYTES = 25 * 1024 * 1024
-_ERROR_TYPES = {401: "invalid_request_error", 404: "invalid_request_error", 429: "requests", 500: "server_error", 503: "server_error"}
+_ERROR_TYPES = {429: "requests", 500: "server_error", 502: "server_error", 503: "server_error"}
 
 
 def estimate_tokens(text: str) -> int:

@@ -317,7 +317,7 @@ class StripeFake(StripeHosted, FakeServer):
         if len(currency) != 3 or not currency.isalpha():
             raise P.invalid(f"Invalid currency: {currency}.", P.name(prefix, "currency"))
         if spec.get("unit_amount") is None and spec.get("unit_amount_decimal") is None:
-            raise P.invalid(f"Missing required param: {P.name(prefix, 'unit_amount')}.", P.name(prefix, "unit_amount"), "parameter_missing")
+            P.required(spec, "unit_amount", prefix)
         amount = P.integer(spec.get("unit_amount", spec.get("unit_amount_decimal")), P.name(prefix, "unit_amount"), minimum=0)
         P.only_one(spec, "product", "product_data", prefix=prefix)
         if spec.get("product"):

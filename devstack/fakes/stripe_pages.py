@@ -95,7 +95,8 @@ def dashboard(sessions: list[dict[str, Any]], charges: list[dict[str, Any]],
         base = f"/_fake/subscriptions/{s['id']}"
         actions = ""
         if s["status"] != "canceled":
-            actions = (_button(f"{base}/renew", "Renew", _redirect="1") + _button(f"{base}/fail_invoice", "Fail renewal", _redirect="1")
+            actions = (_button(f"{base}/renew", "Renew", _redirect="1")
+                       + _button(f"{base}/fail_invoice", "Fail renewal", _redirect="1")
                        + _button(f"{base}/cancel", "Cancel", _redirect="1"))
         return f"<tr><td>{escape(s['id'])}</td><td>{s['status']}</td><td>{actions}</td></tr>"
 

@@ -26,7 +26,9 @@ CHECKOUT_SESSION_PARAMS = frozenset(
     tax_id_collection ui_mode wallet_options""".split()
 )
 LINE_ITEM_PARAMS = frozenset({"adjustable_quantity", "metadata", "price", "price_data", "quantity", "tax_rates"})
-PRICE_DATA_PARAMS = frozenset({"currency", "product", "product_data", "recurring", "tax_behavior", "unit_amount", "unit_amount_decimal"})
+PRICE_DATA_PARAMS = frozenset(
+    {"currency", "product", "product_data", "recurring", "tax_behavior", "unit_amount", "unit_amount_decimal"}
+)
 PRODUCT_DATA_PARAMS = frozenset({"description", "images", "metadata", "name", "tax_code", "tax_details", "unit_label"})
 RECURRING_PARAMS = frozenset({"interval", "interval_count"})
 SUBSCRIPTION_DATA_PARAMS = frozenset(
@@ -45,7 +47,9 @@ CUSTOMER_PARAMS = frozenset(
     payment_method phone preferred_locales shipping source tax tax_exempt tax_id_data
     test_clock validate""".split()
 )
-PORTAL_PARAMS = frozenset({"configuration", "customer", "customer_account", "expand", "flow_data", "locale", "on_behalf_of", "return_url"})
+PORTAL_PARAMS = frozenset(
+    {"configuration", "customer", "customer_account", "expand", "flow_data", "locale", "on_behalf_of", "return_url"}
+)
 REFUND_PARAMS = frozenset(
     """amount charge currency customer expand instructions_email metadata origin payment_intent
     reason refund_application_fee reverse_transfer""".split()
