@@ -158,3 +158,11 @@ def test_twenty_parallel_registrations_of_one_email(api):
     winners = [i for i, s in enumerate(statuses) if s == 201]
     winner_password = f"{PASSWORD}-{winners[0]}"
     assert api.call("POST", "/auth/login", {"email": email, "password": winner_password}).status_code == 200
+
+
+def test_uses_the_endpoint_it_is_given(live_server, aws_endpoint):
+    """With AWS_ENDPOINT_URL set, `make run` starts no AWS of its own and uses that one."""
+    log = live_server.log()
+    assert f"AWS:       {aws_endpoint}  (from AWS_ENDPOINT_URL)" in log
+    assert "(embedded moto)" not in log
+    assert "Resources: created 0 missing" in log  # the session already bootstrapped it

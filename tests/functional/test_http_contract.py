@@ -128,6 +128,10 @@ def test_authenticated_route_preflight_needs_no_token(call):
 
 @pytest.fixture
 def root_log():
+    """Everything logged through the root logger, formatted by the service's JSON formatter."""
+    from chalicelib import logs
+
+    logs.configure()  # first use replaces the root handlers: do it before adding ours
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter())
@@ -244,3 +248,20 @@ def test_health_is_503_when_dynamodb_is_unreachable(call, monkeypatch):
     assert_cors(result)
     assert elapsed < 15
     assert call("GET", "/health").status == 200  # and back once storage is reachable again
+
+
+def test_logs_are_json_lines_with_the_request_id_and_no_secrets(call, root_log):
+    email = unique_email()
+    registered = call("POST", "/auth/register", {"email": email, "password": PASSWORD})
+    logged_in = call("POST", "/auth/login", {"email": email, "password": PASSWORD})
+    rotated = call("POST", "/auth/refresh", {"refresh_token": logged_in.json["refresh_token"]})
+    call("POST", "/auth/login", {"email": email, "password": "wrong-" + PASSWORD})
+    lines = [json.loads(line) for line in root_log.getvalue().splitlines()]
+    access = [line for line in lines if line.get("message") == "request"]
+    assert logged_in.header("X-Request-Id") in {line["request_id"] for line in access}
+    assert {line["status"] for line in access} >= {201, 200, 401}
+    text = root_log.getvalue()
+    for secret in (PASSWORD, registered.json["token"], registered.json["refresh_token"],
+                   logged_in.json["token"], logged_in.json["refresh_token"],
+                   rotated.json["token"], rotated.json["refresh_token"]):
+        assert secret not in text
