@@ -194,10 +194,11 @@ def _complete(record_key: str, owner: str, status: int, text: str) -> None:
         store.ddb().update_item(
             TableName=store.table_name(TABLE),
             Key=store.key(idempotency_key=record_key),
-            UpdateExpression="SET #state = :completed, #status = :status, response = :response, "
-                             "completed_at = :now",
+            UpdateExpression="SET #state = :completed, #status = :status, #response = :response, "
+                             "#completed_at = :now",
             ConditionExpression="#owner = :owner",
-            ExpressionAttributeNames={"#state": "state", "#status": "status", "#owner": "owner"},
+            ExpressionAttributeNames={"#state": "state", "#status": "status", "#owner": "owner",
+                                      "#response": "response", "#completed_at": "completed_at"},
             ExpressionAttributeValues=store.values(
                 completed=COMPLETED, status=status, response=text, owner=owner, now=store.iso()
             ),
