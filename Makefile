@@ -4,7 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 
-.PHONY: run test venv clean
+STAGE ?= dev
+
+.PHONY: run test venv clean deploy package
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +20,14 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Deploy one stage to AWS (infrastructure stack, chalice deploy, gateway responses, URLs).
+deploy: $(STAMP)
+	$(PY) -m infra deploy --stage $(STAGE)
+
+# The same stage as CloudFormation/SAM artefacts in build/$(STAGE)/, for a pipeline.
+package: $(STAMP)
+	$(PY) -m infra package --stage $(STAGE)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

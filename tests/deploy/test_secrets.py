@@ -1,0 +1,110 @@
+"""Secrets from SSM Parameter Store: one GetParameters per process, plain env vars still win."""
+from __future__ import annotations
+
+import pytest
+
+from chalicelib import logs, secrets
+from chalicelib.errors import ConfigurationError
+from chalicelib.settings import load_settings
+from tests.conftest import free_port
+
+STAGE = "sectest"
+PREFIX = f"/transcription-backend/{STAGE}/"
+VALUES = {
+    "JWT_SECRET": "j" * 40 + "-from-ssm",
+    "STRIPE_SECRET_KEY": "sk_test_fromssm123456",
+    "STRIPE_WEBHOOK_SECRET": "whsec_old123456,whsec_new123456",
+    "OPENAI_API_KEY": "openai-from-ssm-123456",
+}
+
+
+@pytest.fixture
+def ssm(aws_endpoint):
+    import boto3
+
+    client = boto3.session.Session().client("ssm", region_name="us-east-1")
+    for name, value in VALUES.items():
+        client.put_parameter(Name=PREFIX + name, Value=value, Type="SecureString", Overwrite=True)
+    secrets.reset_secrets()
+    yield client
+    secrets.reset_secrets()
+
+
+@pytest.fixture
+def get_parameters_calls(monkeypatch):
+    """Every GetParameters request the module sends, with its parameter names."""
+    calls: list[list[str]] = []
+    real = secrets._ssm_client
+
+    def counting(region):  # type: ignore[no-untyped-def]
+        client = real(region)
+        client.meta.events.register(
+            "before-parameter-build.ssm.GetParameters", lambda params, **_: calls.append(sorted(params["Names"]))
+        )
+        return client
+
+    monkeypatch.setattr(secrets, "_ssm_client", counting)
+    return calls
+
+
+def _env(**extra: str) -> dict[str, str]:
+    return {"STAGE": STAGE, "AWS_REGION": "us-east-1", "SECRETS_SSM_PREFIX": PREFIX, **extra}
+
+
+def test_parameter_names_follow_the_prefix_explicit_names_and_plain_values():
+    names = secrets.parameter_names(
+        {"SECRETS_SSM_PREFIX": "/app/prod", "OPENAI_API_KEY_PARAM": "/elsewhere/openai", "TWITCH_CLIENT_ID": "plain"}
+    )
+    assert names["JWT_SECRET"] == "/app/prod/JWT_SECRET"
+    assert names["OPENAI_API_KEY"] == "/elsewhere/openai"
+    assert "TWITCH_CLIENT_ID" not in names  # a plain value wins
+    assert set(names) == set(secrets.SECRET_NAMES) - {"TWITCH_CLIENT_ID"}
+
+
+def test_without_parameter_names_ssm_is_never_contacted(monkeypatch):
+    monkeypatch.setattr(secrets, "_ssm_client", lambda region: pytest.fail("SSM contacted"))
+    env = {"STAGE": "local", "JWT_SECRET": "x" * 40}
+    assert secrets.with_secrets(env) is env
+
+
+def test_all_secrets_come_in_one_call_and_are_cached_for_the_process(ssm, get_parameters_calls):
+    settings = load_settings(_env())
+    assert settings.jwt_secret == VALUES["JWT_SECRET"]
+    assert settings.stripe_secret_key == VALUES["STRIPE_SECRET_KEY"]
+    assert settings.stripe_webhook_secrets == ("whsec_old123456", "whsec_new123456")
+    assert settings.openai_api_key == VALUES["OPENAI_API_KEY"]
+    assert settings.twitch_client_secret == ""  # no such parameter: the feature answers 503
+    assert get_parameters_calls == [sorted(PREFIX + name for name in secrets.SECRET_NAMES)]
+
+    load_settings(_env())  # settings rebuilt (reset_settings): secrets are not fetched again
+    assert len(get_parameters_calls) == 1
+
+
+def test_fetched_values_are_redacted_from_logs(ssm):
+    load_settings(_env())
+    assert VALUES["STRIPE_SECRET_KEY"] not in logs.scrub(f"key={VALUES['STRIPE_SECRET_KEY']}")
+    assert VALUES["OPENAI_API_KEY"] not in logs.scrub(f"key={VALUES['OPENAI_API_KEY']}")
+
+
+def test_a_plain_environment_value_wins_over_its_parameter(ssm, get_parameters_calls):
+    settings = load_settings(_env(JWT_SECRET="p" * 40))
+    assert settings.jwt_secret == "p" * 40
+    assert PREFIX + "JWT_SECRET" not in get_parameters_calls[0]
+
+
+def test_an_explicit_parameter_name_is_used(ssm):
+    ssm.put_parameter(Name=PREFIX + "OTHER_JWT", Value="o" * 40, Type="SecureString", Overwrite=True)
+    assert load_settings(_env(JWT_SECRET_PARAM=PREFIX + "OTHER_JWT")).jwt_secret == "o" * 40
+
+
+def test_a_missing_jwt_parameter_is_a_configuration_error_naming_it(ssm):
+    with pytest.raises(ConfigurationError, match="JWT_SECRET"):
+        load_settings(_env(SECRETS_SSM_PREFIX=f"/transcription-backend/{STAGE}x/"))
+
+
+def test_unreachable_ssm_is_a_configuration_error_and_is_retried_later(ssm, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(ConfigurationError, match="SSM"):
+        load_settings(_env())
+    monkeypatch.undo()
+    assert load_settings(_env()).jwt_secret == VALUES["JWT_SECRET"]  # the failure was not cached
