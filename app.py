@@ -140,7 +140,8 @@ def catchup_upload() -> Response:
 @app.route("/transcription/catchup", methods=["POST"], authorizer=jwt_auth)
 def catchup_submit() -> Response:
     body = json_body(request(), catchup.SUBMIT_SCHEMA)
-    return respond(catchup.submit(identity(request()).user_id, body), status=202)
+    status, payload = catchup.handle_submit(identity(request()).user_id, body, request().headers)
+    return respond(payload, status=status)
 
 
 @app.route("/transcription/catchup/{job_id}", methods=["GET"], authorizer=jwt_auth)

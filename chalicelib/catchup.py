@@ -16,6 +16,7 @@ it doubles as the worker's checkpoint so a retry never pays for transcription tw
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -23,7 +24,7 @@ import uuid
 from typing import Any, Mapping
 
 from chalicelib import audio_uploads, ledger, store
-from chalicelib.errors import NotFound, ServiceUnavailable, ValidationFailed
+from chalicelib.errors import Conflict, NotFound, ServiceUnavailable, ValidationFailed
 from chalicelib.logs import log_event
 from chalicelib.resources import QUEUES
 from chalicelib.settings import get_settings
@@ -148,16 +149,43 @@ def _new_job(user_id: str, job_id: str, body: Mapping[str, Any], audio: audio_up
     }
 
 
-def submit(user_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+def handle_submit(user_id: str, body: Mapping[str, Any],
+                  headers: Mapping[str, str] | None = None) -> tuple[int, dict[str, Any]]:
+    """`POST /transcription/catchup` with the shared Idempotency-Key semantics: (status, body).
+
+    A repeated key gets the first response (chalicelib.idempotency). Underneath, the job id
+    (and so the reservation id) derives from the key too, so even a retry whose stored
+    response was lost finds its job instead of holding the credits a second time.
+    """
+    from chalicelib import idempotency
+
+    request_key = idempotency.request_id(headers, user_id, "")
+    return idempotency.run(headers, user_id, "POST /transcription/catchup", dict(body),
+                           lambda: submit(user_id, body, request_key=request_key or None), status=202)
+
+
+def _job_id(request_key: str | None) -> str:
+    if request_key is None:
+        return uuid.uuid4().hex
+    return hashlib.sha256(f"{SERVICE_TYPE}\n{request_key}".encode()).hexdigest()[:32]
+
+
+def submit(user_id: str, body: Mapping[str, Any], request_key: str | None = None) -> dict[str, Any]:
     """Accept a catch-up: check the audio, reserve the worst case with the job, enqueue it."""
     _validate(body)
     settings = get_settings()
     price = settings.catchup_credits_per_minute
+    job_id = _job_id(request_key)
+    if request_key is not None:
+        existing = load_job(job_id)
+        if existing is not None and existing.get("user_id") == user_id:
+            if existing["status"] != FAILED or existing.get("error") != "service_unavailable":
+                return _resumed(existing)
+            job_id = uuid.uuid4().hex  # that attempt charged nothing and never ran: start afresh
     if body.get("audio_key"):
         audio = audio_uploads.uploaded(user_id, body["audio_key"])
     else:
         audio = audio_uploads.store_inline(user_id, body["audio"])
-    job_id = uuid.uuid4().hex
     job = _new_job(user_id, job_id, body, audio, price)
     try:
         reservation = ledger.reserve(
@@ -179,21 +207,38 @@ def submit(user_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
         if not body.get("audio_key"):  # the clip we just stored belongs to no job
             audio_uploads.delete_quietly(audio.key)
         raise
+    if reservation.replayed:  # a concurrent request with the same key got there first
+        if not body.get("audio_key"):
+            audio_uploads.delete_quietly(audio.key)
+        existing = load_job(job_id)
+        if existing is None or existing.get("user_id") != user_id:
+            raise Conflict("Idempotency-Key conflict; retry with a new key", code="idempotency_conflict")
+        return _resumed(existing)
     _enqueue(job)
     log_event(logger, "catchup.queued", job_id=job_id, duration_minutes=job["duration_minutes"],
               credits_reserved=job["credits_reserved"], audio_bytes=audio.size,
               inline=not body.get("audio_key"))
-    response = {
-        "job_id": job_id,
-        "status": QUEUED,
+    return {**_accepted(job), "remaining_balance": reservation.balance_after}
+
+
+def _accepted(job: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "job_id": job["job_id"],
+        "status": job["status"],
         "credits_reserved": job["credits_reserved"],
         "duration_minutes": job["duration_minutes"],
-        "price_per_minute": price,
+        "price_per_minute": job["price_per_minute"],
     }
-    balance = getattr(reservation, "balance_after", None)
-    if balance is not None:
-        response["remaining_balance"] = balance
-    return response
+
+
+def _resumed(job: Mapping[str, Any]) -> dict[str, Any]:
+    """A retried submit that found its job: answer with it, in its current state."""
+    if job["status"] == QUEUED:
+        # The first request may have died between reserving and enqueuing; a second
+        # message is harmless (a delivery of a job that is not queued does nothing).
+        _enqueue(dict(job))
+    log_event(logger, "catchup.resumed", job_id=job["job_id"], status=job["status"])
+    return _accepted(job)
 
 
 def _enqueue(job: dict[str, Any]) -> None:

@@ -357,16 +357,39 @@ def billed_minutes(job: Mapping[str, Any], audio_seconds: Any) -> int:
     return max(1, min(math.ceil(seconds / 60), int(job["duration_minutes"])))
 
 
+def _completed_update(job: Mapping[str, Any], lease: str, result: Mapping[str, Any], used: int,
+                      refunded: int, minutes: int, seconds: Any) -> dict[str, Any]:
+    """The job's move to completed as a transaction Update, only while we hold the lease."""
+    now = store.iso()
+    return {
+        "Update": {
+            "TableName": store.table_name(catchup.TABLE),
+            "Key": store.key(job_id=job["job_id"]),
+            "UpdateExpression": "SET #s = :completed, #r = :result, credits_used = :used, "
+                                "credits_refunded = :refunded, billed_minutes = :minutes, "
+                                "audio_duration_seconds = :seconds, completed_at = :now, "
+                                "updated_at = :now REMOVE lease_id, lease_expires_at_epoch, last_error",
+            "ConditionExpression": "#s = :processing AND lease_id = :lease",
+            "ExpressionAttributeNames": {"#s": "status", "#r": "result"},
+            "ExpressionAttributeValues": store.values(
+                completed=COMPLETED, result=dict(result), used=used, refunded=refunded,
+                minutes=minutes, seconds=seconds, now=now, processing=PROCESSING, lease=lease,
+            ),
+        }
+    }
+
+
 def _complete(job: dict[str, Any], lease: str, outcome: dict[str, Any]) -> None:
     transcript, stream, summary = outcome["transcript"], outcome["stream"], outcome["summary"]
     minutes = billed_minutes(job, transcript.get("audio_duration"))
     cost = minutes * int(job["price_per_minute"])
+    seconds = transcript.get("audio_duration")
     usage = summary.usage
     metadata = {
         "job_id": job["job_id"],
         "duration_minutes": minutes,
         "duration_minutes_requested": job["duration_minutes"],
-        "assemblyai_seconds": transcript.get("audio_duration"),
+        "assemblyai_seconds": seconds,
         "assemblyai_transcript_id": transcript.get("transcript_id"),
         "openai_model": usage.model or None,
         "openai_calls": usage.calls,
@@ -375,41 +398,36 @@ def _complete(job: dict[str, Any], lease: str, outcome: dict[str, Any]) -> None:
         "summary_chunks": usage.chunks,
     }
     result = {**summary.as_dict(), "stream": stream}
-    now = store.iso()
-    completed = {
-        "Update": {
-            "TableName": store.table_name(catchup.TABLE),
-            "Key": store.key(job_id=job["job_id"]),
-            "UpdateExpression": "SET #s = :completed, #r = :result, credits_used = :cost, "
-                                "credits_refunded = :refund, billed_minutes = :minutes, "
-                                "audio_duration_seconds = :seconds, completed_at = :now, "
-                                "updated_at = :now REMOVE lease_id, lease_expires_at_epoch, last_error",
-            "ConditionExpression": "#s = :processing AND lease_id = :lease",
-            "ExpressionAttributeNames": {"#s": "status", "#r": "result"},
-            "ExpressionAttributeValues": store.values(
-                completed=COMPLETED, result=result, cost=cost,
-                refund=int(job["credits_reserved"]) - cost, minutes=minutes,
-                seconds=transcript.get("audio_duration"), now=now, processing=PROCESSING, lease=lease,
-            ),
-        }
-    }
-    entry = history.put_item(
-        job["user_id"], "catchup", job["job_id"], job["created_at"],
-        credits_used=cost, duration_minutes=minutes, channel=stream.get("channel"),
-        title=stream.get("title"), summary=summary.summary, status=COMPLETED,
-    )
+    completed = _completed_update(job, lease, result, cost, int(job["credits_reserved"]) - cost,
+                                  minutes, seconds)
+
+    def entry(used: int) -> dict[str, Any]:
+        return history.put_item(
+            job["user_id"], "catchup", job["job_id"], job["created_at"],
+            credits_used=used, duration_minutes=minutes, channel=stream.get("channel"),
+            title=stream.get("title"), summary=summary.summary, status=COMPLETED,
+        )
+
     try:
         settled = ledger.settle(job["reservation_id"], cost, service_type=catchup.SERVICE_TYPE,
-                                metadata=metadata, extra_items=[completed, entry])
+                                metadata=metadata, extra_items=[completed, entry(cost)])
     except Exception:
         if _finished_elsewhere(job["job_id"]):
             return
         raise
-    if settled.replayed:  # settled before without its job update: finish the bookkeeping
-        _finish_without_ledger(completed, entry)
+    if settled.replayed:
+        # The reservation was closed without this job update (released after it expired):
+        # record what the ledger really did, so the job never claims a charge that was not made.
+        log_event(logger, "catchup.settle_replayed", logging.WARNING, job_id=job["job_id"],
+                  state=getattr(settled, "state", None), credits_used=settled.credits_used)
+        _finish_without_ledger(
+            _completed_update(job, lease, result, settled.credits_used, settled.credits_refunded,
+                              minutes, seconds),
+            entry(settled.credits_used),
+        )
     log_event(logger, "catchup.completed", job_id=job["job_id"], credits_used=settled.credits_used,
               credits_refunded=settled.credits_refunded, billed_minutes=minutes,
-              assemblyai_seconds=transcript.get("audio_duration"), openai_calls=usage.calls,
+              assemblyai_seconds=seconds, openai_calls=usage.calls,
               openai_prompt_tokens=usage.prompt_tokens,
               openai_completion_tokens=usage.completion_tokens)
 

@@ -60,8 +60,9 @@ class CatchupStack:
 
     # ----- HTTP -------------------------------------------------------------------------
 
-    def post(self, path: str, token: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        response = self.client.http.post(path, headers=json_headers(token, origin=ORIGIN),
+    def post(self, path: str, token: str, body: dict[str, Any],
+             **headers: str) -> tuple[int, dict[str, Any]]:
+        response = self.client.http.post(path, headers=json_headers(token, origin=ORIGIN, **headers),
                                          body=json.dumps(body))
         return response.status_code, json.loads(response.body or b"{}")
 
@@ -75,12 +76,13 @@ class CatchupStack:
         return body["user"]["credits_balance"]
 
     def submit(self, token: str, seconds: float = 120, duration_minutes: int = 5,
-               **extra: Any) -> tuple[int, dict[str, Any]]:
+               headers: dict[str, str] | None = None, **extra: Any) -> tuple[int, dict[str, Any]]:
         body: dict[str, Any] = {"channel": "catchupchan", "duration_minutes": duration_minutes}
         if "audio_key" not in extra:
             body["audio"] = base64.b64encode(make_wav(seconds, sample_rate=1000)).decode()
         body.update(extra)
-        return self.post("/transcription/catchup", token, {k: v for k, v in body.items() if v is not None})
+        return self.post("/transcription/catchup", token,
+                         {k: v for k, v in body.items() if v is not None}, **(headers or {}))
 
     def job(self, token: str, job_id: str) -> dict[str, Any]:
         status, body = self.get(f"/transcription/catchup/{job_id}", token)

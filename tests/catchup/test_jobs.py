@@ -139,6 +139,66 @@ def test_a_failed_enqueue_gives_the_credits_back(stack, new_user):
     assert_books_balance(user["user"]["user_id"])
 
 
+def test_a_repeated_idempotency_key_returns_the_first_response_and_reserves_once(stack, new_user, settings):
+    from chalicelib.aws import client
+
+    user = new_user()
+    key = {"Idempotency-Key": "catchup-retry-1"}
+    first = accepted(stack, user["token"], seconds=60, duration_minutes=4, headers=key)
+    status, again = stack.submit(user["token"], seconds=60, duration_minutes=4, headers=key)
+    assert status == 202 and again == first
+    assert stack.balance(user["token"]) == 200 - 4 * PRICE
+    listed = client("s3").list_objects_v2(Bucket=settings.resource("audio"),
+                                          Prefix=f"uploads/{user['user']['user_id']}/")
+    assert listed["KeyCount"] == 1
+
+    status, other = stack.submit(user["token"], seconds=60, duration_minutes=5, headers=key)
+    assert status == 422 and other["code"] == "idempotency_key_mismatch"
+    status, bad = stack.submit(user["token"], headers={"Idempotency-Key": "x" * 300})
+    assert status == 400 and bad["code"] == "invalid_idempotency_key"
+
+    someone = new_user()  # keys are per user
+    theirs = accepted(stack, someone["token"], seconds=60, duration_minutes=4, headers=key)
+    assert theirs["job_id"] != first["job_id"]
+
+
+def test_a_retry_whose_stored_response_was_lost_finds_its_job(stack, new_user):
+    """Defence in depth: the job (and reservation) id derives from the Idempotency-Key."""
+    import hashlib
+
+    user = new_user()
+    user_id = user["user"]["user_id"]
+    key = "catchup-retry-2"
+    first = accepted(stack, user["token"], seconds=60, duration_minutes=4, headers={"Idempotency-Key": key})
+    store.ddb().delete_item(  # as if the stored first response had been lost
+        TableName=store.table_name("idempotency"),
+        Key=store.key(idempotency_key=f"{user_id}#{hashlib.sha256(key.encode()).hexdigest()}"),
+    )
+    again = accepted(stack, user["token"], seconds=60, duration_minutes=4, headers={"Idempotency-Key": key})
+    assert again["job_id"] == first["job_id"]
+    assert stack.balance(user["token"]) == 200 - 4 * PRICE
+    for _ in range(2):  # the queued job was sent again: two messages, one job
+        stack.run_worker(stack.receive())
+    job = stack.job(user["token"], first["job_id"])
+    assert job["status"] == "completed" and job["credits_used"] == PRICE
+    assert stack.balance(user["token"]) == 200 - PRICE
+    assert len(usage_rows(user_id)) == 1
+    assert_books_balance(user_id)
+
+
+def test_a_retry_after_a_failed_enqueue_runs_again(stack, new_user):
+    user = new_user()
+    key = {"Idempotency-Key": "catchup-retry-3"}
+    stack.configure(CATCHUP_QUEUE="transcription-backend-local-no-such-queue")
+    status, _ = stack.submit(user["token"], seconds=60, headers=key)
+    assert status == 503
+    stack.configure(CATCHUP_QUEUE=stack.queue_name)
+    body = accepted(stack, user["token"], seconds=60, headers=key)
+    assert stack.balance(user["token"]) == 200 - body["credits_reserved"]
+    assert body["job_id"] in stack.receive()["Body"]
+    assert_books_balance(user["user"]["user_id"])
+
+
 # ----- the worker: success and duplicates ------------------------------------------------------
 
 
