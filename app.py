@@ -112,13 +112,15 @@ def credits_transactions() -> Response:
 @app.route("/transcription/stream", methods=["POST"], authorizer=jwt_auth)
 def transcription_stream() -> Response:
     body = json_body(request(), streaming.STREAM_SCHEMA)
-    return respond(streaming.handle(identity(request()).user_id, body))
+    status, payload = streaming.handle(identity(request()).user_id, body, request().headers)
+    return respond(payload, status=status)
 
 
 @app.route("/transcription/ask", methods=["POST"], authorizer=jwt_auth)
 def transcription_ask() -> Response:
     body = json_body(request(), ask.schema())
-    return respond(ask.ask(identity(request()).user_id, body["question"], body["transcript"]))
+    status, payload = ask.handle(identity(request()).user_id, body, request().headers)
+    return respond(payload, status=status)
 
 
 @app.route("/twitch/stream", methods=["GET"], authorizer=jwt_auth)

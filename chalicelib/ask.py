@@ -12,9 +12,9 @@ import functools
 import logging
 import re
 import uuid
-from typing import Any
+from typing import Any, Mapping
 
-from chalicelib import history, ledger, store
+from chalicelib import history, idempotency, ledger, store
 from chalicelib.logs import log_event
 from chalicelib.settings import Settings, get_settings
 from chalicelib.validation import Field, Schema
@@ -80,6 +80,14 @@ def messages(question: str, transcript: str) -> list[dict[str, str]]:
             "content": f"<transcript>\n{transcript}\n</transcript>\n\nQuestion: {question}",
         },
     ]
+
+
+def handle(user_id: str, body: dict[str, Any], headers: Mapping[str, str] | None = None) -> tuple[int, Any]:
+    """POST /transcription/ask: returns (status, body); an `Idempotency-Key` answers once."""
+    return idempotency.run(
+        headers, user_id, "POST /transcription/ask", body,
+        lambda: ask(user_id, body["question"], body["transcript"]),
+    )
 
 
 def ask(user_id: str, question: str, transcript: str) -> dict[str, Any]:

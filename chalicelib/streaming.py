@@ -16,9 +16,9 @@ import logging
 import math
 import uuid
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Mapping
 
-from chalicelib import history, ledger, store
+from chalicelib import history, idempotency, ledger, store
 from chalicelib.errors import Conflict, InsufficientCredits, NotFound, ValidationFailed
 from chalicelib.logs import log_event
 from chalicelib.settings import Settings, get_settings
@@ -54,23 +54,36 @@ STREAM_SCHEMA = Schema(
 )
 
 
-def handle(user_id: str, body: dict[str, Any]) -> dict[str, Any]:
-    """POST /transcription/stream: dispatch on `action` (the published extension's shape)."""
+def handle(
+    user_id: str, body: dict[str, Any], headers: Mapping[str, str] | None = None
+) -> tuple[int, dict[str, Any]]:
+    """POST /transcription/stream: dispatch on `action` (the published extension's shape).
+
+    Returns (status, body). A start carrying an `Idempotency-Key` runs at most once per key
+    (a retried start gets the first response, not a second reservation); stop is
+    idempotent by itself, and a heartbeat must never be answered from a stored response.
+    """
     action = body["action"]
     if action == "start":
-        return start(
+        return idempotency.run(
+            headers,
             user_id,
-            max_minutes=body["max_minutes"],
-            sample_rate=body["sample_rate"],
-            channel=body["channel"],
-            title=body["title"],
+            "POST /transcription/stream start",
+            body,
+            lambda: start(
+                user_id,
+                max_minutes=body["max_minutes"],
+                sample_rate=body["sample_rate"],
+                channel=body["channel"],
+                title=body["title"],
+            ),
         )
     session_id = body["session_id"]
     if not session_id:
         raise ValidationFailed("'session_id' is required", code="missing_field", field="session_id")
     if action == "heartbeat":
-        return heartbeat(user_id, session_id)
-    return stop(user_id, session_id)
+        return 200, heartbeat(user_id, session_id)
+    return 200, stop(user_id, session_id)
 
 
 # ----- arithmetic ---------------------------------------------------------------------

@@ -143,3 +143,14 @@ def _usage_rows(user_id: str) -> list[dict]:
         }
     )
     return [row for row in rows if row.get("service_type") == "ask"]
+
+
+def test_a_retried_ask_with_an_idempotency_key_is_answered_and_charged_once(caller, fake_openai):
+    user = caller()
+    before = _chat_requests(fake_openai)
+    body = {"question": "What should I dodge?", "transcript": TRANSCRIPT}
+    first = user.post("/transcription/ask", body, **{"Idempotency-Key": "ask-1"})
+    again = user.post("/transcription/ask", body, **{"Idempotency-Key": "ask-1"})
+    assert first.status == again.status == 200 and again.body == first.body
+    assert _chat_requests(fake_openai) - before == 1
+    assert user.balance() == 195

@@ -354,3 +354,16 @@ def _usage_rows(user_id: str, service_type: str) -> list[dict]:
         }
     )
     return [row for row in rows if row.get("service_type") == service_type]
+
+
+def test_a_retried_start_with_an_idempotency_key_reserves_once(caller, fake_assemblyai):
+    user = caller()
+    minted = len(fake_assemblyai.tokens)
+    first = user.post("/transcription/stream", {"action": "start", "max_minutes": 4}, **{"Idempotency-Key": "k-1"})
+    again = user.post("/transcription/stream", {"action": "start", "max_minutes": 4}, **{"Idempotency-Key": "k-1"})
+    assert first.status == again.status == 200
+    assert again.body == first.body
+    assert len(fake_assemblyai.tokens) == minted + 1
+    assert user.balance() == 160
+    other = user.post("/transcription/stream", {"action": "start", "max_minutes": 2}, **{"Idempotency-Key": "k-1"})
+    assert other.status == 422 and other.body["code"] == "idempotency_key_mismatch"
