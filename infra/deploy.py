@@ -2,6 +2,7 @@
 
 deploy:  checks (config, policy in step with the code, secrets present in SSM)
          -> create/update the stage's infrastructure stack and wait for it
+         -> the API handler's log group (see ensure_api_log_group)
          -> `chalice deploy --stage <stage>`
          -> apply the API Gateway responses (CORS on the gateway's own 401/403/4XX/5XX)
             and publish them with a new deployment of the API stage
@@ -64,6 +65,7 @@ class StageConfig:
     stage: str
     api_gateway_stage: str
     environment: dict[str, str]
+    api_log_retention_days: int | None = None
 
     @property
     def allowed_origins(self) -> list[str]:
@@ -84,7 +86,10 @@ def stage_config(stage: str, config_path: str = CONFIG_PATH) -> StageConfig:
     stage_cfg = stages[stage]
     environment = {**config.get("environment_variables", {}), **stage_cfg.get("environment_variables", {})}
     api_stage = stage_cfg.get("api_gateway_stage") or config.get("api_gateway_stage") or "api"
-    return StageConfig(stage, api_stage, environment)
+    from chalice.config import Config
+
+    retention = Config(chalice_stage=stage, function_name="api_handler", config_from_disk=config).log_retention_in_days
+    return StageConfig(stage, api_stage, environment, retention)
 
 
 def check_config(cfg: StageConfig) -> None:
@@ -169,6 +174,30 @@ def deploy_infra(stage: str, origins: Sequence[str], cloudformation: Any) -> dic
     return outputs
 
 
+# --- the API handler's log group --------------------------------------------------------------
+
+
+def api_log_group_name(stage: str) -> str:
+    """Where the API handler really logs: `chalice deploy` names that function `<app>-<stage>`."""
+    return f"/aws/lambda/{template.APP_NAME}-{stage}"
+
+
+def ensure_api_log_group(logs: Any, stage: str, retention_days: int | None) -> None:
+    """Create the API handler's log group, with the stage's retention, before its first request.
+
+    Chalice 1.34 creates the log group with retention as `<app>-<stage>-api_handler`, a name
+    the function never writes to; without this group Lambda would need logs:CreateLogGroup
+    (which the role does not have) and the logs would be kept forever.
+    """
+    name = api_log_group_name(stage)
+    try:
+        logs.create_log_group(logGroupName=name)
+    except logs.exceptions.ResourceAlreadyExistsException:
+        pass
+    if retention_days:
+        logs.put_retention_policy(logGroupName=name, retentionInDays=retention_days)
+
+
 # --- API Gateway responses ------------------------------------------------------------------
 
 
@@ -241,6 +270,7 @@ def deploy(
     result = {"stack": template.stack_name(stage), **outputs}
     if infra_only:
         return result
+    ensure_api_log_group(session.client("logs"), stage, cfg.api_log_retention_days)
     runner([chalice_cli(), "deploy", "--stage", stage])
     rest_api_id, url = deployed_api(stage, root)
     apply_gateway_responses(session.client("apigateway"), rest_api_id, cfg.api_gateway_stage, cfg.allowed_origins[0])

@@ -299,7 +299,11 @@ def _arns(stage: str) -> dict[str, Any]:
             if q.suffix not in dead_letter_queues
         ],
         "ssm": [f"arn:aws:ssm:*:*:parameter{ssm_prefix(stage)}*"],
-        "logs": [f"arn:aws:logs:*:*:log-group:/aws/lambda/{APP_NAME}-{stage}-*:*"],
+        # `chalice deploy` names the API handler `<app>-<stage>`, the others `<app>-<stage>-<name>`.
+        "logs": [
+            f"arn:aws:logs:*:*:log-group:/aws/lambda/{APP_NAME}-{stage}:*",
+            f"arn:aws:logs:*:*:log-group:/aws/lambda/{APP_NAME}-{stage}-*:*",
+        ],
     }
 
 

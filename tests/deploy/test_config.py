@@ -86,3 +86,38 @@ def test_secrets_are_named_not_inlined(stage):
         assert environment["STAGE"] == stage
         assert environment["SECRETS_SSM_PREFIX"] == policy.ssm_prefix(stage)
         assert not set(SECRET_NAMES) & set(environment)
+
+
+def _deployed_functions(stage: str):
+    """The Lambda functions `chalice deploy` would create for the stage, from Chalice's own graph."""
+    from chalice.deploy import models
+    from chalice.deploy.appgraph import ApplicationGraphBuilder, DependencyBuilder
+
+    import app
+
+    config = Config(
+        chalice_stage=stage,
+        user_provided_params={"chalice_app": app.app, "project_dir": ROOT},
+        config_from_disk=_config_from_disk(),
+    )
+    graph = ApplicationGraphBuilder().build(config, stage)
+    return [r for r in DependencyBuilder().build_dependencies(graph) if isinstance(r, models.LambdaFunction)]
+
+
+@pytest.mark.parametrize("stage", policy.DEPLOY_STAGES)
+def test_every_function_logs_to_a_group_the_policy_allows_and_that_has_retention(stage):
+    import fnmatch
+
+    from infra import deploy
+
+    with open(policy.policy_path(stage), encoding="utf-8") as handle:
+        (logs,) = [s for s in json.load(handle)["Statement"] if s["Sid"] == "Logs"]
+    functions = _deployed_functions(stage)
+    assert {f.resource_name for f in functions} >= {"api_handler", "jwt_auth", "catchup_worker"}
+    for function in functions:
+        group = f"/aws/lambda/{function.function_name}"
+        stream = f"arn:aws:logs:us-east-1:123456789012:log-group:{group}:log-stream:2026/01/01/[$LATEST]abc"
+        assert any(fnmatch.fnmatchcase(stream, pattern) for pattern in logs["Resource"]), group
+        # Lambda cannot create the group (no logs:CreateLogGroup): Chalice or the deploy step must.
+        created_by_chalice = function.log_group is not None and function.log_group.log_group_name == group
+        assert created_by_chalice or group == deploy.api_log_group_name(stage), group

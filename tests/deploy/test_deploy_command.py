@@ -101,6 +101,11 @@ def test_deploy_runs_the_whole_sequence(session, tmp_path, capsys):
     result = deploy.deploy(STAGE, session=session, runner=chalice_deploy, cfg=_cfg(), root=str(tmp_path))
 
     assert [c[1:] for c in commands] == [["deploy", "--stage", STAGE]]
+    (group,) = session.client("logs").describe_log_groups(logGroupNamePrefix="/aws/lambda/transcription-backend-dev")[
+        "logGroups"
+    ]
+    assert group["logGroupName"] == "/aws/lambda/transcription-backend-dev"  # the API handler's real group
+    assert group["retentionInDays"] == 14
     assert result["UsersTableName"] == "transcription-backend-dev-users"
     api_id = result["api_url"].split("//")[1].split(".")[0]
     assert result["stripe_webhook_url"] == result["api_url"] + "/webhooks/stripe"
