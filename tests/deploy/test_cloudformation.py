@@ -128,3 +128,11 @@ def test_the_app_registers_logs_in_and_grants_credits_on_the_stack_resources(cfn
         Key={"transaction_id": {"S": f"grant#signup#{user_id}"}},
     )
     assert grant["Item"]["credits"] == {"N": "200"}
+
+    from chalicelib import ledger
+
+    first = ledger.grant(user_id, 50, source="admin", record_id="cfn-check")
+    replay = ledger.grant(user_id, 50, source="admin", record_id="cfn-check")
+    assert (first.balance_after, first.replayed, replay.replayed) == (250, False, True)
+    balance = dynamodb.get_item(TableName="transcription-backend-cfntest-users", Key=key)["Item"]["credits_balance"]
+    assert balance == {"N": "250"}
