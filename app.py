@@ -174,23 +174,19 @@ def credit_packages() -> Response:
 @app.route("/credits/purchase", methods=["POST"], authorizer=jwt_auth)
 def credits_purchase() -> Response:
     body = json_body(request(), billing_checkout.PURCHASE_SCHEMA)
-    return respond(
-        billing_checkout.purchase(
-            get_settings(), identity(request()).user_id, body["package_id"],
-            idempotency_key=request().headers.get("idempotency-key"),
-        )
+    status, payload = billing_checkout.handle_purchase(
+        get_settings(), identity(request()).user_id, body, request().headers
     )
+    return respond(payload, status=status)
 
 
 @app.route("/credits/subscribe", methods=["POST"], authorizer=jwt_auth)
 def credits_subscribe() -> Response:
     body = json_body(request(), billing_checkout.SUBSCRIBE_SCHEMA)
-    return respond(
-        billing_checkout.subscribe(
-            get_settings(), identity(request()).user_id, body["plan_id"],
-            idempotency_key=request().headers.get("idempotency-key"),
-        )
+    status, payload = billing_checkout.handle_subscribe(
+        get_settings(), identity(request()).user_id, body, request().headers
     )
+    return respond(payload, status=status)
 
 
 @app.route("/credits/portal", methods=["POST"], authorizer=jwt_auth)

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Any
+from typing import Any, Mapping
 
-from chalicelib import accounts, store
+from chalicelib import accounts, idempotency, store
 from chalicelib.billing import catalogue, purchases, stripe_api, subscriptions
-from chalicelib.errors import Conflict, ValidationFailed
+from chalicelib.errors import Conflict
 from chalicelib.logs import log_event
 from chalicelib.settings import Settings
 from chalicelib.validation import Field, Schema
@@ -33,20 +33,33 @@ SUBSCRIBE_SCHEMA = Schema(
 
 # Stripe accepts 30 minutes to 24 hours; an hour keeps abandoned purchases from lingering.
 CHECKOUT_TTL_SECONDS = 3600
-MAX_IDEMPOTENCY_KEY_CHARS = 255
 CHECKOUT_UNAVAILABLE = "checkout_unavailable"
 
 
-def _idempotency_key(raw: str | None) -> str | None:
-    if raw is None:
-        return None
-    key = raw.strip()
-    if not key or len(key) > MAX_IDEMPOTENCY_KEY_CHARS or not key.isprintable():
-        raise ValidationFailed(
-            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} printable characters",
-            code="invalid_idempotency_key",
-        )
-    return key
+def handle_purchase(
+    settings: Settings, user_id: str, body: dict[str, Any], headers: Mapping[str, str] | None
+) -> tuple[int, Any]:
+    """POST /credits/purchase: (status, body); an `Idempotency-Key` replays the first answer.
+
+    The key also derives the transaction id, so even past the key's 24 hours a retry finds
+    its purchase instead of creating a second one.
+    """
+    key = idempotency.key_from(headers)
+    return idempotency.run(
+        headers, user_id, "POST /credits/purchase", body,
+        lambda: purchase(settings, user_id, body["package_id"], idempotency_key=key),
+    )
+
+
+def handle_subscribe(
+    settings: Settings, user_id: str, body: dict[str, Any], headers: Mapping[str, str] | None
+) -> tuple[int, Any]:
+    """POST /credits/subscribe: (status, body); an `Idempotency-Key` replays the first answer."""
+    key = idempotency.key_from(headers)
+    return idempotency.run(
+        headers, user_id, "POST /credits/subscribe", body,
+        lambda: subscribe(settings, user_id, body["plan_id"], idempotency_key=key),
+    )
 
 
 def ensure_customer(settings: Settings, user: dict[str, Any]) -> str:
@@ -116,13 +129,12 @@ def purchase(
     sends Stripe identical parameters under the same idempotency key.
     """
     pack = catalogue.pack(package_id)
-    key = _idempotency_key(idempotency_key)
     user = accounts.get_user(user_id)
     customer_id = ensure_customer(settings, user)
     now = store.now()
     row = purchases.create_pending(
         {
-            "transaction_id": purchases.new_transaction_id(user_id, key),
+            "transaction_id": purchases.new_transaction_id(user_id, idempotency_key),
             "user_id": user_id,
             "kind": purchases.KIND,
             "package_id": pack.id,
@@ -190,7 +202,6 @@ def subscribe(
 ) -> dict[str, Any]:
     """Start a subscription: Checkout in subscription mode; allowances come with each paid invoice."""
     plan = catalogue.plan(plan_id)
-    key = _idempotency_key(idempotency_key)
     user = accounts.get_user(user_id)
     if subscriptions.is_subscribed(user):
         raise Conflict(
@@ -199,7 +210,9 @@ def subscribe(
         )
     customer_id = ensure_customer(settings, user)
     request_id = (
-        uuid.uuid5(uuid.NAMESPACE_URL, f"{user_id}\n{key}").hex if key else uuid.uuid4().hex
+        uuid.uuid5(uuid.NAMESPACE_URL, f"{user_id}\n{idempotency_key}").hex
+        if idempotency_key
+        else uuid.uuid4().hex
     )
     metadata = {"user_id": user_id, "plan_id": plan.id}
     stripe = stripe_api.client(settings)

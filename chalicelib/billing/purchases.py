@@ -18,6 +18,7 @@ they are applied, so one that arrives before the purchase completes is applied r
 """
 from __future__ import annotations
 
+import hashlib
 import uuid
 from typing import Any, Iterable
 
@@ -33,6 +34,22 @@ COMPLETED = "completed"
 FAILED = "failed"
 EXPIRED = "expired"
 OPEN_STATES = (PENDING, AWAITING_PAYMENT)
+
+# A pending row carries `pending_shard`, which puts it in the sparse `pending-index`
+# (pending_shard + created_at): how the cleanup finds Checkouts abandoned for a day
+# without a Scan. The cleanup removes the attribute when it expires the row, or once the
+# row has moved on (completed, expired, ...), so the index only holds recent rows.
+PENDING_INDEX = "pending-index"
+PENDING_SHARDS = 4
+
+
+def pending_shard(transaction_id: str) -> str:
+    digest = hashlib.sha256(transaction_id.encode("utf-8")).digest()
+    return str(int.from_bytes(digest[:4], "big") % PENDING_SHARDS)
+
+
+def pending_shards() -> tuple[str, ...]:
+    return tuple(str(shard) for shard in range(PENDING_SHARDS))
 
 _IDEMPOTENT_NAMESPACE = uuid.UUID("5b0e8a5e-9f43-4a47-9d3c-7f1f4f1c2b61")
 
@@ -67,10 +84,11 @@ def by_payment_intent(payment_intent: str) -> dict[str, Any] | None:
 
 def create_pending(row: dict[str, Any]) -> dict[str, Any]:
     """Write a new pending row; if the id exists (a retried purchase), return the stored row."""
+    item = {**row, "pending_shard": pending_shard(row["transaction_id"])}
     try:
         store.ddb().put_item(
             TableName=store.table_name(TABLE),
-            Item=store.to_item(row),
+            Item=store.to_item(item),
             ConditionExpression="attribute_not_exists(transaction_id)",
         )
         return row

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from chalicelib import store
 from tests.billing.conftest import post_json, user_item
 from tests.conftest import STRIPE_KEY
@@ -99,11 +101,24 @@ def test_idempotency_key_replays_the_purchase(client, stripe_fake, buyer):
     assert len(stripe_fake.objects("checkout.session")) == sessions_before
     status, body = post_json(client, "/credits/purchase", user.token, {"package_id": "power"},
                              **{"Idempotency-Key": "k-1"})
-    assert status == 409 and body["code"] == "idempotency_conflict"
+    assert status == 422 and body["code"] == "idempotency_key_mismatch"
     other = buyer()  # keys are per user
     status, body = post_json(client, "/credits/purchase", other.token, {"package_id": "starter"},
                              **{"Idempotency-Key": "k-1"})
     assert status == 200 and body["transaction_id"] != first[1]["transaction_id"]
+
+
+def test_the_transaction_row_is_the_last_line_of_defence(client, stripe_fake, buyer, settings):
+    """Past the Idempotency-Key's 24 hours the key still names the same purchase row."""
+    from chalicelib.billing import checkout
+    from chalicelib.errors import Conflict
+
+    user = buyer()
+    first = checkout.purchase(settings, user.user_id, "starter", idempotency_key="old-key")
+    assert checkout.purchase(settings, user.user_id, "starter", idempotency_key="old-key") == first
+    with pytest.raises(Conflict) as error:
+        checkout.purchase(settings, user.user_id, "power", idempotency_key="old-key")
+    assert error.value.code == "idempotency_conflict"
 
 
 def test_stripe_unavailable_closes_the_row_and_a_retry_with_the_key_succeeds(client, stripe_fake, buyer):
