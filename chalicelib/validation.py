@@ -60,6 +60,25 @@ def _depth(value: Any, level: int = 0) -> int:
     return level
 
 
+def _has_lone_surrogate(value: Any, level: int = 0) -> bool:
+    """True if a string holds half a surrogate pair (`"\\ud800"`): valid JSON escape syntax,
+    but not text; it cannot be encoded as UTF-8, so storing or echoing it would fail later."""
+    if level > MAX_DEPTH + 1:
+        return False  # refused as too deep anyway
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(_has_lone_surrogate(k, level) or _has_lone_surrogate(v, level + 1)
+                   for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_lone_surrogate(v, level + 1) for v in value)
+    return False
+
+
 def parse_json_object(raw: bytes | str | None, max_bytes: int = DEFAULT_MAX_BODY_BYTES) -> dict[str, Any]:
     """Decode a request body that must be a JSON object; every failure is a clear 4xx."""
     if raw is None or raw == b"" or raw == "":
@@ -75,6 +94,8 @@ def parse_json_object(raw: bytes | str | None, max_bytes: int = DEFAULT_MAX_BODY
         value = json.loads(text, parse_constant=_reject_constant)
     except (ValueError, RecursionError):
         raise BadRequest("Request body is not valid JSON", code="invalid_json") from None
+    if "\\u" in text and _has_lone_surrogate(value):
+        raise BadRequest("Request body is not valid JSON", code="invalid_json")
     if not isinstance(value, dict):
         raise ValidationFailed("Request body must be a JSON object", code="invalid_body")
     if _depth(value) > MAX_DEPTH:

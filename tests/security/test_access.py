@@ -191,7 +191,7 @@ def test_deleted_accounts_get_401_and_nothing_is_recreated(client, new_user, pro
         if route.path.startswith("/auth/user") or route.path.startswith("/credits/"):
             assert r.status_code in (401, 404), (route.id, r.status_code)
     assert store.get("users", user_id=user_id) is None
-    from tests.security.test_privacy import owned_counts
+    from tests.security.data import owned_counts
 
     assert owned_counts(user_id) == dict.fromkeys(owned_counts(user_id), 0)
 

@@ -9,6 +9,7 @@ from chalicelib import privacy, store
 from chalicelib.aws import client as aws_client
 from chalicelib.settings import get_settings
 from tests.conftest import ORIGIN, PASSWORD, json_headers
+from tests.security.data import owned_counts
 
 
 def put(table: str, item: dict) -> dict:
@@ -50,19 +51,6 @@ def seed(user_id: str) -> dict:
 def delete(client, token: str, password: str | None = PASSWORD):
     body = {} if password is None else {"password": password}
     return client.http.delete("/auth/user", headers=json_headers(token, origin=ORIGIN), body=json.dumps(body))
-
-
-def owned_counts(user_id: str) -> dict[str, int]:
-    return {
-        "usage": len(privacy._by_partition("usage", user_id)),
-        "history": len(privacy._by_partition("history", user_id)),
-        "sessions": len(privacy._by_index("sessions", "user_id-index", user_id)),
-        "jobs": len(privacy._jobs(user_id)),
-        "reservations": len(privacy._by_index("reservations", "user_id-index", user_id)),
-        "transactions": len(privacy._by_index("transactions", "user_id-created_at-index", user_id)),
-        "refresh_tokens": len(privacy._refresh_tokens(user_id)),
-        "uploads": len(privacy._uploads(user_id)),
-    }
 
 
 def test_export_holds_everything_and_no_secrets(client, new_user):
