@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import threading
 import uuid
 from typing import Any, Mapping
@@ -39,6 +40,7 @@ QUEUED, PROCESSING, COMPLETED, FAILED = "queued", "processing", "completed", "fa
 TERMINAL = (COMPLETED, FAILED)
 ABSOLUTE_MAX_MINUTES = 180
 TRANSCRIPT_SUFFIX = "#transcript"
+JOB_ID = re.compile(r"[0-9a-f]{32}")
 
 # Inline audio: the largest decoded size any setting may allow, and its base64 length;
 # the body limit leaves room for the other fields and stays under the global 5 MB.
@@ -277,8 +279,9 @@ def failed_update(job_id: str, code: str, *, lease_id: str | None = None,
 
 
 def _owned(user_id: str, job_id: str) -> dict[str, Any]:
-    job = load_job(job_id) if len(job_id) <= 64 else None
-    if job is None or job.get("user_id") != user_id or job_id.endswith(TRANSCRIPT_SUFFIX):
+    """The caller's job; someone else's (or a malformed id) looks exactly like an unknown one."""
+    job = load_job(job_id) if JOB_ID.fullmatch(job_id) else None
+    if job is None or job.get("user_id") != user_id:
         raise NotFound("Catch-up job not found", code="job_not_found")
     return job
 

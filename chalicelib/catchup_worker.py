@@ -27,7 +27,7 @@ import time
 import uuid
 from typing import Any, Mapping
 
-from chalicelib import audio_uploads, catchup, history, ledger, store
+from chalicelib import audio_uploads, catchup, history, ledger, stats, store
 from chalicelib.catchup import COMPLETED, MAX_ATTEMPTS, PROCESSING, QUEUED, TERMINAL
 from chalicelib.errors import ApiError, ConfigurationError, ServiceUnavailable, UpstreamError
 from chalicelib.logs import log_event
@@ -152,7 +152,11 @@ def process_job(job_id: str, context: Any) -> None:
         logger.exception("catchup.unexpected_error")
         _retry_or_fail(job, lease, attempt, "processing_failed")
     else:
-        _complete(job, lease, outcome)
+        try:
+            _complete(job, lease, outcome)
+        except Exception:  # e.g. the ledger was busy: nothing was written, try again soon
+            logger.exception("catchup.finish_failed")
+            _retry_or_fail(job, lease, attempt, "processing_failed")
 
 
 def _claim(job: dict[str, Any], remaining: float) -> dict[str, Any] | None:
@@ -202,6 +206,9 @@ def _run(job: dict[str, Any], lease: str, deadline: float) -> dict[str, Any]:
     transcript = catchup.load_transcript(job["job_id"]) or _transcribe(job, lease, deadline)
     stream = stream_context(job)
     summary = _summarise(transcript.get("text") or "", stream, deadline)
+    stats.record_usage(job["user_id"], catchup.SERVICE_TYPE, calls=summary.usage.calls,
+                       openai_prompt_tokens=summary.usage.prompt_tokens,
+                       openai_completion_tokens=summary.usage.completion_tokens)
     return {"transcript": transcript, "stream": stream, "summary": summary}
 
 
@@ -296,6 +303,8 @@ def _store_transcript(job: Mapping[str, Any], done: Mapping[str, Any]) -> dict[s
         "expires_at_epoch": store.epoch() + settings.catchup_transcript_retention_days * 86400,
     }
     store.ddb().put_item(TableName=store.table_name(catchup.TABLE), Item=store.to_item(item))
+    stats.record_usage(job["user_id"], catchup.SERVICE_TYPE,
+                       assemblyai_transcribe_seconds=item["audio_duration"] or 0)
     log_event(logger, "catchup.transcribed", job_id=job["job_id"], audio_seconds=item["audio_duration"],
               characters=len(text))
     return item

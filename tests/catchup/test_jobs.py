@@ -278,6 +278,32 @@ def test_a_delivery_while_another_worker_holds_the_job_backs_off(stack, new_user
     assert_books_balance(user["user"]["user_id"])
 
 
+def test_a_job_whose_worker_died_is_taken_over_and_resumes_its_transcript(stack, new_user):
+    from chalicelib import audio_uploads
+    from chalicelib.providers import assemblyai
+
+    user = new_user()
+    body = accepted(stack, user["token"], seconds=60, duration_minutes=2)
+    message = stack.receive()
+    job = catchup.load_job(body["job_id"])
+    transcript_id = assemblyai.submit_transcript(audio_uploads.fetch_url(job["audio_key"]))["id"]
+    store.ddb().update_item(  # what a worker that died while polling leaves behind
+        TableName=store.table_name("jobs"), Key=store.key(job_id=body["job_id"]),
+        UpdateExpression="SET #s = :p, attempts = :one, lease_id = :dead, "
+                         "lease_expires_at_epoch = :past, transcript_id = :t",
+        ExpressionAttributeNames={"#s": "status"},
+        ExpressionAttributeValues=store.values(p="processing", one=1, dead="dead-worker",
+                                               past=store.epoch() - 1, t=transcript_id),
+    )
+    transcripts = len(stack.assemblyai.transcript_ids)
+    stack.run_worker(message)
+    assert len(stack.assemblyai.transcript_ids) == transcripts  # resumed, not resubmitted
+    done = catchup.load_job(body["job_id"])
+    assert done["status"] == "completed" and done["attempts"] == 2
+    assert stack.balance(user["token"]) == 200 - PRICE
+    assert_books_balance(user["user"]["user_id"])
+
+
 def test_another_users_job_is_404_like_an_unknown_one(stack, new_user):
     alice, bob = new_user(), new_user()
     body = accepted(stack, alice["token"])
@@ -376,6 +402,34 @@ def test_openai_recovering_on_the_retry_completes_and_bills_once(stack, new_user
     with pytest.raises(Exception):
         stack.run_worker(message)
     stack.run_worker(message)
+    job = stack.job(user["token"], body["job_id"])
+    assert job["status"] == "completed" and job["credits_used"] == PRICE
+    assert stack.balance(user["token"]) == 200 - PRICE
+    assert_books_balance(user["user"]["user_id"])
+
+
+def test_a_busy_ledger_at_the_end_is_retried_from_the_saved_transcript(stack, new_user, monkeypatch):
+    from chalicelib.errors import ServiceUnavailable
+
+    user = new_user()
+    real_settle = ledger.settle
+    calls = []
+
+    def busy_once(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 1:
+            raise ServiceUnavailable("The balance is busy; please retry", code="ledger_busy")
+        return real_settle(*args, **kwargs)
+
+    monkeypatch.setattr(ledger, "settle", busy_once)
+    body = accepted(stack, user["token"], seconds=60, duration_minutes=3)
+    message = stack.receive()
+    transcripts = len(stack.assemblyai.transcript_ids)
+    with pytest.raises(Exception):
+        stack.run_worker(message)
+    assert stack.job(user["token"], body["job_id"])["status"] == "queued"
+    stack.run_worker(message)
+    assert len(stack.assemblyai.transcript_ids) == transcripts + 1  # not transcribed again
     job = stack.job(user["token"], body["job_id"])
     assert job["status"] == "completed" and job["credits_used"] == PRICE
     assert stack.balance(user["token"]) == 200 - PRICE
