@@ -196,15 +196,23 @@ def test_configuration_error_inside_a_route_is_503(call, monkeypatch):
 
 @pytest.mark.parametrize("origin", [None, ORIGIN])
 def test_a_stage_without_jwt_secret_answers_503(aws_endpoint, monkeypatch, origin):
-    """The hard configuration error on dev/prod reaches clients as a clean 503."""
+    """The hard configuration error off `local` reaches clients as a clean 503.
+
+    A stage of its own ("qa", absent from .chalice/config.json), so no stage config can
+    point at an SSM parameter that another test left in the shared embedded AWS.
+    """
     from chalice.test import Client
 
     import app
+    from chalicelib.secrets import PARAM_SUFFIX, PREFIX_VAR
 
+    monkeypatch.setenv("STAGE", "qa")
     monkeypatch.delenv("JWT_SECRET")
+    monkeypatch.delenv(PREFIX_VAR, raising=False)
+    monkeypatch.delenv("JWT_SECRET" + PARAM_SUFFIX, raising=False)
     reset_process_caches()
     try:
-        with Client(app.app, stage_name="dev") as dev:
+        with Client(app.app, stage_name="qa") as dev:
             headers = {"Content-Type": "application/json", **({"Origin": origin} if origin else {})}
             for response in (
                 dev.http.get("/health", headers=headers),

@@ -109,5 +109,6 @@ def test_configure_routes_everything_through_one_json_handler():
     root = logging.getLogger()
     logs.configure()
     logs.configure()  # idempotent
-    json_handlers = [h for h in root.handlers if isinstance(h.formatter, JsonFormatter)]
-    assert len(json_handlers) == 1
+    streams = [h for h in root.handlers if isinstance(h, logging.StreamHandler)
+               and isinstance(h.formatter, JsonFormatter)]
+    assert len(streams) == 1  # one JSON stream however often it is called
