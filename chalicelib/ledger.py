@@ -60,6 +60,7 @@ import re
 import threading
 import time
 import uuid
+import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import timedelta
@@ -76,7 +77,9 @@ HELD, SETTLED, RELEASED, CHARGED = "held", "settled", "released", "charged"
 GRANT, PURCHASE, CLAWBACK, COMPLETED = "grant", "purchase", "clawback", "completed"
 
 HELD_SHARDS = 8  # held-index partitions; cleanup queries each of `held_shards()`
-MAX_ATTEMPTS = 25  # bounded by concurrent writers to one balance; see _commit
+# A lost round means another write to the same balance committed (see _commit), so the
+# loop always makes progress; the time bound only caps a pathological storm on one user.
+CONTENTION_SECONDS = 10.0
 MAX_METADATA_BYTES = 8 * 1024
 _RETRYABLE = {"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded",
               "RequestLimitExceeded"}
@@ -190,6 +193,10 @@ class _Held:
 
 
 _balances: _Lru[str, int] = _Lru()
+# Threads of one process (chalice local, the tests) take turns on a balance instead of
+# spending DynamoDB round trips losing to each other; other processes (Lambda instances)
+# are kept honest by the conditions alone. Striped, so there is nothing to clean up.
+_USER_LOCKS = tuple(threading.Lock() for _ in range(256))
 _reservations: _Lru[str, _Held] = _Lru()
 
 
@@ -276,11 +283,36 @@ def _commit(
     raises InsufficientCredits, Conflict(too_many_sessions), NotFound (no account),
     TransactionConflict (an extra item's condition) or ServiceUnavailable (kept losing).
     """
+    lock = _USER_LOCKS[zlib.crc32(user_id.encode("utf-8")) % len(_USER_LOCKS)]
+    if not lock.acquire(timeout=CONTENTION_SECONDS):
+        raise _busy(user_id, 0)
+    try:
+        return _commit_locked(user_id, change, records, extra_items, guess)
+    finally:
+        lock.release()
+
+
+def _busy(user_id: str, attempts: int) -> ServiceUnavailable:
+    log_event(logger, "ledger.contention", logging.WARNING, user_id=user_id, attempts=attempts)
+    return ServiceUnavailable("The balance is busy; please retry", code="ledger_busy",
+                              headers={"Retry-After": "1"})
+
+
+def _commit_locked(
+    user_id: str,
+    change: _UserChange,
+    records: Callable[[int], list[dict[str, Any]]],
+    extra_items: Sequence[dict[str, Any]],
+    guess: int | None,
+) -> _Committed | _Refused:
     ddb = store.ddb()
     expected = _balances.get(user_id)
     if expected is None:
         expected = guess
-    for attempt in range(1, MAX_ATTEMPTS + 1):
+    deadline = time.monotonic() + CONTENTION_SECONDS
+    attempt = 0
+    while attempt == 0 or time.monotonic() < deadline:
+        attempt += 1
         # Without any guess the first attempt doubles as the read (see the module docstring).
         assumed = 0 if expected is None else expected
         own = [_user_update(user_id, change, assumed), *records(assumed + change.delta)]
@@ -301,19 +333,22 @@ def _commit(
                 raise TransactionConflict(extra) from None
             if codes[0] == "ConditionalCheckFailed":
                 expected = _refusal(user_id, change, reasons[0].get("Item"))
-                if attempt > 1:
-                    time.sleep(random.uniform(0, 0.002 * attempt))
+                if attempt > 1:  # lost to another writer: back off so the herd thins out
+                    _backoff(attempt - 1)
                 continue
             if any(code in _RETRYABLE for code in codes):
-                time.sleep(random.uniform(0, 0.01 * attempt))
+                _backoff(attempt)
                 continue
             raise
         balance_after = assumed + change.delta
         _balances.put(user_id, balance_after)
         return _Committed(balance_after)
-    log_event(logger, "ledger.contention", logging.WARNING, user_id=user_id, attempts=MAX_ATTEMPTS)
-    raise ServiceUnavailable("The balance is busy; please retry", code="ledger_busy",
-                             headers={"Retry-After": "1"})
+    raise _busy(user_id, attempt)
+
+
+def _backoff(losses: int) -> None:
+    """Full-jitter exponential backoff: 5 ms, 10 ms, ... capped at 320 ms."""
+    time.sleep(random.uniform(0, 0.005 * 2 ** min(losses, 6)))
 
 
 def _refusal(user_id: str, change: _UserChange, raw_item: dict[str, Any] | None) -> int:
