@@ -4,9 +4,12 @@ Where a user's data lives (keep this list in step with chalicelib.resources):
   users (their item)            emails (the address claim)      refresh-tokens (user_id-index)
   usage, history (user's partition)                             sessions, jobs, reservations,
   transactions (user_id-created_at-index)                       S3 `uploads/<user_id>/`
+  stats (per-user daily items `users#<day>#<shard>` / user_id, chalicelib.stats)
+  idempotency (keys `<user_id>#<digest>`, stored responses, 24 h)
 Catch-up transcripts sit in the jobs table under `<job_id>#transcript`, without a user_id,
-so they are found through the user's jobs. Rate-limit counters hold only hashes and
-expire within hours; Stripe event records hold ids only.
+so they are found through the user's jobs. The idempotency table has no user index: its
+items live 24 hours, so a filtered Scan of it is bounded by one day of requests. Rate-limit
+counters hold only hashes and expire within hours; Stripe event records hold ids only.
 
 Deletion keeps what accounting must keep: rows that record money (a purchase, a
 subscription payment, a refund) stay in the transactions table, their user_id replaced
@@ -23,7 +26,7 @@ import logging
 import re
 from typing import Any, Iterable, Mapping
 
-from chalicelib import ledger, store
+from chalicelib import ledger, stats, store
 from chalicelib.aws import client
 from chalicelib.errors import Conflict, Forbidden, Unauthorized
 from chalicelib.logs import log_event, register_secret
@@ -105,6 +108,39 @@ def _jobs(user_id: str) -> list[dict[str, Any]]:
     return _by_index("jobs", "user_id-index", user_id)
 
 
+def _stats_keys(user_id: str) -> list[dict[str, Any]]:
+    """Every per-user stats key the user can have: one per day of the stats retention."""
+    shard = stats.user_shard(user_id)
+    days = stats.days_back(get_settings().stats_retention_days + 2)
+    return [store.key(stat_key=f"users#{day}#{shard}", shard=user_id) for day in days]
+
+
+def _user_stats(user_id: str) -> list[dict[str, Any]]:
+    name, keys, found = store.table_name("stats"), _stats_keys(user_id), []
+    for offset in range(0, len(keys), 100):
+        request = {name: {"Keys": keys[offset:offset + 100]}}
+        while request:
+            response = store.ddb().batch_get_item(RequestItems=request)
+            found += [store.from_item(item) for item in response.get("Responses", {}).get(name, [])]
+            request = response.get("UnprocessedKeys") or {}
+    return sorted((item for item in found if item), key=lambda item: item["stat_key"])
+
+
+def _idempotency_records(user_id: str) -> list[dict[str, Any]]:
+    request: dict[str, Any] = {
+        "TableName": store.table_name("idempotency"),
+        "FilterExpression": "begins_with(idempotency_key, :prefix)",
+        "ExpressionAttributeValues": store.values(prefix=f"{user_id}#"),
+    }
+    records = []
+    while True:
+        response = store.ddb().scan(**request)
+        records += [store.from_item(item) for item in response.get("Items", [])]
+        if not response.get("LastEvaluatedKey"):
+            return [record for record in records if record]
+        request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+
 def _uploads(user_id: str) -> list[dict[str, Any]]:
     s3, bucket = client("s3"), get_settings().resource("audio")
     objects: list[dict[str, Any]] = []
@@ -145,6 +181,16 @@ def export(user_id: str) -> dict[str, Any]:
             {**job, "transcript": _transcript_view(transcripts.get(job["job_id"]))} for job in jobs
         ],
         "history": _by_partition("history", user_id),
+        "daily_usage": [
+            {k: v for k, v in item.items() if k not in ("shard", "expires_at_epoch")}
+            for item in _user_stats(user_id)
+        ],
+        # Replayable responses of the last 24 h: when and where, not the stored bodies
+        # (they may hold short-lived provider tokens or checkout links).
+        "idempotency_keys": [
+            {k: item.get(k) for k in ("route", "state", "status", "created_at", "completed_at")}
+            for item in _idempotency_records(user_id)
+        ],
         "refresh_tokens": [
             {k: v for k, v in item.items() if k != "token_id"} for item in _refresh_tokens(user_id)
         ],
@@ -295,6 +341,10 @@ def delete_account(settings: Settings, user_id: str, password: str) -> dict[str,
     counts["usage"] = _delete_keys("usage", _keys(_by_partition("usage", user_id), "user_id", "timestamp"))
     counts["history"] = _delete_keys("history", _keys(_by_partition("history", user_id), "user_id", "sort_key"))
     counts["uploads"] = _delete_uploads(user_id)
+    counts["daily_usage"] = _delete_keys("stats", _keys(_user_stats(user_id), "stat_key", "shard"))
+    counts["idempotency_keys"] = _delete_keys(
+        "idempotency", _keys(_idempotency_records(user_id), "idempotency_key")
+    )
     counts["transactions_kept"], counts["transactions_deleted"] = _anonymise_transactions(user_id)
     _delete_claim(user)
     store.ddb().delete_item(TableName=store.table_name("users"), Key=store.key(user_id=user_id))

@@ -14,4 +14,6 @@ def owned_counts(user_id: str) -> dict[str, int]:
         "transactions": len(privacy._by_index("transactions", "user_id-created_at-index", user_id)),
         "refresh_tokens": len(privacy._refresh_tokens(user_id)),
         "uploads": len(privacy._uploads(user_id)),
+        "daily_usage": len(privacy._user_stats(user_id)),
+        "idempotency_keys": len(privacy._idempotency_records(user_id)),
     }

@@ -10,7 +10,7 @@ import re
 import urllib.parse
 from dataclasses import dataclass, field
 
-from chalicelib import accounts, ask, audio_uploads, catchup, privacy, streaming, twitch_lookup
+from chalicelib import accounts, analytics, ask, audio_uploads, catchup, privacy, streaming, twitch_lookup
 from chalicelib.billing import checkout
 from chalicelib.validation import Field, Schema
 
@@ -23,7 +23,7 @@ class Inputs:
     query: dict[str, Field] = field(default_factory=dict)
 
 
-HISTORY_QUERY = {
+HISTORY_QUERY = {  # the paginated lists: history, transactions
     "limit": Field(str, max_length=4, pattern=r"[0-9]{1,4}"),
     "cursor": Field(str, max_length=1024),
 }
@@ -44,6 +44,10 @@ INPUTS: dict[tuple[str, str], Inputs] = {
     ("POST", "/transcription/catchup"): Inputs(catchup.SUBMIT_SCHEMA),
     ("GET", "/transcription/catchup/{job_id}"): Inputs(),
     ("GET", "/transcription/history"): Inputs(query=HISTORY_QUERY),
+    ("GET", "/credits/balance"): Inputs(),
+    ("GET", "/credits/transactions"): Inputs(query=HISTORY_QUERY),
+    ("GET", "/analytics/usage"): Inputs(query=dict(analytics.QUERY_SCHEMA.fields)),
+    ("GET", "/analytics/costs"): Inputs(query=dict(analytics.QUERY_SCHEMA.fields)),
     ("GET", "/credits/packages"): Inputs(),
     ("POST", "/credits/purchase"): Inputs(checkout.PURCHASE_SCHEMA),
     ("POST", "/credits/subscribe"): Inputs(checkout.SUBSCRIBE_SCHEMA),

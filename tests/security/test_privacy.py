@@ -5,7 +5,7 @@ import json
 import uuid
 
 
-from chalicelib import privacy, store
+from chalicelib import idempotency, privacy, stats, store
 from chalicelib.aws import client as aws_client
 from chalicelib.settings import get_settings
 from tests.conftest import ORIGIN, PASSWORD, json_headers
@@ -23,6 +23,9 @@ def seed(user_id: str) -> dict:
     bucket = get_settings().resource("audio")
     upload_key = f"uploads/{user_id}/{uuid.uuid4().hex}.webm"
     aws_client("s3").put_object(Bucket=bucket, Key=upload_key, Body=b"\x1a\x45\xdf\xa3" + b"0" * 100)
+    assert stats.record_usage(user_id, "ask", openai_prompt_tokens=120, openai_completion_tokens=30)
+    idempotency.run({"Idempotency-Key": uuid.uuid4().hex}, user_id, "POST /transcription/ask",
+                    {"question": "q"}, lambda: {"answer": "a remembered answer"})
     return {
         "usage": put("usage", {"user_id": user_id, "timestamp": now, "service_type": "ask",
                                "credits_used": 5, "request_id": uuid.uuid4().hex}),
@@ -72,6 +75,9 @@ def test_export_holds_everything_and_no_secrets(client, new_user):
     assert export["jobs"][0]["transcript"]["text"] == "the secret transcript words"
     assert [u["key"] for u in export["uploads"]] == [data["upload_key"]]
     assert {t["kind"] for t in export["refresh_tokens"]} == {"token", "family"}
+    assert export["daily_usage"][0]["openai_prompt_tokens"] == 120
+    assert export["idempotency_keys"][0]["route"] == "POST /transcription/ask"
+    assert "a remembered answer" not in r.body.decode()  # stored bodies stay out
     # Credentials are not "data about the user": no password hash, no token or its hash.
     text = r.body.decode()
     assert "password_hash" not in text and "$2b$" not in text
