@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from chalice import Chalice
+from chalice import Chalice, Rate
 from chalice.app import AuthRequest, Request, Response
 
 from chalicelib import accounts, credits, health
@@ -18,6 +18,8 @@ from chalicelib.billing import checkout as billing_checkout
 from chalicelib.billing import webhooks as billing_webhooks
 from chalicelib import audio_uploads, catchup, history
 from chalicelib import privacy
+from chalicelib import analytics
+from chalicelib import cleanup as janitor
 from chalicelib import catchup_worker as catchup_jobs
 from chalicelib.settings import APP_NAME, get_settings, resource_name
 from chalicelib.web import client_ip, handle, identity, json_body, preflight, query_param, respond
@@ -215,6 +217,28 @@ def delete_user() -> Response:
     body = json_body(request(), privacy.DELETE_SCHEMA)
     privacy.delete_account(get_settings(), identity(request()).user_id, body["password"])
     return respond(None, status=204)
+
+
+# --- analytics ------------------------------------------------------------------------
+
+
+@app.route("/analytics/usage", methods=["GET"], authorizer=jwt_auth)
+def analytics_usage() -> Response:
+    return respond(analytics.usage(identity(request()).user_id, request().query_params))
+
+
+@app.route("/analytics/costs", methods=["GET"], authorizer=jwt_auth)
+def analytics_costs() -> Response:
+    return respond(analytics.costs(identity(request()), request().query_params))
+
+
+# --- scheduled cleanup ----------------------------------------------------------------
+# Its own Lambda (`cleanup` in config.json: 300 s, reserved concurrency 1); hourly.
+
+
+@app.schedule(Rate(1, unit=Rate.HOURS))
+def cleanup(event) -> dict:  # type: ignore[no-untyped-def]
+    return janitor.scheduled(event.context)
 
 
 # --- preflight ------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import re
 import uuid
 from typing import Any, Mapping
 
-from chalicelib import history, idempotency, ledger, store
+from chalicelib import history, idempotency, ledger, stats, store
 from chalicelib.logs import log_event
 from chalicelib.settings import Settings, get_settings
 from chalicelib.validation import Field, Schema
@@ -113,6 +113,8 @@ def ask(user_id: str, question: str, transcript: str) -> dict[str, Any]:
     except Exception as error:
         _release(reservation_id, ask_id, type(error).__name__)
         raise
+    stats.record_usage(user_id, SERVICE_TYPE, openai_prompt_tokens=result.prompt_tokens,
+                       openai_completion_tokens=result.completion_tokens)
     metadata = _usage_metadata(settings, ask_id, result, question, transcript, sent, trimmed)
     settled = ledger.settle(
         reservation_id,

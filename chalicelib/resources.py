@@ -78,6 +78,8 @@ TABLES: tuple[Table, ...] = (
         indexes=(
             Index("user_id-created_at-index", "user_id", "created_at"),
             Index("payment_intent-index", "payment_intent"),
+            # sparse: only rows still carrying `pending_shard` (recent pending purchases)
+            Index("pending-index", "pending_shard", "created_at"),
         ),
         purpose="purchases, grants and clawbacks (seed schema)",
     ),

@@ -11,6 +11,7 @@ import os
 import secrets
 import threading
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from typing import Mapping
 
 from chalicelib.errors import ConfigurationError
@@ -67,6 +68,18 @@ def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
 
 def _str(env: Mapping[str, str], name: str, default: str = "") -> str:
     return env.get(name, "").strip() or default
+
+
+def _usd(env: Mapping[str, str], name: str, default: str) -> Decimal:
+    """A non-negative unit price in US dollars, kept exact (a Decimal, never a float)."""
+    raw = _str(env, name, default)
+    try:
+        value = Decimal(raw)
+    except InvalidOperation:
+        raise ConfigurationError(f"{name} must be a decimal number of dollars, got {raw!r}") from None
+    if not value.is_finite() or value < 0:
+        raise ConfigurationError(f"{name} must be a non-negative number of dollars, got {raw!r}")
+    return value
 
 
 def resource_name(stage: str, suffix: str) -> str:
@@ -168,6 +181,19 @@ class Settings:
     idempotency_ttl_seconds: int = 24 * 3600
     idempotency_wait_seconds: int = 20
     idempotency_lock_seconds: int = 120
+
+    # Analytics, daily stats and the scheduled cleanup (issue 8): provider unit prices in
+    # US dollars, the write shards per day of the stats table, and the cleanup thresholds.
+    assemblyai_streaming_usd_per_hour: Decimal = Decimal("0.15")
+    assemblyai_transcribe_usd_per_hour: Decimal = Decimal("0.15")
+    openai_usd_per_1k_prompt_tokens: Decimal = Decimal("0.00015")
+    openai_usd_per_1k_completion_tokens: Decimal = Decimal("0.0006")
+    stats_shards: int = 4
+    stats_retention_days: int = 400
+    analytics_top_users: int = 10
+    cleanup_pending_checkout_hours: int = 24
+    cleanup_catchup_stuck_seconds: int = 6000
+    cleanup_invariant_sample: int = 25
 
     resource_overrides: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -365,6 +391,16 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         idempotency_ttl_seconds=_int(env, "IDEMPOTENCY_TTL_SECONDS", 24 * 3600, minimum=60),
         idempotency_wait_seconds=min(_int(env, "IDEMPOTENCY_WAIT_SECONDS", 20, minimum=0), 25),
         idempotency_lock_seconds=_int(env, "IDEMPOTENCY_LOCK_SECONDS", 120, minimum=30),
+        assemblyai_streaming_usd_per_hour=_usd(env, "ASSEMBLYAI_STREAMING_USD_PER_HOUR", "0.15"),
+        assemblyai_transcribe_usd_per_hour=_usd(env, "ASSEMBLYAI_TRANSCRIBE_USD_PER_HOUR", "0.15"),
+        openai_usd_per_1k_prompt_tokens=_usd(env, "OPENAI_USD_PER_1K_PROMPT_TOKENS", "0.00015"),
+        openai_usd_per_1k_completion_tokens=_usd(env, "OPENAI_USD_PER_1K_COMPLETION_TOKENS", "0.0006"),
+        stats_shards=min(_int(env, "STATS_SHARDS", 4, minimum=1), 64),
+        stats_retention_days=_int(env, "STATS_RETENTION_DAYS", 400, minimum=7),
+        analytics_top_users=min(_int(env, "ANALYTICS_TOP_USERS", 10, minimum=1), 100),
+        cleanup_pending_checkout_hours=_int(env, "CLEANUP_PENDING_CHECKOUT_HOURS", 24, minimum=2),
+        cleanup_catchup_stuck_seconds=_int(env, "CLEANUP_CATCHUP_STUCK_SECONDS", 6000, minimum=600),
+        cleanup_invariant_sample=min(_int(env, "CLEANUP_INVARIANT_SAMPLE", 25), 1000),
         resource_overrides=_resource_overrides(env),
     )
 

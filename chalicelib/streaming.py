@@ -18,7 +18,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any, Mapping
 
-from chalicelib import history, idempotency, ledger, store
+from chalicelib import history, idempotency, ledger, stats, store
 from chalicelib.errors import Conflict, InsufficientCredits, NotFound, ValidationFailed
 from chalicelib.logs import log_event
 from chalicelib.settings import Settings, get_settings
@@ -367,6 +367,7 @@ def _settle(session: dict[str, Any], *, end_epoch: int, final_state: str) -> dic
         raise
     if result.replayed:
         return None
+    stats.record_usage(session["user_id"], SERVICE_TYPE, assemblyai_streaming_seconds=provider_seconds)
     outcome = {
         "duration_minutes": minutes,
         "credits_used": result.credits_used,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable
 
-from chalicelib import ledger, store
+from chalicelib import ledger, stats, store
 from chalicelib.billing import catalogue, chargebacks, events, purchases, subscriptions
 from chalicelib.billing.catalogue import Plan
 from chalicelib.billing.events import Outcome, ignored, orphaned, processed
@@ -97,13 +97,17 @@ def _fulfil(settings: Settings, event: Event) -> Outcome:
         "stripe_event_id": event["id"],
     }
     amount = session.get("amount_total")
+    paid = int(amount) if isinstance(amount, int) else int(row["amount"])
+    currency = str(session.get("currency") or row["currency"])
     result = ledger.complete_purchase(
         row["transaction_id"],
         user_id=row["user_id"],
         credits=int(row["credits"]),
-        amount=int(amount) if isinstance(amount, int) else int(row["amount"]),
-        currency=str(session.get("currency") or row["currency"]),
+        amount=paid,
+        currency=currency,
         stripe_fields={k: v for k, v in stripe_fields.items() if v},
+        # the day's revenue counters, in the same transaction: counted once, like the grant
+        extra_items=stats.revenue_items(row["user_id"], stats.PURCHASES, paid, currency),
     )
     # Refunds or a dispute reported before the purchase completed are applied now (and a
     # replay gets another chance to apply them if the previous attempt stopped here).
@@ -227,6 +231,8 @@ def on_invoice_paid(settings: Settings, event: Event) -> Outcome:
             currency=str(invoice.get("currency") or plan.currency),
             purchased=True,
             metadata={"subscription_id": subscription_id, "plan_id": plan.id},
+            extra_items=stats.revenue_items(user["user_id"], stats.SUBSCRIPTIONS, amount_paid,
+                                            str(invoice.get("currency") or plan.currency)),
         )
         granted = not result.replayed
         if granted:

@@ -1,0 +1,122 @@
+"""Analytics fixtures: private tables per test, admins, known unit prices.
+
+Why private tables: the stats counters and the cleanup's view of the world are global
+(every test in the session writes usage and revenue). On tables of their own, created
+from the same definitions as production, the figures a test reads are exactly the ones
+it wrote, so they can be compared with hand-computed values instead of deltas.
+"""
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from tests.conftest import json_headers, reset_process_caches
+from tests.billing.conftest import buyer, stripe_fake, tap  # noqa: F401 - fixtures reused here
+from tests.catchup.conftest import stack  # noqa: F401 - the catch-up worker, driven like Lambda
+from tests.streaming.conftest import caller, live  # noqa: F401 - live captions and Ask callers
+
+# Unit prices chosen so that costs come out in round micro-dollars:
+# streaming 100 micro-USD/s, transcription 50 micro-USD/s, 1 and 2 micro-USD per token.
+KNOWN_PRICES = {
+    "ASSEMBLYAI_STREAMING_USD_PER_HOUR": "0.36",
+    "ASSEMBLYAI_TRANSCRIBE_USD_PER_HOUR": "0.18",
+    "OPENAI_USD_PER_1K_PROMPT_TOKENS": "0.001",
+    "OPENAI_USD_PER_1K_COMPLETION_TOKENS": "0.002",
+}
+
+
+def use_private_tables(prefix: str) -> dict[str, str | None]:
+    """Point every table at `<prefix>-<suffix>` (created if missing); returns what to restore."""
+    from chalicelib import ledger, resources
+    from chalicelib.settings import get_settings
+    from infra.bootstrap import ensure_tables
+
+    names = {var: f"{prefix}-{suffix}" for var, suffix in resources.RESOURCE_ENV_VARS.items()
+             if var.endswith("_TABLE")}
+    saved = {var: os.environ.get(var) for var in names}
+    os.environ.update(names)
+    reset_process_caches()
+    ledger.clear_caches()
+    ensure_tables(get_settings())
+    return saved
+
+
+def restore(saved: dict[str, str | None]) -> None:
+    from chalicelib import ledger
+
+    for var, value in saved.items():
+        if value is None:
+            os.environ.pop(var, None)
+        else:
+            os.environ[var] = value
+    reset_process_caches()
+    ledger.clear_caches()
+
+
+@pytest.fixture
+def private_tables(aws_endpoint) -> Iterator[str]:
+    saved = use_private_tables(f"an{uuid.uuid4().hex[:8]}")
+    yield os.environ["STATS_TABLE"]
+    restore(saved)
+
+
+@pytest.fixture
+def env(private_tables) -> Iterator[Callable[..., None]]:
+    """set(NAME=value, ...) for the rest of one test; restored afterwards."""
+    saved: dict[str, str | None] = {}
+
+    def apply(**values: str) -> None:
+        for name, value in values.items():
+            saved.setdefault(name, os.environ.get(name))
+            os.environ[name] = value
+        reset_process_caches()
+
+    yield apply
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    reset_process_caches()
+
+
+@pytest.fixture
+def prices(env) -> dict[str, str]:
+    env(**KNOWN_PRICES)
+    return KNOWN_PRICES
+
+
+def get_json(client, path: str, token: str | None) -> tuple[int, Any]:
+    response = client.http.get(path, headers=json_headers(token))
+    return response.status_code, (json.loads(response.body) if response.body else None)
+
+
+def post_json(client, path: str, body: Any, token: str | None = None) -> tuple[int, Any]:
+    response = client.http.post(path, headers=json_headers(token), body=json.dumps(body))
+    return response.status_code, (json.loads(response.body) if response.body else None)
+
+
+def refreshed_token(client, refresh_token: str) -> tuple[str, str]:
+    """(access token, new refresh token) from POST /auth/refresh."""
+    status, body = post_json(client, "/auth/refresh", {"refresh_token": refresh_token})
+    assert status == 200, body
+    return body["token"], body["refresh_token"]
+
+
+@pytest.fixture
+def admin(client, new_user, private_tables) -> Callable[[], dict[str, Any]]:
+    """A registered user made admin the operator's way (chalicelib.admin), with a refreshed token."""
+    from chalicelib import admin as admin_command
+    from chalicelib.aws import client as aws_client
+
+    def make() -> dict[str, Any]:
+        session = new_user()
+        admin_command.set_role(aws_client("dynamodb"), "local", session["user"]["email"], "admin")
+        token, refresh_token = refreshed_token(client, session["refresh_token"])
+        return {**session, "token": token, "refresh_token": refresh_token}
+
+    return make

@@ -1,0 +1,70 @@
+"""The admin role: only the operator command grants it, and only admins see costs."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from tests.analytics.conftest import get_json, refreshed_token
+from tests.conftest import unique_email
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _admin_command(*args: str) -> subprocess.CompletedProcess:
+    """`python -m chalicelib.admin ...` in a fresh process, against the embedded AWS (AWS_ENDPOINT_URL)."""
+    env = {name: value for name, value in os.environ.items() if name != "STAGE"}
+    return subprocess.run([sys.executable, "-m", "chalicelib.admin", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_registering_with_an_admin_looking_email_grants_nothing(client, new_user, private_tables):
+    for local_part in ("admin", "root", "administrator"):
+        session = new_user(f"{local_part}@{unique_email().split('@')[0]}.example.com")
+        assert session["user"]["is_admin"] is False
+        status, body = get_json(client, "/analytics/costs", session["token"])
+        assert (status, body["code"]) == (403, "forbidden")
+        status, body = get_json(client, "/auth/user", session["token"])
+        assert body["user"]["is_admin"] is False
+
+
+def test_costs_are_forbidden_to_users_and_need_a_token(client, new_user, private_tables):
+    status, body = get_json(client, "/analytics/costs?days=7", new_user()["token"])
+    assert status == 403 and body["code"] == "forbidden" and body["error"]
+    status, _ = get_json(client, "/analytics/costs", None)
+    assert status == 401
+    status, _ = get_json(client, "/analytics/costs", "not-a-jwt")
+    assert status == 401
+
+
+def test_grant_admin_command_then_refresh_gives_an_admin_token(client, new_user, private_tables):
+    session = new_user()
+    email = session["user"]["email"]
+    result = _admin_command("grant-admin", email.upper(), "--stage", "local")
+    assert result.returncode == 0, result.stderr
+    assert "user -> admin" in result.stdout and session["user"]["user_id"] in result.stdout
+
+    # the token issued before the grant still carries the old role ...
+    assert get_json(client, "/analytics/costs", session["token"])[0] == 403
+    # ... a refreshed one carries the new role
+    token, refresh_token = refreshed_token(client, session["refresh_token"])
+    status, body = get_json(client, "/analytics/costs?days=3", token)
+    assert status == 200, body
+    assert len(body["daily"]) == 3
+    assert get_json(client, "/auth/user", token)[1]["user"]["is_admin"] is True
+
+    again = _admin_command("grant-admin", email, "--stage", "local")
+    assert again.returncode == 0 and "unchanged" in again.stdout
+
+    revoked = _admin_command("revoke-admin", email, "--stage", "local")
+    assert revoked.returncode == 0 and "admin -> user" in revoked.stdout
+    token, _ = refreshed_token(client, refresh_token)
+    assert get_json(client, "/analytics/costs", token)[0] == 403
+
+
+def test_admin_command_refuses_unknown_accounts_and_bad_input(private_tables):
+    unknown = _admin_command("grant-admin", unique_email(), "--stage", "local")
+    assert unknown.returncode == 1 and "no account" in unknown.stderr
+    assert _admin_command("grant-admin", "not-an-email", "--stage", "local").returncode == 2
+    assert _admin_command("make-admin", unique_email(), "--stage", "local").returncode == 2
+    assert _admin_command("grant-admin", unique_email()).returncode == 2  # no stage
