@@ -184,9 +184,15 @@ def _bindings(scope: ast.AST, resolver: _Resolver, inherited: dict[str, set[str]
             targets, value = [node.target], node.value
         if value is None:
             continue
-        services = resolver.services(value, bindings)
+        pairs: list[tuple[ast.AST, ast.AST]] = []
         for target in targets:
+            if isinstance(target, ast.Tuple) and isinstance(value, ast.Tuple) and len(target.elts) == len(value.elts):
+                pairs += list(zip(target.elts, value.elts))  # `s3, bucket = client("s3"), name`
+            else:
+                pairs.append((target, value))
+        for target, assigned in pairs:
             key = _binding_key(target)
+            services = resolver.services(assigned, bindings)
             if key and services:
                 bindings.setdefault(key, set()).update(services)
     return bindings

@@ -27,7 +27,7 @@ class RecordedCall:
     tables: tuple[str, ...] = ()
     transact_kinds: tuple[str, ...] = ()
     bucket: str = ""
-    key: str = ""
+    keys: tuple[str, ...] = ()
     queue: str = ""
     parameters: tuple[str, ...] = ()
 
@@ -62,6 +62,17 @@ def _canonical(name: str, overrides: dict[str, str]) -> str:
     return resource_name("override", overrides[name]) if name in overrides else name
 
 
+def _object_keys(params: dict[str, Any]) -> tuple[str, ...]:
+    """Every object key (or listing prefix) an S3 call names."""
+    if "Key" in params:
+        return (params["Key"],)
+    if "Prefix" in params:
+        return (params["Prefix"],)
+    if "Delete" in params:
+        return tuple(o.get("Key", "") for o in params["Delete"].get("Objects", []))
+    return ("",)
+
+
 def _describe(service: str, operation: str, params: dict[str, Any], site: str) -> RecordedCall:
     tables: list[str] = []
     kinds: list[str] = []
@@ -82,7 +93,7 @@ def _describe(service: str, operation: str, params: dict[str, Any], site: str) -
         tables=tuple(_canonical(t, overrides) for t in tables),
         transact_kinds=tuple(sorted(set(kinds))),
         bucket=_canonical(params.get("Bucket", ""), overrides),
-        key=params.get("Key", "") or params.get("Prefix", ""),
+        keys=_object_keys(params) if service == "s3" else (),
         queue=_canonical(queue, overrides) if service == "sqs" else "",
         parameters=tuple(params.get("Names", [])) if service == "ssm" else (),
     )

@@ -77,10 +77,16 @@ def test_deploy_stops_before_touching_anything_without_the_jwt_secret(session, t
     assert ran == []
 
 
-def test_deploy_runs_the_whole_sequence(session, tmp_path, capsys):
-    session.client("ssm").put_parameter(
-        Name=f"{policy.ssm_prefix(STAGE)}JWT_SECRET", Value="x" * 48, Type="SecureString", Overwrite=True
-    )
+@pytest.fixture
+def jwt_parameter(session):
+    """The stage's JWT secret in the shared embedded SSM, for this test only."""
+    ssm, name = session.client("ssm"), f"{policy.ssm_prefix(STAGE)}JWT_SECRET"
+    ssm.put_parameter(Name=name, Value="x" * 48, Type="SecureString", Overwrite=True)
+    yield name
+    ssm.delete_parameter(Name=name)
+
+
+def test_deploy_runs_the_whole_sequence(session, jwt_parameter, tmp_path, capsys):
     apigateway = session.client("apigateway")
     commands = []
 

@@ -68,8 +68,11 @@ def test_every_recorded_call_touches_only_resources_the_policy_scopes():
         if call.bucket:
             suffix = _suffix(call.bucket)
             prefix = policy.OBJECT_KEY_PREFIXES.get(suffix)
-            if prefix is None or not call.key.startswith(prefix):
-                outside.append((call.site, f"{call.bucket}/{call.key}"))
+            outside += [
+                (call.site, f"{call.bucket}/{key}")
+                for key in call.keys
+                if prefix is None or not key.startswith(prefix)
+            ]
         if call.queue and _suffix(call.queue) not in queues:
             outside.append((call.site, call.queue))
         outside += [(call.site, name) for name in call.parameters if not SSM_NAME.match(name)]

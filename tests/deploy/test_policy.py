@@ -64,6 +64,8 @@ def test_scan_follows_clients_through_helpers_variables_paginators_presigns_and_
                 from chalicelib.aws import client
 
                 def run():
+                    s3, bucket = client("s3"), "b"
+                    s3.delete_objects(Bucket=bucket, Delete={"Objects": []})
                     sqs = client("sqs")
                     sqs.send_message(QueueUrl="u", MessageBody="b")
                     for page in store.ddb().get_paginator("query").paginate():
@@ -83,6 +85,7 @@ def test_scan_follows_clients_through_helpers_variables_paginators_presigns_and_
         ("sqs", "SendMessage"),
         ("s3", "PutObject"),
         ("s3", "GetObject"),
+        ("s3", "DeleteObjects"),
     }
     assert result.transact_kinds == {"Put", "ConditionCheck"}
     assert result.sqs_subscriptions == ["app.py:worker"]
@@ -90,7 +93,7 @@ def test_scan_follows_clients_through_helpers_variables_paginators_presigns_and_
         "logs:CreateLogStream", "logs:PutLogEvents",
         "dynamodb:PutItem", "dynamodb:ConditionCheckItem", "dynamodb:Query", "dynamodb:DescribeTable",
         "sqs:SendMessage", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes",
-        "s3:PutObject", "s3:GetObject",
+        "s3:PutObject", "s3:GetObject", "s3:DeleteObject",
     }
 
 

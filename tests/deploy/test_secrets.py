@@ -28,6 +28,8 @@ def ssm(aws_endpoint):
     secrets.reset_secrets()
     yield client
     secrets.reset_secrets()
+    names = [PREFIX + name for name in VALUES] + [PREFIX + "OTHER_JWT"]
+    client.delete_parameters(Names=names)
 
 
 @pytest.fixture
