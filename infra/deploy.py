@@ -132,6 +132,31 @@ def missing_secrets(cfg: StageConfig, ssm: Any) -> list[str]:
 # --- infrastructure stack ----------------------------------------------------------------
 
 
+def _stack_status(cloudformation: Any, name: str) -> str | None:
+    try:
+        return cloudformation.describe_stacks(StackName=name)["Stacks"][0]["StackStatus"]
+    except cloudformation.exceptions.ClientError as error:
+        if "does not exist" in str(error):
+            return None
+        raise
+
+
+def _wait(cloudformation: Any, waiter: str, name: str) -> None:
+    """Wait for the stack; on failure, say which resources failed and why."""
+    from botocore.exceptions import WaiterError
+
+    try:
+        cloudformation.get_waiter(waiter).wait(StackName=name)
+    except WaiterError:
+        events = cloudformation.describe_stack_events(StackName=name)["StackEvents"]
+        reasons = [
+            f"{e['LogicalResourceId']}: {e.get('ResourceStatusReason', e['ResourceStatus'])}"
+            for e in events
+            if e["ResourceStatus"].endswith("_FAILED")
+        ]
+        raise DeployError(f"stack {name} failed: " + "; ".join(reasons[:5] or ["see its events"])) from None
+
+
 def deploy_infra(stage: str, origins: Sequence[str], cloudformation: Any) -> dict[str, str]:
     """Create or update the stage's stack, wait, and check its outputs name what the app uses."""
     name = template.stack_name(stage)
@@ -141,14 +166,21 @@ def deploy_infra(stage: str, origins: Sequence[str], cloudformation: Any) -> dic
         "Parameters": [{"ParameterKey": "AllowedOrigins", "ParameterValue": ",".join(origins)}],
         "Tags": [{"Key": "app", "Value": template.APP_NAME}, {"Key": "stage", "Value": stage}],
     }
-    try:
-        cloudformation.describe_stacks(StackName=name)
-        exists = True
-    except cloudformation.exceptions.ClientError as error:
-        if "does not exist" not in str(error):
-            raise
-        exists = False
-    if exists:
+    status = _stack_status(cloudformation, name)
+    if status == "ROLLBACK_COMPLETE":
+        raise DeployError(
+            f"stack {name} never got created (ROLLBACK_COMPLETE): read its events, fix the cause, "
+            "delete the stack and run the command again"
+        )
+    if status is None:
+        _say(f"Stack {name}: creating...")
+        cloudformation.create_stack(
+            **request,
+            EnableTerminationProtection=stage in template.PROTECTED_STAGES,
+            OnFailure="ROLLBACK",
+        )
+        _wait(cloudformation, "stack_create_complete", name)
+    else:
         try:
             cloudformation.update_stack(**request)
         except cloudformation.exceptions.ClientError as error:
@@ -157,15 +189,7 @@ def deploy_infra(stage: str, origins: Sequence[str], cloudformation: Any) -> dic
             _say(f"Stack {name}: no changes")
         else:
             _say(f"Stack {name}: updating...")
-            cloudformation.get_waiter("stack_update_complete").wait(StackName=name)
-    else:
-        _say(f"Stack {name}: creating...")
-        cloudformation.create_stack(
-            **request,
-            EnableTerminationProtection=stage in template.PROTECTED_STAGES,
-            OnFailure="ROLLBACK",
-        )
-        cloudformation.get_waiter("stack_create_complete").wait(StackName=name)
+            _wait(cloudformation, "stack_update_complete", name)
     stack = cloudformation.describe_stacks(StackName=name)["Stacks"][0]
     outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
     wrong = {k: (outputs.get(k), v) for k, v in template.expected_names(stage).items() if outputs.get(k) != v}
