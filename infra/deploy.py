@@ -8,8 +8,8 @@ deploy:  checks (config, policy in step with the code, secrets present in SSM)
             and publish them with a new deployment of the API stage
          -> print the API URL and the Stripe webhook URL.
 package: the same artefacts for a pipeline, in build/<stage>/: sam.json (chalice package
-         output with the gateway responses merged in), deployment.zip, infra.json and
-         infra-parameters.json.
+         output, repaired, with the gateway responses merged in), deployment.zip, infra.json
+         and infra-parameters.json.
 
 AWS is reached with boto3's default credential chain (AWS_PROFILE, environment, SSO...),
 never with the app's own settings, so nothing here needs the app's secrets.
@@ -266,7 +266,7 @@ def _session() -> Any:
 
     session = boto3.session.Session()
     if not session.region_name:
-        raise DeployError("no AWS region: set AWS_REGION (or a profile with a region)")
+        raise DeployError("no AWS region: set AWS_DEFAULT_REGION (or use a profile with a region)")
     return session
 
 
