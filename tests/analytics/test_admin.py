@@ -18,7 +18,7 @@ def _admin_command(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=60)
 
 
-def test_registering_with_an_admin_looking_email_grants_nothing(client, new_user, private_tables):
+def test_registering_with_an_admin_looking_email_grants_nothing(client, new_user):
     for local_part in ("admin", "root", "administrator"):
         session = new_user(f"{local_part}@{unique_email().split('@')[0]}.example.com")
         assert session["user"]["is_admin"] is False
@@ -28,7 +28,7 @@ def test_registering_with_an_admin_looking_email_grants_nothing(client, new_user
         assert body["user"]["is_admin"] is False
 
 
-def test_costs_are_forbidden_to_users_and_need_a_token(client, new_user, private_tables):
+def test_costs_are_forbidden_to_users_and_need_a_token(client, new_user):
     status, body = get_json(client, "/analytics/costs?days=7", new_user()["token"])
     assert status == 403 and body["code"] == "forbidden" and body["error"]
     status, _ = get_json(client, "/analytics/costs", None)
@@ -37,7 +37,7 @@ def test_costs_are_forbidden_to_users_and_need_a_token(client, new_user, private
     assert status == 401
 
 
-def test_grant_admin_command_then_refresh_gives_an_admin_token(client, new_user, private_tables):
+def test_grant_admin_command_then_refresh_gives_an_admin_token(client, new_user):
     session = new_user()
     email = session["user"]["email"]
     result = _admin_command("grant-admin", email.upper(), "--stage", "local")
@@ -62,7 +62,7 @@ def test_grant_admin_command_then_refresh_gives_an_admin_token(client, new_user,
     assert get_json(client, "/analytics/costs", token)[0] == 403
 
 
-def test_admin_command_refuses_unknown_accounts_and_bad_input(private_tables):
+def test_admin_command_refuses_unknown_accounts_and_bad_input(aws_endpoint):
     unknown = _admin_command("grant-admin", unique_email(), "--stage", "local")
     assert unknown.returncode == 1 and "no account" in unknown.stderr
     assert _admin_command("grant-admin", "not-an-email", "--stage", "local").returncode == 2

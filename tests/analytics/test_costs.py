@@ -4,8 +4,6 @@ from __future__ import annotations
 import threading
 from datetime import datetime, timedelta, timezone
 
-import pytest
-
 from chalicelib import stats, store
 from tests.analytics.conftest import KNOWN_PRICES, get_json
 from tests.billing.conftest import deliver, post_json
@@ -135,15 +133,12 @@ def test_revenue_counts_each_completed_purchase_and_paid_invoice_once(
     assert body["daily"][-1]["revenue"] == PACK_CENTS["popular"] + BASIC_MONTHLY_CENTS
     top = body["top_users"][0]
     assert top["user_id"] == user.user_id and top["revenue"] == PACK_CENTS["popular"] + BASIC_MONTHLY_CENTS
+    assert "other_currencies" not in body["revenue"]
 
-
-def test_revenue_in_another_currency_is_reported_beside_usd(client, admin, private_tables):
-    operator = admin()
-    user_id = "u" * 32
-    items = stats.revenue_items(user_id, stats.PURCHASES, 700, "EUR")
-    store.ddb().transact_write_items(TransactItems=items)
+    # revenue in another currency is reported beside the dollars, never added to them
+    store.ddb().transact_write_items(TransactItems=stats.revenue_items(user.user_id, stats.PURCHASES, 700, "EUR"))
     body = _costs(client, operator["token"], days=1)
-    assert body["revenue"]["total"] == 0
+    assert body["revenue"]["total"] == PACK_CENTS["popular"] + BASIC_MONTHLY_CENTS
     assert body["revenue"]["other_currencies"] == {"eur": {"purchases": 700, "subscriptions": 0, "total": 700}}
 
 
@@ -151,16 +146,16 @@ def test_a_hot_day_spreads_over_the_shards_and_still_adds_up(client, admin, env)
     env(STATS_SHARDS="4", **KNOWN_PRICES)
     operator = admin()
     user_id = "h" * 32
-    for _ in range(40):
+    for _ in range(20):
         stats.record_usage(user_id, "ask", openai_prompt_tokens=1, openai_completion_tokens=1)
     keys = [store.key(stat_key=f"day#{_day(0)}#{n}", shard="usage") for n in range(4)]
     response = store.ddb().batch_get_item(RequestItems={store.table_name("stats"): {"Keys": keys}})
     shards = response["Responses"][store.table_name("stats")]
-    assert len(shards) >= 2  # 40 writes on one shard of 4 happen with probability 4^-39
-    assert sum(int(item["ask__calls"]["N"]) for item in shards) == 40
+    assert len(shards) >= 2  # 20 writes all on one shard of 4: probability 4^-19
+    assert sum(int(item["ask__calls"]["N"]) for item in shards) == 20
     body = _costs(client, operator["token"], days=1)
-    assert body["by_service"]["ask"]["calls"] == 40
-    assert body["provider_costs"]["openai"] == 40 * 3
+    assert body["by_service"]["ask"]["calls"] == 20
+    assert body["provider_costs"]["openai"] == 20 * 3
 
 
 def test_costs_never_touch_the_usage_table(client, admin, private_tables):
@@ -182,9 +177,6 @@ def test_costs_never_touch_the_usage_table(client, admin, private_tables):
     # the day totals: 30 days x 4 shards x 2 items = 240 keys in 3 BatchGetItem calls
     assert [name for name, table in calls if table.endswith("-stats")].count("BatchGetItem") == 3
 
-
-@pytest.mark.parametrize("days", ["0", "366", "x"])
-def test_costs_days_are_validated(client, admin, private_tables, days):
-    operator = admin()
-    status, body = get_json(client, f"/analytics/costs?days={days}", operator["token"])
-    assert status == 422 and body["code"] == "validation_error"
+    for days in ("0", "366", "x", ""):
+        status, body = get_json(client, f"/analytics/costs?days={days}", operator["token"])
+        assert status == 422 and body["code"] == "validation_error", (days, body)
