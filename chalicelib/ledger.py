@@ -721,10 +721,11 @@ def reserve(
 
 def _final_outcome(item: Mapping[str, Any]) -> SettleResult:
     """The stored outcome of a reservation that already left `held`."""
+    closed_balance = int(item["closed_balance_after"])
     if item.get("state") == SETTLED:
-        return SettleResult(int(item["credits_used"]), int(item["credits_refunded"]),
-                            int(item["balance_after"]), True, SETTLED, item.get("usage_timestamp"))
-    return SettleResult(0, int(item["amount"]), int(item["balance_after"]), True, RELEASED)
+        return SettleResult(int(item["credits_used"]), int(item["credits_refunded"]), closed_balance,
+                            True, SETTLED, item.get("usage_timestamp"))
+    return SettleResult(0, int(item["amount"]), closed_balance, True, RELEASED)
 
 
 def _load_held(reservation_id: str) -> _Held | SettleResult:
@@ -761,7 +762,7 @@ def _close(
 
         def records(balance_after: int, held: _Held = held) -> list[dict[str, Any]]:
             sets = {"state": state, "credits_used": credits_used, "credits_refunded": refund,
-                    "balance_after": balance_after, f"{state}_at": now}
+                    "closed_balance_after": balance_after, f"{state}_at": now}
             if state == SETTLED:
                 sets["usage_timestamp"] = usage_key
             else:
