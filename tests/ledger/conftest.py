@@ -57,27 +57,6 @@ def make_user(aws_endpoint) -> Callable[[], str]:
     return make
 
 
-def make_account() -> str:
-    """A bare account with the 200 signup credits, written as registration writes its money
-    part (the user item and the signup grant in one transaction), without credentials."""
-    from chalicelib import ledger, store
-
-    user_id = uuid.uuid4().hex
-    now = store.iso()
-    store.ddb().transact_write_items(TransactItems=[
-        {"Put": {
-            "TableName": store.table_name("users"),
-            "Item": store.to_item({"user_id": user_id, "email": f"{user_id}@example.com",
-                                   "credits_balance": 200, "total_credits_purchased": 0,
-                                   "total_usage": 0, "subscription_tier": "free",
-                                   "is_active": True, "created_at": now}),
-            "ConditionExpression": "attribute_not_exists(user_id)",
-        }},
-        ledger.signup_grant_put(user_id, 200, now),
-    ])
-    return user_id
-
-
 def delete_keys(keys: list[tuple[str, dict]]) -> None:
     """Batch-delete (table suffix, key) pairs."""
     from chalicelib import store

@@ -21,7 +21,8 @@ from hypothesis.stateful import (
 from chalicelib import ledger
 from chalicelib.errors import Conflict, InsufficientCredits
 from chalicelib import store
-from tests.ledger.conftest import delete_keys, make_account
+from scripts.bench_ledger import open_account
+from tests.ledger.conftest import delete_keys
 
 SLOT = ("active_streams", 2)
 amounts = st.integers(min_value=1, max_value=120)
@@ -45,7 +46,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @initialize()
     def account(self) -> None:
-        self.user_id = make_account()
+        self.user_id = open_account()
         self.balance = 200
         self.written += [("users", store.key(user_id=self.user_id)),
                          ("transactions", store.key(transaction_id=f"grant#signup#{self.user_id}"))]
@@ -198,7 +199,7 @@ def test_ledger_state_machine(private_tables):
     run_state_machine_as_test(
         LedgerMachine,
         settings=settings(
-            max_examples=int(__import__("os").environ.get("SM_EXAMPLES", "200")),
+            max_examples=200,
             stateful_step_count=10,
             deadline=None,
             database=None,
