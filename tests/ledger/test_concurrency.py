@@ -170,3 +170,35 @@ def test_fifty_parallel_paid_requests_over_http(spend_server, fake_openai):
     # and settles interleaved, but it is always a balance the user really had.
     assert all(r["balance_after"] in range(0, k * price, price) for r in asks)
     assert ledger.check_invariant(user_id).ok
+
+
+def test_same_idempotency_key_twenty_times_in_parallel_over_http(spend_server, fake_openai):
+    """POST /transcription/ask with one Idempotency-Key x 20: one charge, 20 identical answers."""
+    import requests
+
+    from chalicelib.settings import get_settings
+    from tests.conftest import ORIGIN, PASSWORD, json_headers, unique_email
+
+    base = spend_server.url
+    registered = requests.post(base + "/auth/register", json={
+        "email": unique_email("ledger-idem"), "password": PASSWORD}, timeout=30)
+    assert registered.status_code == 201, registered.text
+    token, user_id = registered.json()["token"], registered.json()["user"]["user_id"]
+    headers = json_headers(token, origin=ORIGIN, **{"Idempotency-Key": new_id()})
+    barrier = threading.Barrier(20)
+
+    def ask(_: int) -> requests.Response:
+        with requests.Session() as session:
+            barrier.wait(10)
+            return session.post(base + "/transcription/ask", timeout=60, headers=headers,
+                                json={"question": "Who scored?", "transcript": "Alex scored twice."})
+
+    with ThreadPoolExecutor(20) as pool:
+        responses = list(pool.map(ask, range(20)))
+    assert {r.status_code for r in responses} == {200}, [r.text for r in responses]
+    assert len({r.content for r in responses}) == 1
+    price = get_settings().ask_credits
+    assert responses[0].json()["remaining_balance"] == 200 - price
+    assert len(usage_rows(user_id)) == 1
+    assert ledger.get_balance(user_id)["balance"] == 200 - price
+    assert ledger.check_invariant(user_id).ok
