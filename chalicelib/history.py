@@ -133,7 +133,7 @@ def parse_limit(raw: str | None) -> int:
     """The `limit` query parameter: an integer 1..100, 20 when absent."""
     if raw is None or raw == "":
         return DEFAULT_LIMIT
-    if not raw.isdigit() or len(raw) > 4:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 4:  # "²".isdigit() is True
         raise ValidationFailed("'limit' must be an integer", field="limit")
     value = int(raw)
     if not 1 <= value <= MAX_LIMIT:

@@ -313,7 +313,7 @@ def test_another_users_job_is_404_like_an_unknown_one(stack, new_user):
     assert theirs == unknown
     status, transcript_item = stack.get(f"/transcription/catchup/{body['job_id']}%23transcript",
                                         alice["token"])
-    assert status == 404
+    assert status == 404 and transcript_item["code"] == "job_not_found"
 
 
 # ----- the worker: failures -------------------------------------------------------------------

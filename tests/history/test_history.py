@@ -102,7 +102,7 @@ def test_garbage_cursor_is_400(client, new_user, cursor):
     assert status == 400 and body["code"] == "invalid_cursor"
 
 
-@pytest.mark.parametrize("limit", ["0", "101", "-1", "ten", "1.5"])
+@pytest.mark.parametrize("limit", ["0", "101", "-1", "ten", "1.5", "\u00b2", "\u0663", "00001"])
 def test_limit_is_validated(client, new_user, limit):
     status, body = get_history(client, new_user()["token"], limit=limit)
     assert status == 422 and body["field"] == "limit"
