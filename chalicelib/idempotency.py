@@ -111,7 +111,7 @@ def run(
         existing = _claim(record_key, user_id, route, request_print, owner)
         if existing is None:
             return _execute(record_key, owner, operation, status)
-        while True:
+        while existing:  # empty: it vanished between our claim and now, so claim again
             if existing.get("fingerprint") != request_print:
                 raise ValidationFailed(
                     "This Idempotency-Key was already used with a different request",
@@ -158,10 +158,7 @@ def _claim(record_key: str, user_id: str, route: str, request_print: str, owner:
         )
         return None
     except store.ddb().exceptions.ConditionalCheckFailedException as error:
-        existing = store.from_item(error.response.get("Item"))
-        if existing is None:  # deleted between the check and now: read what is there
-            existing = store.get(TABLE, idempotency_key=record_key) or {}
-        return existing
+        return store.from_item(error.response.get("Item")) or {}
 
 
 def _decided(error: ApiError) -> bool:
