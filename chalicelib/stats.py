@@ -199,14 +199,15 @@ def revenue_items(
 
     For the ledger's `extra_items` (complete_purchase, the subscription grant): written
     in the very transaction that grants the credits, so exactly once per purchase or
-    invoice. No condition: they can never be the reason a grant is refused.
+    invoice. No condition, and nothing here raises on odd input (a currency that is not a
+    3-letter code is counted as `other`): they can never be the reason a grant fails.
     """
     if kind not in REVENUE_KINDS:
-        raise ValueError(f"unknown revenue kind {kind!r}")
-    currency = (currency or "").lower()
+        raise ValueError(f"unknown revenue kind {kind!r}")  # a programming error, not input
+    currency = str(currency or "").lower()
     if not _CURRENCY.fullmatch(currency):
-        raise ValueError(f"not a currency code: {currency!r}")
-    amount = max(int(amount), 0)
+        currency = "other"
+    amount = max(amount, 0) if isinstance(amount, int) and not isinstance(amount, bool) else 0
     day = day_of(at)
     expires = _expires(day)
     return [

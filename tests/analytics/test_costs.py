@@ -137,9 +137,14 @@ def test_revenue_counts_each_completed_purchase_and_paid_invoice_once(
 
     # revenue in another currency is reported beside the dollars, never added to them
     store.ddb().transact_write_items(TransactItems=stats.revenue_items(user.user_id, stats.PURCHASES, 700, "EUR"))
+    store.ddb().transact_write_items(TransactItems=stats.revenue_items(user.user_id, stats.PURCHASES, 5, "€"))
     body = _costs(client, operator["token"], days=1)
     assert body["revenue"]["total"] == PACK_CENTS["popular"] + BASIC_MONTHLY_CENTS
-    assert body["revenue"]["other_currencies"] == {"eur": {"purchases": 700, "subscriptions": 0, "total": 700}}
+    assert body["revenue"]["purchases_count"] == 3
+    assert body["revenue"]["other_currencies"] == {
+        "eur": {"purchases": 700, "subscriptions": 0, "total": 700},
+        "other": {"purchases": 5, "subscriptions": 0, "total": 5},
+    }
 
 
 def test_a_hot_day_spreads_over_the_shards_and_still_adds_up(client, admin, env):
