@@ -176,6 +176,7 @@ def handle(request: Request, get_response: Callable[[Request], Response]) -> Res
     if limited is not None:
         response.headers.update(limited.headers())
     response.headers.update(cors_headers(_origin(request)))
+    response.headers.setdefault("Vary", "Origin")  # caches must key on Origin, allowed or not
     response.headers["X-Request-Id"] = request_id
     logs.log_event(
         logger,

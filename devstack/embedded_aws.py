@@ -6,6 +6,10 @@ writes without a lock, so two threads could both pass `credits_balance >= :cost`
 Serialising DynamoDB calls gives the embedded stack the guarantee production has, so our
 concurrency tests test our code rather than moto's races. Other services (S3, SQS) stay
 fully concurrent, so an SQS long poll never blocks a table write.
+
+And one repair: moto's TransactWriteItems deep-copies whole tables for its rollback, which
+made every credit operation slower as tables grew; devstack.moto_transactions snapshots
+only the items a transaction touches.
 """
 from __future__ import annotations
 
@@ -53,6 +57,9 @@ class EmbeddedAws:
             create_backend_app,
         )
 
+        from devstack import moto_transactions
+
+        moto_transactions.install()
         app = SerializeDynamoDB(DomainDispatcherApplication(create_backend_app))
         self._server = make_server(
             self.host, self.port, app, threaded=True, request_handler=MotoRequestHandler
