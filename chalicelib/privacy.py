@@ -7,8 +7,8 @@ Where a user's data lives (keep this list in step with chalicelib.resources):
   stats (per-user daily items `users#<day>#<shard>` / user_id, chalicelib.stats)
   idempotency (keys `<user_id>#<digest>`, stored responses, 24 h)
 Catch-up transcripts sit in the jobs table under `<job_id>#transcript`, without a user_id,
-so they are found through the user's jobs. The idempotency table has no user index: its
-items live 24 hours, so a filtered Scan of it is bounded by one day of requests. Rate-limit
+so they are found through the user's jobs; idempotency records through their user_id-index
+(never a Scan: export and deletion cost what the user has, not what everyone has). Rate-limit
 counters hold only hashes and expire within hours; Stripe event records hold ids only.
 
 Deletion keeps what accounting must keep: rows that record money (a purchase, a
@@ -127,18 +127,7 @@ def _user_stats(user_id: str) -> list[dict[str, Any]]:
 
 
 def _idempotency_records(user_id: str) -> list[dict[str, Any]]:
-    request: dict[str, Any] = {
-        "TableName": store.table_name("idempotency"),
-        "FilterExpression": "begins_with(idempotency_key, :prefix)",
-        "ExpressionAttributeValues": store.values(prefix=f"{user_id}#"),
-    }
-    records = []
-    while True:
-        response = store.ddb().scan(**request)
-        records += [store.from_item(item) for item in response.get("Items", [])]
-        if not response.get("LastEvaluatedKey"):
-            return [record for record in records if record]
-        request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+    return _by_index("idempotency", "user_id-index", user_id)
 
 
 def _uploads(user_id: str) -> list[dict[str, Any]]:

@@ -115,6 +115,7 @@ TABLES: tuple[Table, ...] = (
     Table(
         "idempotency",
         "idempotency_key",
+        indexes=(Index("user_id-index", "user_id"),),
         ttl_attribute="expires_at_epoch",
         purpose="Idempotency-Key replays (24 h)",
     ),
