@@ -24,6 +24,7 @@ from typing import Any
 
 import requests
 
+from devstack import local_gateway
 from devstack.embedded_aws import EmbeddedAws
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -58,7 +59,8 @@ LISTEN_BACKLOG = 128
 
 
 def chalice_local(args: list[str]) -> None:
-    """`chalice <args>` (the local server) with a listen backlog that survives bursts.
+    """`chalice <args>` (the local server) with a listen backlog that survives bursts, and
+    API Gateway's own error responses rendered as deployed (devstack.local_gateway).
 
     chalice's dev server keeps socketserver's default backlog of 5: twenty clients
     connecting at once get connection resets. Its autoreloader re-executes `sys.argv`
@@ -68,6 +70,7 @@ def chalice_local(args: list[str]) -> None:
     from chalice.cli import cli
 
     chalice.local.ThreadedHTTPServer.request_queue_size = LISTEN_BACKLOG
+    local_gateway.install()  # deployed Gateway Responses: our envelope and CORS
     sys.argv = [sys.executable, "-m", "devstack.run", CHALICE_LOCAL, *args]
     cli.main(args=args, prog_name="chalice", obj={})
 
