@@ -148,7 +148,7 @@ def configure(level: str = "INFO") -> None:
         root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(level)
-    for noisy in ("botocore", "boto3", "urllib3", "stripe"):
+    for noisy in ("botocore", "boto3", "urllib3", "stripe", "werkzeug"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     _configured = True
 
