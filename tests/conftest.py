@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Iterator, Mapping, TypeVar
 
 import pytest
+
+T = TypeVar("T")
 
 ORIGIN = "chrome-extension://abcdefghijklmnopabcdefghijklmnop"
 OTHER_ORIGIN = "chrome-extension://zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz"
@@ -50,6 +55,108 @@ def reset_process_caches() -> None:
 
     reset_settings()
     reset_clients()
+
+
+def set_env(values: Mapping[str, str]) -> dict[str, str | None]:
+    """Apply environment variables and drop cached settings; returns what to restore."""
+    previous = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    reset_process_caches()
+    return previous
+
+
+def restore_env(previous: Mapping[str, str | None]) -> None:
+    """Undo one `set_env` (a variable that was not set is removed again)."""
+    for name, value in previous.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    reset_process_caches()
+
+
+@pytest.fixture
+def env_override() -> Iterator[Callable[..., None]]:
+    """env_override(NAME=value, ...) changes settings for the rest of one test; restored afterwards."""
+    applied: list[dict[str, str | None]] = []
+
+    def apply(**values: str) -> None:
+        applied.append(set_env(values))
+
+    yield apply
+    for previous in reversed(applied):
+        restore_env(previous)
+
+
+def use_private_tables(prefix: str) -> dict[str, str | None]:
+    """Point every table at `<prefix>-<suffix>` (created if missing); returns what to restore.
+
+    Private tables, created from the same definitions as production, hold only what one
+    test (or module) wrote: global figures can be compared with exact values, and moto's
+    transactions stay fast whatever the rest of the session stored.
+    """
+    from chalicelib import ledger, resources
+    from chalicelib.settings import get_settings
+    from infra.bootstrap import ensure_tables
+
+    saved = set_env({var: f"{prefix}-{suffix}" for var, suffix in resources.RESOURCE_ENV_VARS.items()
+                     if var.endswith("_TABLE")})
+    ledger.clear_caches()
+    ensure_tables(get_settings())
+    return saved
+
+
+def restore_tables(saved: Mapping[str, str | None]) -> None:
+    """Back to the session's tables after `use_private_tables`."""
+    from chalicelib import ledger
+
+    restore_env(saved)
+    ledger.clear_caches()
+
+
+def usage_rows(user_id: str, service_type: str | None = None) -> list[dict[str, Any]]:
+    """A user's usage rows (only those of `service_type`, if given)."""
+    from chalicelib import store
+
+    rows = store.query_all({
+        "TableName": store.table_name("usage"),
+        "KeyConditionExpression": "user_id = :u",
+        "ExpressionAttributeValues": store.values(u=user_id),
+    })
+    return [row for row in rows if service_type is None or row.get("service_type") == service_type]
+
+
+def balance(user_id: str) -> int:
+    """The balance as stored on the user item."""
+    from chalicelib import store
+
+    user = store.get("users", user_id=user_id)
+    assert user is not None
+    return int(user["credits_balance"])
+
+
+def assert_books_balance(*user_ids: str) -> None:
+    """The ledger explains each user's balance from the records."""
+    from chalicelib import ledger
+
+    for user_id in user_ids:
+        report = ledger.check_invariant(user_id)
+        assert report.ok, report
+
+
+def at_once(count: int, action: Callable[[], T], timeout: float = 30) -> list[T]:
+    """Call `action` from `count` threads released together; their results, in thread order.
+
+    An exception raised in a thread is raised here.
+    """
+    barrier = threading.Barrier(count)
+
+    def run(_: int) -> T:
+        barrier.wait(timeout)
+        return action()
+
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(run, range(count)))
 
 
 @pytest.fixture(scope="session")
@@ -94,6 +201,31 @@ def json_headers(token: str | None = None, origin: str | None = None, **extra: s
     if origin:
         headers["Origin"] = origin
     return headers
+
+
+def post_json(client, path: str, token: str | None, body: Any = None, **headers: str) -> tuple[int, Any]:
+    """POST through chalice's test client: (status, parsed body or None)."""
+    import json
+
+    response = client.http.post(
+        path, headers=json_headers(token, **headers), body=json.dumps(body if body is not None else {})
+    )
+    return response.status_code, (json.loads(response.body) if response.body else None)
+
+
+@pytest.fixture
+def captured_logs(caplog):
+    """The structured events (message, fields) logged during one test."""
+    import logging
+
+    caplog.set_level(logging.INFO)
+
+    def events(name: str) -> list[dict]:
+        return [
+            getattr(record, "fields", {}) for record in caplog.records if record.getMessage() == name
+        ]
+
+    return events
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from tests.conftest import json_headers, reset_process_caches
+from tests.conftest import json_headers, post_json, restore_tables, use_private_tables
 from tests.billing.conftest import buyer, stripe_fake, tap  # noqa: F401 - fixtures reused here
 from tests.catchup.conftest import stack  # noqa: F401 - the catch-up worker, driven like Lambda
 from tests.streaming.conftest import caller, live  # noqa: F401 - live captions and Ask callers
@@ -29,64 +29,16 @@ KNOWN_PRICES = {
 }
 
 
-def use_private_tables(prefix: str) -> dict[str, str | None]:
-    """Point every table at `<prefix>-<suffix>` (created if missing); returns what to restore."""
-    from chalicelib import ledger, resources
-    from chalicelib.settings import get_settings
-    from infra.bootstrap import ensure_tables
-
-    names = {var: f"{prefix}-{suffix}" for var, suffix in resources.RESOURCE_ENV_VARS.items()
-             if var.endswith("_TABLE")}
-    saved = {var: os.environ.get(var) for var in names}
-    os.environ.update(names)
-    reset_process_caches()
-    ledger.clear_caches()
-    ensure_tables(get_settings())
-    return saved
-
-
-def restore(saved: dict[str, str | None]) -> None:
-    from chalicelib import ledger
-
-    for var, value in saved.items():
-        if value is None:
-            os.environ.pop(var, None)
-        else:
-            os.environ[var] = value
-    reset_process_caches()
-    ledger.clear_caches()
-
-
 @pytest.fixture
 def private_tables(aws_endpoint) -> Iterator[str]:
     saved = use_private_tables(f"an{uuid.uuid4().hex[:8]}")
     yield os.environ["STATS_TABLE"]
-    restore(saved)
+    restore_tables(saved)
 
 
 @pytest.fixture
-def env(private_tables) -> Iterator[Callable[..., None]]:
-    """set(NAME=value, ...) for the rest of one test; restored afterwards."""
-    saved: dict[str, str | None] = {}
-
-    def apply(**values: str) -> None:
-        for name, value in values.items():
-            saved.setdefault(name, os.environ.get(name))
-            os.environ[name] = value
-        reset_process_caches()
-
-    yield apply
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
-    reset_process_caches()
-
-
-@pytest.fixture
-def prices(env) -> dict[str, str]:
-    env(**KNOWN_PRICES)
+def prices(private_tables, env_override) -> dict[str, str]:
+    env_override(**KNOWN_PRICES)
     return KNOWN_PRICES
 
 
@@ -95,14 +47,9 @@ def get_json(client, path: str, token: str | None) -> tuple[int, Any]:
     return response.status_code, (json.loads(response.body) if response.body else None)
 
 
-def post_json(client, path: str, body: Any, token: str | None = None) -> tuple[int, Any]:
-    response = client.http.post(path, headers=json_headers(token), body=json.dumps(body))
-    return response.status_code, (json.loads(response.body) if response.body else None)
-
-
 def refreshed_token(client, refresh_token: str) -> tuple[str, str]:
     """(access token, new refresh token) from POST /auth/refresh."""
-    status, body = post_json(client, "/auth/refresh", {"refresh_token": refresh_token})
+    status, body = post_json(client, "/auth/refresh", None, {"refresh_token": refresh_token})
     assert status == 200, body
     return body["token"], body["refresh_token"]
 

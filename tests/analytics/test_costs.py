@@ -1,12 +1,12 @@
 """GET /analytics/costs: revenue against provider costs from the daily counters, admins only."""
 from __future__ import annotations
 
-import threading
 from datetime import datetime, timedelta, timezone
 
 from chalicelib import stats, store
 from tests.analytics.conftest import KNOWN_PRICES, get_json
-from tests.billing.conftest import deliver, post_json
+from tests.billing.conftest import deliver
+from tests.conftest import at_once, post_json
 
 PACK_CENTS = {"starter": 299, "popular": 999, "power": 1999}
 BASIC_MONTHLY_CENTS = 499
@@ -95,19 +95,7 @@ def test_revenue_counts_each_completed_purchase_and_paid_invoice_once(
     assert status == 200, purchase
     stripe_fake.pay(purchase["session_id"])
     completed = tap.one("checkout.session.completed")
-    outcomes: list[int] = []
-    barrier = threading.Barrier(4)
-
-    def send() -> None:
-        barrier.wait()
-        outcomes.append(deliver(client, completed)[0])
-
-    threads = [threading.Thread(target=send) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert outcomes == [200] * 4
+    assert at_once(4, lambda: deliver(client, completed)[0]) == [200] * 4
 
     status, subscription = post_json(client, "/credits/subscribe", user.token, {"plan_id": "basic_monthly"})
     assert status == 200, subscription
@@ -147,8 +135,8 @@ def test_revenue_counts_each_completed_purchase_and_paid_invoice_once(
     }
 
 
-def test_a_hot_day_spreads_over_the_shards_and_still_adds_up(client, admin, env):
-    env(STATS_SHARDS="4", **KNOWN_PRICES)
+def test_a_hot_day_spreads_over_the_shards_and_still_adds_up(client, admin, env_override):
+    env_override(STATS_SHARDS="4", **KNOWN_PRICES)
     operator = admin()
     user_id = "h" * 32
     for _ in range(20):

@@ -3,18 +3,11 @@ from __future__ import annotations
 
 from chalicelib import stats, store
 from tests.analytics.conftest import get_json
+from tests.conftest import usage_rows
 
 
 def _today_usage() -> dict:
     return stats.day_totals([stats.day_of()])[stats.day_of()].usage
-
-
-def _usage_rows(user_id: str) -> list[dict]:
-    return list(store.query_all({
-        "TableName": store.table_name("usage"),
-        "KeyConditionExpression": "user_id = :u",
-        "ExpressionAttributeValues": store.values(u=user_id),
-    }))
 
 
 def _user_item(user_id: str) -> dict:
@@ -25,7 +18,7 @@ def test_an_answered_question_records_its_tokens_and_a_failed_one_nothing(
         private_tables, caller, fake_openai, admin, client):
     user = caller()
     assert user.ask("What was said?", "Someone said hello to the chat.").status == 200
-    [row] = _usage_rows(user.user_id)
+    [row] = usage_rows(user.user_id)
     measured = _today_usage()["ask"]
     assert measured["calls"] == 1
     assert measured["openai_prompt_tokens"] == row["metadata"]["prompt_tokens"] > 0
@@ -55,7 +48,7 @@ def test_a_stopped_live_session_records_the_seconds_it_streamed(private_tables, 
     )
     assert user.stream("stop", session_id=session_id).status == 200
     assert user.stream("stop", session_id=session_id).status == 200  # a replay records nothing
-    [row] = _usage_rows(user.user_id)
+    [row] = usage_rows(user.user_id)
     seconds = row["metadata"]["provider_seconds"]
     assert 90 <= seconds <= 95
     assert _today_usage()["live"] == {"calls": 1, "assemblyai_streaming_seconds": seconds}
@@ -68,7 +61,7 @@ def test_a_completed_catchup_records_transcription_seconds_and_summary_tokens(pr
     stack.run_worker(stack.receive())
     job = stack.job(session["token"], body["job_id"])
     assert job["status"] == "completed", job
-    [row] = _usage_rows(session["user"]["user_id"])
+    [row] = usage_rows(session["user"]["user_id"])
     metadata = row["metadata"]
     measured = _today_usage()["catchup"]
     assert measured["assemblyai_transcribe_seconds"] == metadata["assemblyai_seconds"] > 0

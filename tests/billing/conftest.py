@@ -2,18 +2,13 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import pytest
 
-from tests.conftest import (
-    STRIPE_WEBHOOK_SECRET,
-    json_headers,
-    reset_process_caches,
-)
+from tests.conftest import STRIPE_WEBHOOK_SECRET
 
 
 @pytest.fixture
@@ -25,26 +20,6 @@ def stripe_fake(fake_stripe, provider_env):
     yield fake_stripe
     fake_stripe.webhook_url = previous
     fake_stripe.clear_faults()
-
-
-@pytest.fixture
-def env_override():
-    """set(**env) changes settings for one test; everything is restored afterwards."""
-    saved: dict[str, str | None] = {}
-
-    def apply(**values: str) -> None:
-        for name, value in values.items():
-            saved.setdefault(name, os.environ.get(name))
-            os.environ[name] = value
-        reset_process_caches()
-
-    yield apply
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
-    reset_process_caches()
 
 
 @dataclass
@@ -60,13 +35,6 @@ def buyer(new_user) -> Callable[[], Buyer]:
         return Buyer(body["user"]["user_id"], body["token"])
 
     return make
-
-
-def post_json(client, path: str, token: str | None, body: Any = None, **headers: str):
-    response = client.http.post(
-        path, headers=json_headers(token, **headers), body=json.dumps(body if body is not None else {})
-    )
-    return response.status_code, (json.loads(response.body) if response.body else None)
 
 
 def signed(event: dict[str, Any], secret: str = STRIPE_WEBHOOK_SECRET,
@@ -119,17 +87,6 @@ def user_item(user_id: str) -> dict[str, Any]:
     item = store.get("users", user_id=user_id)
     assert item is not None
     return item
-
-
-def balance(user_id: str) -> int:
-    return int(user_item(user_id)["credits_balance"])
-
-
-def assert_invariant(user_id: str) -> None:
-    from chalicelib import ledger
-
-    report = ledger.check_invariant(user_id)
-    assert report.ok, report
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:

@@ -2,14 +2,13 @@
 which serves the hosted checkout page and delivers signed webhooks to the server."""
 from __future__ import annotations
 
-import threading
 
 import pytest
 import requests
 
 from devstack.fakes.stripe_signing import deliver
-from tests.billing.conftest import EventTap, assert_invariant, wait_for
-from tests.conftest import PASSWORD, STRIPE_WEBHOOK_SECRET, unique_email
+from tests.billing.conftest import EventTap, wait_for
+from tests.conftest import PASSWORD, STRIPE_WEBHOOK_SECRET, assert_books_balance, at_once, unique_email
 
 pytestmark = pytest.mark.e2e
 
@@ -74,7 +73,7 @@ def test_purchase_pay_webhook_balance_up_by_exactly_the_pack(live_server, stripe
     # Stripe retrying the same event later changes nothing
     fake.resend(completed["id"])
     assert buyer.balance() == 200 + 2000
-    assert_invariant(buyer.user_id)
+    assert_books_balance(buyer.user_id)
 
 
 def test_the_same_event_ten_times_in_parallel_over_http(live_server, stripe_to_server):
@@ -86,21 +85,10 @@ def test_the_same_event_ten_times_in_parallel_over_http(live_server, stripe_to_s
     fake.pay(purchase["session_id"])
     completed = tap.one("checkout.session.completed")
     url = live_server.url + "/webhooks/stripe"
-    barrier = threading.Barrier(10)
-    statuses: list[int] = []
-
-    def send() -> None:
-        barrier.wait()
-        statuses.append(deliver(url, completed, STRIPE_WEBHOOK_SECRET, timeout=30).status_code)
-
-    threads = [threading.Thread(target=send) for _ in range(10)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    statuses = at_once(10, lambda: deliver(url, completed, STRIPE_WEBHOOK_SECRET, timeout=30).status_code)
     assert statuses == [200] * 10
     assert buyer.balance() == 200 + 5000
-    assert_invariant(buyer.user_id)
+    assert_books_balance(buyer.user_id)
 
 
 def test_subscription_with_renewals_over_http(live_server, stripe_to_server):
@@ -127,7 +115,7 @@ def test_subscription_with_renewals_over_http(live_server, stripe_to_server):
     user = wait_for(lambda: (u := buyer.user())["subscription_tier"] == "free" and u)
     assert user["subscription_status"] == "canceled"
     assert user["credits_balance"] == 200 + 3 * 6000
-    assert_invariant(buyer.user_id)
+    assert_books_balance(buyer.user_id)
 
 
 def test_refund_over_http_takes_back_the_pack(live_server, stripe_to_server):
@@ -138,4 +126,4 @@ def test_refund_over_http_takes_back_the_pack(live_server, stripe_to_server):
     assert buyer.balance() == 700
     fake.refund(fake.get(purchase["session_id"])["payment_intent"])
     assert buyer.balance() == 200
-    assert_invariant(buyer.user_id)
+    assert_books_balance(buyer.user_id)

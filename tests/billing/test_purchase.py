@@ -6,8 +6,8 @@ import threading
 import pytest
 
 from chalicelib import store
-from tests.billing.conftest import post_json, user_item
-from tests.conftest import STRIPE_KEY
+from tests.billing.conftest import user_item
+from tests.conftest import STRIPE_KEY, post_json
 
 
 def _row(transaction_id: str) -> dict:

@@ -7,8 +7,8 @@ import pytest
 
 from chalicelib import store
 from devstack.fakes.stripe_signing import build_event, encode_event, sign
-from tests.billing.conftest import balance, deliver, post_json, signed
-from tests.conftest import STRIPE_WEBHOOK_SECRET
+from tests.billing.conftest import deliver, signed
+from tests.conftest import STRIPE_WEBHOOK_SECRET, balance, post_json
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -17,26 +16,9 @@ from typing import Any, Iterator
 import pytest
 
 from devstack.fakes.audio import make_wav
-from tests.conftest import ORIGIN, json_headers, reset_process_caches
+from tests.conftest import ORIGIN, json_headers, restore_env, set_env
 
 FAST_ENV = {"PROVIDER_BACKOFF_SECONDS": "0", "PROVIDER_BUDGET_SECONDS": "5"}
-
-
-def set_env(values: dict[str, str]) -> dict[str, str | None]:
-    """Apply environment variables and drop cached settings; returns what to restore."""
-    previous = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    reset_process_caches()
-    return previous
-
-
-def restore_env(previous: dict[str, str | None]) -> None:
-    for name, value in previous.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
-    reset_process_caches()
 
 
 @dataclass

@@ -13,21 +13,9 @@ import requests
 
 from chalicelib import catchup, ledger, store
 from devstack.fakes.audio import make_wav
+from tests.conftest import assert_books_balance, usage_rows
 
 PRICE = 10  # CATCHUP_CREDITS_PER_MINUTE default
-
-
-def usage_rows(user_id: str) -> list[dict]:
-    return list(store.query_all({
-        "TableName": store.table_name("usage"),
-        "KeyConditionExpression": "user_id = :u",
-        "ExpressionAttributeValues": store.values(u=user_id),
-    }))
-
-
-def assert_books_balance(user_id: str) -> None:
-    report = ledger.check_invariant(user_id)
-    assert report.ok, report
 
 
 def accepted(stack, token, **kwargs) -> dict:

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import logging
-import threading
 import uuid
 
 from chalicelib import catchup, cleanup, ledger, store
-from tests.billing.conftest import deliver, post_json
+from tests.billing.conftest import deliver
+from tests.conftest import assert_books_balance, at_once, balance, post_json, usage_rows
 
 SIGNUP = 200
 HOUR = 3600
@@ -18,24 +18,6 @@ def _run(offset: int = 0, **kwargs) -> dict:
 
 def _actions(counts: dict) -> dict:
     return {name: counts[name] for name in cleanup.ACTIONS if counts[name]}
-
-
-def _balance(user_id: str) -> int:
-    return store.get("users", user_id=user_id)["credits_balance"]
-
-
-def _assert_books(*user_ids: str) -> None:
-    for user_id in user_ids:
-        report = ledger.check_invariant(user_id)
-        assert report.ok, report
-
-
-def _usage_rows(user_id: str) -> list[dict]:
-    return list(store.query_all({
-        "TableName": store.table_name("usage"),
-        "KeyConditionExpression": "user_id = :u",
-        "ExpressionAttributeValues": store.values(u=user_id),
-    }))
 
 
 def _reservation(reservation_id: str) -> dict:
@@ -86,27 +68,27 @@ def test_silent_live_sessions_are_billed_to_their_last_sign_of_life(private_tabl
     _age(alive_session, started_ago=0, heartbeat_ago=0)  # started and heard from this second
     counts = _run()
     assert _actions(counts) == {"live_settled": 2}
-    assert _balance(silent.user_id) == SIGNUP - 70
-    assert _balance(overrun.user_id) == SIGNUP - 20
-    assert _balance(alive.user_id) == SIGNUP - 100  # still held: the session is alive
+    assert balance(silent.user_id) == SIGNUP - 70
+    assert balance(overrun.user_id) == SIGNUP - 20
+    assert balance(alive.user_id) == SIGNUP - 100  # still held: the session is alive
     assert store.get("sessions", session_id=silent_session["session_id"])["state"] == "settled_by_cleanup"
     assert store.get("users", user_id=silent.user_id)["active_streams"] == 0
     stopped = silent.stream("stop", session_id=silent_session["session_id"])
     assert stopped.status == 200 and stopped.body["already_stopped"] and stopped.body["credits_used"] == 70
 
     assert _actions(_run()) == {}  # a second run finds nothing left
-    assert _balance(silent.user_id) == SIGNUP - 70 and len(_usage_rows(silent.user_id)) == 1
-    assert _balance(unstarted.user_id) == SIGNUP - 50  # not long enough to be sure it is dead
+    assert balance(silent.user_id) == SIGNUP - 70 and len(usage_rows(silent.user_id)) == 1
+    assert balance(unstarted.user_id) == SIGNUP - 50  # not long enough to be sure it is dead
 
     # five minutes later: a start that never finished gives everything back (it is surely
     # dead now), and the alive session has gone silent since its heartbeat (2 minutes billed)
     assert _actions(_run(streaming_timeout() + 1)) == {"live_starts_failed": 1, "live_settled": 1}
-    assert _balance(unstarted.user_id) == SIGNUP
-    assert _balance(alive.user_id) == SIGNUP - 20
+    assert balance(unstarted.user_id) == SIGNUP
+    assert balance(alive.user_id) == SIGNUP - 20
     assert store.get("sessions", session_id=unstarted_session["session_id"])["state"] == "failed"
     assert store.get("users", user_id=unstarted.user_id)["active_streams"] == 0
     assert _actions(_run(streaming_timeout() + 1)) == {}
-    _assert_books(silent.user_id, alive.user_id, overrun.user_id, unstarted.user_id)
+    assert_books_balance(silent.user_id, alive.user_id, overrun.user_id, unstarted.user_id)
 
 
 def streaming_timeout() -> int:
@@ -128,11 +110,11 @@ def test_a_catchup_stuck_in_the_queue_fails_and_gives_the_credits_back(private_t
     session = new_user()
     user_id = session["user"]["user_id"]
     job = _submit(stack, session)
-    assert _balance(user_id) == SIGNUP - 50
+    assert balance(user_id) == SIGNUP - 50
     stuck_after = settings.cleanup_catchup_stuck_seconds
     assert _actions(_run(stuck_after - 60)) == {}  # SQS may still deliver it
     assert _actions(_run(stuck_after + 1)) == {"catchup_failed": 1}
-    assert _balance(user_id) == SIGNUP
+    assert balance(user_id) == SIGNUP
     view = stack.job(session["token"], job["job_id"])
     assert view["status"] == "failed" and view["credits_used"] == 0 and view["error"] == "processing_failed"
     assert _reservation(job["reservation_id"])["state"] == "released"
@@ -140,9 +122,9 @@ def test_a_catchup_stuck_in_the_queue_fails_and_gives_the_credits_back(private_t
     # the message arrives after all: the worker finds the job finished and does nothing
     stack.run_worker(stack.receive())
     assert stack.job(session["token"], job["job_id"])["status"] == "failed"
-    assert _balance(user_id) == SIGNUP
+    assert balance(user_id) == SIGNUP
     assert _actions(_run(stuck_after + 1)) == {}
-    _assert_books(user_id)
+    assert_books_balance(user_id)
 
 
 def test_a_dead_workers_job_fails_but_a_live_lease_is_left_alone(
@@ -160,9 +142,9 @@ def test_a_dead_workers_job_fails_but_a_live_lease_is_left_alone(
     assert _actions(_run(later)) == {"catchup_failed": 1}
     assert catchup.load_job(dead_job["job_id"])["status"] == "failed"
     assert catchup.load_job(dead_job["job_id"])["error"] == "transcription_failed"
-    assert _balance(dead["user"]["user_id"]) == SIGNUP
+    assert balance(dead["user"]["user_id"]) == SIGNUP
     assert catchup.load_job(busy_job["job_id"])["status"] == "processing"
-    assert _balance(busy["user"]["user_id"]) == SIGNUP - 50
+    assert balance(busy["user"]["user_id"]) == SIGNUP - 50
     # racing: the cleanup reads it as it was (queued, long stuck) while a worker has claimed
     # it; the cleanup's transaction is refused and the worker keeps the job, credits held
     load_job = catchup.load_job
@@ -172,8 +154,8 @@ def test_a_dead_workers_job_fails_but_a_live_lease_is_left_alone(
     assert _actions(counts) == {} and counts["skipped"] == 1
     assert _reservation(racing_job["reservation_id"])["state"] == "held"
     assert store.get("jobs", job_id=racing_job["job_id"])["status"] == "processing"
-    assert _balance(racing["user"]["user_id"]) == SIGNUP - 50
-    _assert_books(dead["user"]["user_id"], busy["user"]["user_id"], racing["user"]["user_id"])
+    assert balance(racing["user"]["user_id"]) == SIGNUP - 50
+    assert_books_balance(dead["user"]["user_id"], busy["user"]["user_id"], racing["user"]["user_id"])
 
 
 # --- other reservations ----------------------------------------------------------------------
@@ -191,7 +173,7 @@ def test_reservations_held_past_their_expiry_are_released(private_tables, client
     expired = _hold(user_id, 5, ttl=900)
     later = _hold(user_id, 7, ttl=3 * HOUR)
     orphan_live = _hold(user_id, 11, ttl=900, purpose="live")  # no session behind it
-    assert _balance(user_id) == SIGNUP - 23
+    assert balance(user_id) == SIGNUP - 23
     assert _actions(_run(600)) == {}
     # out of time: nothing is done, everything is left to the next run
     counts = _run(HOUR, budget_seconds=1e-9)
@@ -200,7 +182,7 @@ def test_reservations_held_past_their_expiry_are_released(private_tables, client
     assert _reservation(expired)["state"] == "released"
     assert _reservation(orphan_live)["state"] == "released"
     assert _reservation(later)["state"] == "held"
-    assert _balance(user_id) == SIGNUP - 7
+    assert balance(user_id) == SIGNUP - 7
     assert _actions(_run(HOUR)) == {}
 
     # the schedule's path: the `cleanup` Lambda invoked with a scheduled event, at the real now
@@ -212,9 +194,9 @@ def test_reservations_held_past_their_expiry_are_released(private_tables, client
     response = client.lambda_.invoke("cleanup", event)
     assert set(response.payload) == set(cleanup.COUNTS)
     assert _actions(response.payload) == {"reservations_released": 1}
-    assert _balance(user_id) == SIGNUP
+    assert balance(user_id) == SIGNUP
     assert _actions(client.lambda_.invoke("cleanup", event).payload) == {}
-    _assert_books(user_id)
+    assert_books_balance(user_id)
 
 
 # --- abandoned checkouts ---------------------------------------------------------------------
@@ -229,7 +211,7 @@ def test_checkouts_pending_for_a_day_expire_and_the_index_forgets_finished_ones(
     assert status == 200, paid
     stripe_fake.pay(paid["session_id"])
     assert deliver(client, tap.one("checkout.session.completed"))[0] == 200
-    assert _balance(user.user_id) == SIGNUP + 2000
+    assert balance(user.user_id) == SIGNUP + 2000
 
     assert _actions(_run(23 * HOUR)) == {}
     assert _actions(_run(25 * HOUR)) == {"checkouts_expired": 1, "pending_index_pruned": 1}
@@ -237,15 +219,15 @@ def test_checkouts_pending_for_a_day_expire_and_the_index_forgets_finished_ones(
     assert expired["status"] == "expired" and "pending_shard" not in expired
     completed = store.get("transactions", transaction_id=paid["transaction_id"])
     assert completed["status"] == "completed" and "pending_shard" not in completed
-    assert _balance(user.user_id) == SIGNUP + 2000
+    assert balance(user.user_id) == SIGNUP + 2000
     assert _actions(_run(25 * HOUR)) == {}
 
     # Stripe reports the abandoned one paid after all: the money wins over our expiry
     stripe_fake.pay(abandoned["session_id"])
     assert deliver(client, tap.one("checkout.session.completed", abandoned["session_id"]))[0] == 200
     assert store.get("transactions", transaction_id=abandoned["transaction_id"])["status"] == "completed"
-    assert _balance(user.user_id) == SIGNUP + 2500
-    _assert_books(user.user_id)
+    assert balance(user.user_id) == SIGNUP + 2500
+    assert_books_balance(user.user_id)
 
 
 # --- the books -------------------------------------------------------------------------------
@@ -291,13 +273,13 @@ def _everything(client, caller, stack, new_user) -> dict:
 
 def _check_everything(cases: dict) -> None:
     live_user, session = cases["live"]
-    assert _balance(live_user) == SIGNUP - 70 and len(_usage_rows(live_user)) == 1
+    assert balance(live_user) == SIGNUP - 70 and len(usage_rows(live_user)) == 1
     owner, job = cases["job"]
-    assert _balance(owner["user"]["user_id"]) == SIGNUP
+    assert balance(owner["user"]["user_id"]) == SIGNUP
     assert catchup.load_job(job["job_id"])["status"] == "failed"
     ask_user, reservation = cases["ask"]
-    assert _balance(ask_user) == SIGNUP and _reservation(reservation)["state"] == "released"
-    _assert_books(live_user, owner["user"]["user_id"], ask_user)
+    assert balance(ask_user) == SIGNUP and _reservation(reservation)["state"] == "released"
+    assert_books_balance(live_user, owner["user"]["user_id"], ask_user)
 
 
 EXPECTED = {"live_settled": 1, "catchup_failed": 1, "reservations_released": 1}
@@ -315,23 +297,7 @@ def test_twice_in_a_row_the_second_run_does_nothing(private_tables, client, call
 def test_two_runs_at_once_settle_everything_exactly_once(private_tables, client, caller, stack, new_user, settings):
     cases = _everything(client, caller, stack, new_user)
     now = store.epoch() + settings.cleanup_catchup_stuck_seconds + 1
-    barrier = threading.Barrier(2)
-    results: list[dict] = []
-    errors: list[BaseException] = []
-
-    def one_run() -> None:
-        try:
-            barrier.wait()
-            results.append(cleanup.run(now_epoch=now))
-        except BaseException as error:  # noqa: BLE001 - reported below
-            errors.append(error)
-
-    threads = [threading.Thread(target=one_run) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors and len(results) == 2
+    results = at_once(2, lambda: cleanup.run(now_epoch=now))  # a run that raises fails the test
     for name, expected in EXPECTED.items():
         assert sum(result[name] for result in results) == expected, (name, results)
     _check_everything(cases)

@@ -9,7 +9,7 @@ import jwt
 import pytest
 
 from chalicelib import store
-from tests.conftest import ORIGIN, PASSWORD, reset_process_caches, unique_email
+from tests.conftest import ORIGIN, PASSWORD, unique_email
 from tests.functional.conftest import assert_envelope
 
 ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
@@ -26,6 +26,20 @@ def register(call, email=None, password=PASSWORD, name="Test", **extra):
 
 def login(call, email, password=PASSWORD):
     return call("POST", "/auth/login", {"email": email, "password": password})
+
+
+def record_transactions(monkeypatch) -> list[list[dict]]:
+    """The TransactItems of every TransactWriteItems from now on (the writes still happen)."""
+    writes: list[list[dict]] = []
+    ddb = store.ddb()
+    original = ddb.transact_write_items
+
+    def spy(**kwargs):
+        writes.append(kwargs["TransactItems"])
+        return original(**kwargs)
+
+    monkeypatch.setattr(ddb, "transact_write_items", spy)
+    return writes
 
 
 def assert_session(body: dict, settings) -> None:
@@ -75,15 +89,7 @@ def users_with_email(email: str) -> list[dict]:
 def test_duplicate_email_is_409_and_writes_nothing(call, monkeypatch):
     email = unique_email()
     assert register(call, email=email).status == 201
-    writes: list[list[dict]] = []
-    ddb = store.ddb()
-    original = ddb.transact_write_items
-
-    def spy(**kwargs):
-        writes.append(kwargs["TransactItems"])
-        return original(**kwargs)
-
-    monkeypatch.setattr(ddb, "transact_write_items", spy)
+    writes = record_transactions(monkeypatch)
     result = register(call, email=email, password="another password")
     body = assert_envelope(result, 409, "email_taken")
     assert "already" in body["error"]
@@ -96,15 +102,7 @@ def test_duplicate_email_is_409_and_writes_nothing(call, monkeypatch):
 
 
 def test_signup_grant_is_recorded_in_the_same_transaction(call, monkeypatch):
-    writes: list[list[dict]] = []
-    ddb = store.ddb()
-    original = ddb.transact_write_items
-
-    def spy(**kwargs):
-        writes.append(kwargs["TransactItems"])
-        return original(**kwargs)
-
-    monkeypatch.setattr(ddb, "transact_write_items", spy)
+    writes = record_transactions(monkeypatch)
     result = register(call)
     assert result.status == 201
     user_id = result.json["user"]["user_id"]
@@ -122,18 +120,13 @@ def test_signup_grant_is_recorded_in_the_same_transaction(call, monkeypatch):
     assert PASSWORD not in str(user)
 
 
-def test_signup_credits_follow_the_setting(call, monkeypatch):
-    monkeypatch.setenv("SIGNUP_CREDITS", "50")
-    reset_process_caches()
-    try:
-        result = register(call)
-        assert result.status == 201
-        assert result.json["user"]["credits_balance"] == 50
-        grant = store.get("transactions", transaction_id=f"grant#signup#{result.json['user']['user_id']}")
-        assert grant["credits"] == 50
-    finally:
-        monkeypatch.undo()
-        reset_process_caches()
+def test_signup_credits_follow_the_setting(call, env_override):
+    env_override(SIGNUP_CREDITS="50")
+    result = register(call)
+    assert result.status == 201
+    assert result.json["user"]["credits_balance"] == 50
+    grant = store.get("transactions", transaction_id=f"grant#signup#{result.json['user']['user_id']}")
+    assert grant["credits"] == 50
 
 
 def good(**overrides):

@@ -7,13 +7,12 @@ as they go, they stay fast whatever else the suite has stored.
 """
 from __future__ import annotations
 
-import os
 import uuid
 from typing import Callable, Iterator
 
 import pytest
 
-from tests.conftest import PASSWORD, unique_email
+from tests.conftest import PASSWORD, restore_tables, unique_email, use_private_tables
 
 PRIVATE_PREFIX = "ledgertest"
 
@@ -21,28 +20,9 @@ PRIVATE_PREFIX = "ledgertest"
 @pytest.fixture(scope="module")
 def private_tables(aws_endpoint) -> Iterator[None]:
     """Point every table name at a private copy for this module (settings env overrides)."""
-    from chalicelib import ledger, resources
-    from chalicelib.settings import get_settings, reset_settings
-    from infra.bootstrap import ensure_tables
-
-    names = {
-        var: f"{PRIVATE_PREFIX}-{suffix}"
-        for var, suffix in resources.RESOURCE_ENV_VARS.items()
-        if var.endswith("_TABLE")
-    }
-    saved = {var: os.environ.get(var) for var in names}
-    os.environ.update(names)
-    reset_settings()
-    ledger.clear_caches()
-    ensure_tables(get_settings())
+    saved = use_private_tables(PRIVATE_PREFIX)
     yield
-    for var, value in saved.items():
-        if value is None:
-            os.environ.pop(var, None)
-        else:
-            os.environ[var] = value
-    reset_settings()
-    ledger.clear_caches()
+    restore_tables(saved)
 
 
 @pytest.fixture

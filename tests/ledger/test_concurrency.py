@@ -6,41 +6,30 @@ HTTP variant) does not, so both the in-process and the cross-process races are c
 from __future__ import annotations
 
 import os
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from chalicelib import ledger, store
+from chalicelib import ledger
 from chalicelib.errors import InsufficientCredits
+from tests.conftest import at_once, usage_rows
 from tests.ledger.conftest import new_id
 
 PARALLEL = 50
 
 
-def usage_rows(user_id: str) -> list[dict]:
-    return list(store.query_all({
-        "TableName": store.table_name("usage"),
-        "KeyConditionExpression": "user_id = :u",
-        "ExpressionAttributeValues": store.values(u=user_id),
-    }))
-
-
 def test_fifty_parallel_charges_exactly_k_succeed(private_tables, make_user):
     user_id = make_user()  # 200 credits: 4 charges of 50
     cost, k = 50, 4
-    barrier = threading.Barrier(PARALLEL)
 
-    def spend(_: int) -> object:
-        barrier.wait(10)
+    def spend() -> object:
         try:
             return ledger.charge(user_id, cost, service_type="test", request_id=new_id())
         except InsufficientCredits as refused:
             return refused
 
     ledger.clear_caches()  # every thread starts cold, as separate Lambda instances would
-    with ThreadPoolExecutor(PARALLEL) as pool:
-        outcomes = list(pool.map(spend, range(PARALLEL)))
+    outcomes = at_once(PARALLEL, spend)
     successes = [o for o in outcomes if isinstance(o, ledger.LedgerResult)]
     refusals = [o for o in outcomes if isinstance(o, InsufficientCredits)]
     assert len(successes) == k and len(refusals) == PARALLEL - k
@@ -149,17 +138,14 @@ def test_fifty_parallel_paid_requests_over_http(spend_server, fake_openai):
     token, user_id = registered.json()["token"], registered.json()["user"]["user_id"]
     price, k = get_settings().ask_credits, 4
     ledger.charge(user_id, 200 - k * price, service_type="test", request_id=new_id())
-    barrier = threading.Barrier(PARALLEL)
 
-    def ask(_: int) -> requests.Response:
+    def ask() -> requests.Response:
         with requests.Session() as session:
-            barrier.wait(10)
             return session.post(base + "/transcription/ask", timeout=60,
                                 headers=json_headers(token, origin=ORIGIN),
                                 json={"question": "What happened?", "transcript": "A goal was scored."})
 
-    with ThreadPoolExecutor(PARALLEL) as pool:
-        responses = list(pool.map(ask, range(PARALLEL)))
+    responses = at_once(PARALLEL, ask)
     statuses = sorted(r.status_code for r in responses)
     assert statuses == [200] * k + [402] * (PARALLEL - k), [r.text for r in responses if r.status_code not in (200, 402)]
     assert all(r.json()["code"] == "insufficient_credits" for r in responses if r.status_code == 402)
@@ -185,16 +171,13 @@ def test_same_idempotency_key_twenty_times_in_parallel_over_http(spend_server, f
     assert registered.status_code == 201, registered.text
     token, user_id = registered.json()["token"], registered.json()["user"]["user_id"]
     headers = json_headers(token, origin=ORIGIN, **{"Idempotency-Key": new_id()})
-    barrier = threading.Barrier(20)
 
-    def ask(_: int) -> requests.Response:
+    def ask() -> requests.Response:
         with requests.Session() as session:
-            barrier.wait(10)
             return session.post(base + "/transcription/ask", timeout=60, headers=headers,
                                 json={"question": "Who scored?", "transcript": "Alex scored twice."})
 
-    with ThreadPoolExecutor(20) as pool:
-        responses = list(pool.map(ask, range(20)))
+    responses = at_once(20, ask)
     assert {r.status_code for r in responses} == {200}, [r.text for r in responses]
     assert len({r.content for r in responses}) == 1
     price = get_settings().ask_credits

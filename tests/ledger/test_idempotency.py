@@ -8,6 +8,7 @@ import pytest
 
 from chalicelib import idempotency, ledger, store
 from chalicelib.errors import BadRequest, Conflict, InsufficientCredits, UpstreamError, ValidationFailed
+from tests.conftest import at_once
 from tests.ledger.conftest import new_id
 
 pytestmark = pytest.mark.usefixtures("private_tables")
@@ -158,19 +159,12 @@ def test_twenty_parallel_requests_one_effect_twenty_identical_responses(make_use
     """Each attempt would charge under a fresh request id: only the key prevents a second effect."""
     user_id = make_user()
     key = new_id()
-    barrier = threading.Barrier(20)
 
-    def request():
-        barrier.wait(10)
+    def spend():
+        result = ledger.charge(user_id, 5, service_type="ask", request_id=new_id())
+        return {"credits_used": 5, "remaining_balance": result.balance_after, "record": result.record_id}
 
-        def spend():
-            result = ledger.charge(user_id, 5, service_type="ask", request_id=new_id())
-            return {"credits_used": 5, "remaining_balance": result.balance_after, "record": result.record_id}
-
-        return idempotency.run(headers(key), user_id, "ask", {"question": "q"}, spend)
-
-    with ThreadPoolExecutor(20) as pool:
-        responses = list(pool.map(lambda _: request(), range(20)))
+    responses = at_once(20, lambda: idempotency.run(headers(key), user_id, "ask", {"question": "q"}, spend))
     assert len(set(map(repr, responses))) == 1
     assert responses[0][0] == 200 and responses[0][1]["remaining_balance"] == 195
     assert usage_count(user_id) == 1

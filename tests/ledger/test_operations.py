@@ -5,17 +5,10 @@ import pytest
 
 from chalicelib import ledger, store
 from chalicelib.errors import Conflict, InsufficientCredits, NotFound
+from tests.conftest import usage_rows
 from tests.ledger.conftest import new_id
 
 pytestmark = pytest.mark.usefixtures("private_tables")
-
-
-def usage_rows(user_id: str) -> list[dict]:
-    return list(store.query_all({
-        "TableName": store.table_name("usage"),
-        "KeyConditionExpression": "user_id = :u",
-        "ExpressionAttributeValues": store.values(u=user_id),
-    }))
 
 
 def balance(user_id: str) -> int:

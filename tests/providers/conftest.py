@@ -24,19 +24,3 @@ def providers(provider_env, fake_assemblyai, fake_openai, fake_twitch, monkeypat
     twitch.forget_token()
     monkeypatch.undo()
     reset_settings()
-
-
-@pytest.fixture
-def provider_logs(caplog):
-    """The structured events (message, fields) logged by the provider clients."""
-    import logging
-
-    caplog.set_level(logging.INFO)
-
-    def events(name: str) -> list[dict]:
-        return [
-            getattr(record, "fields", {}) for record in caplog.records if record.getMessage() == name
-        ]
-
-    return events
-

@@ -70,7 +70,7 @@ def test_provider_503_with_retry_after_is_passed_on(providers, fake_assemblyai):
 
 
 def test_rejected_key_is_503_with_an_operator_log_that_never_names_the_key(
-    providers, provider_logs, monkeypatch, caplog
+    providers, captured_logs, monkeypatch, caplog
 ):
     from chalicelib.settings import reset_settings
 
@@ -81,7 +81,7 @@ def test_rejected_key_is_503_with_an_operator_log_that_never_names_the_key(
         openai.chat(MESSAGES, max_completion_tokens=50)
     assert caught.value.code == "provider_unavailable"
     assert "Incorrect API key" not in json.dumps(caught.value.body())
-    [event] = provider_logs("provider.credentials_rejected")
+    [event] = captured_logs("provider.credentials_rejected")
     assert event["provider"] == "openai" and "OPENAI_API_KEY" in event["operator_action"]
     formatter = JsonFormatter()
     lines = "\n".join(formatter.format(record) for record in caplog.records)
@@ -89,14 +89,14 @@ def test_rejected_key_is_503_with_an_operator_log_that_never_names_the_key(
     assert providers == []  # never retried
 
 
-def test_quota_exhausted_is_not_retried(providers, fake_openai, provider_logs):
+def test_quota_exhausted_is_not_retried(providers, fake_openai, captured_logs):
     body = {"error": {"message": "You exceeded your current quota", "type": "insufficient_quota",
                       "param": None, "code": "insufficient_quota"}}
     fake_openai.fail_next(1, 429, body=body, path_prefix="/v1/chat")
     with pytest.raises(ServiceUnavailable) as caught:
         openai.chat(MESSAGES, max_completion_tokens=50)
     assert caught.value.code == "provider_busy"
-    assert provider_logs("provider.quota_exhausted")
+    assert captured_logs("provider.quota_exhausted")
     assert providers == []
 
 

@@ -57,7 +57,7 @@ def test_app_token_is_reused(providers, fake_twitch):
     assert form["grant_type"] == "client_credentials" and form["client_id"]
 
 
-def test_401_renews_the_token_once_and_retries(providers, fake_twitch, provider_logs):
+def test_401_renews_the_token_once_and_retries(providers, fake_twitch, captured_logs):
     name = login()
     fake_twitch.add_channel(name)
     twitch.channel_info(name)
@@ -65,10 +65,10 @@ def test_401_renews_the_token_once_and_retries(providers, fake_twitch, provider_
     fake_twitch.revoke_tokens()
     assert twitch.channel_info(name)["channel"] == name
     assert fake_twitch.tokens_issued == issued + 1
-    assert provider_logs("provider.credentials_rejected") == []
+    assert captured_logs("provider.credentials_rejected") == []
 
 
-def test_persistent_401_is_503_after_one_renewal(providers, fake_twitch, provider_logs):
+def test_persistent_401_is_503_after_one_renewal(providers, fake_twitch, captured_logs):
     name = login()
     fake_twitch.add_channel(name)
     twitch.channel_info(name)
@@ -77,7 +77,7 @@ def test_persistent_401_is_503_after_one_renewal(providers, fake_twitch, provide
     with pytest.raises(ServiceUnavailable):
         twitch.channel_info(name)
     assert fake_twitch.tokens_issued == issued + 1
-    assert [e["provider"] for e in provider_logs("provider.credentials_rejected")] == ["twitch"]
+    assert [e["provider"] for e in captured_logs("provider.credentials_rejected")] == ["twitch"]
 
 
 def test_expired_token_is_renewed_before_use(providers, monkeypatch):
@@ -102,7 +102,7 @@ def test_expired_token_is_renewed_before_use(providers, monkeypatch):
         assert len(helix_tokens) == 6 and len(set(helix_tokens)) == 2
 
 
-def test_bad_client_secret_is_503_naming_the_settings(providers, monkeypatch, provider_logs):
+def test_bad_client_secret_is_503_naming_the_settings(providers, monkeypatch, captured_logs):
     from chalicelib.settings import reset_settings
 
     monkeypatch.setenv("TWITCH_CLIENT_SECRET", "not-the-secret-000000")
@@ -110,7 +110,7 @@ def test_bad_client_secret_is_503_naming_the_settings(providers, monkeypatch, pr
     with pytest.raises(ServiceUnavailable) as caught:
         twitch.channel_info(login())
     assert caught.value.code == "provider_unavailable"
-    [event] = provider_logs("provider.credentials_rejected")
+    [event] = captured_logs("provider.credentials_rejected")
     assert "TWITCH_CLIENT_SECRET" in event["operator_action"]
 
 

@@ -1,4 +1,4 @@
-"""Fixtures for the security suite: setting limits per test, and the session-wide log capture.
+"""Fixtures for the security suite: fresh rate-limit windows, and the session-wide log capture.
 
 Rate-limit counters are keyed by class, subject and window length, and every test here
 talks from 127.0.0.1 like the rest of the suite. `fresh_window()` hands each test its own
@@ -7,7 +7,6 @@ window length, so its per-IP counters start at zero whatever other tests did bef
 from __future__ import annotations
 
 import itertools
-import logging
 import random
 import time
 
@@ -40,34 +39,6 @@ def fresh_window(minimum_left: int = 60) -> int:
         seconds = 80_000 + next(_windows) * 7 + _rng.randrange(7)
         if seconds - int(time.time()) % seconds > minimum_left:
             return seconds
-
-
-@pytest.fixture
-def configure(monkeypatch):
-    """Set environment settings for one test: configure(RATE_LIMITS="read:3/600", ...)."""
-    from chalicelib.settings import reset_settings
-
-    def apply(**env: str) -> None:
-        for name, value in env.items():
-            monkeypatch.setenv(name, value)
-        reset_settings()
-
-    yield apply
-    monkeypatch.undo()
-    reset_settings()
-
-
-@pytest.fixture
-def captured_logs(caplog):
-    """The structured events (message, fields) logged during one test."""
-    caplog.set_level(logging.INFO)
-
-    def events(name: str) -> list[dict]:
-        return [
-            getattr(record, "fields", {}) for record in caplog.records if record.getMessage() == name
-        ]
-
-    return events
 
 
 # Log files of every server the security suite started, for the final log check.

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from chalicelib import store
 from chalicelib.validation import Field, Schema
 from tests.conftest import PASSWORD, json_headers, unique_email
-from tests.security.routes import RAW, Route, all_routes
+from tests.security.routes import Route, all_routes
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "60"))
 ROUTES = all_routes()

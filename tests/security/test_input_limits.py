@@ -32,8 +32,8 @@ def test_every_body_schema_is_bounded_and_strict():
 
 
 @pytest.mark.parametrize("route", SCHEMA_ROUTES, ids=[r.id for r in SCHEMA_ROUTES])
-def test_a_body_past_the_route_limit_is_413(route, client, new_user, configure):
-    configure(RATE_LIMITS_ENABLED="false")
+def test_a_body_past_the_route_limit_is_413(route, client, new_user, env_override):
+    env_override(RATE_LIMITS_ENABLED="false")
     token = new_user()["token"] if route.authenticated else None
     limit = route.inputs.body.max_body_bytes
     r = send(client, route, json.dumps({"x": "a" * limit}).encode(), token)
@@ -41,8 +41,8 @@ def test_a_body_past_the_route_limit_is_413(route, client, new_user, configure):
     assert json.loads(r.body)["code"] == "payload_too_large"
 
 
-def test_the_global_cap_applies_to_every_route(client, new_user, configure):
-    configure(RATE_LIMITS_ENABLED="false")
+def test_the_global_cap_applies_to_every_route(client, new_user, env_override):
+    env_override(RATE_LIMITS_ENABLED="false")
     token = new_user()["token"]
     oversized = b"{" + b" " * GLOBAL_MAX_BODY_BYTES + b"}"
     for route in BODY_ROUTES:
@@ -50,8 +50,8 @@ def test_the_global_cap_applies_to_every_route(client, new_user, configure):
         assert r.status_code == 413, route.id
 
 
-def test_unknown_fields_are_refused(client, new_user, configure):
-    configure(RATE_LIMITS_ENABLED="false")
+def test_unknown_fields_are_refused(client, new_user, env_override):
+    env_override(RATE_LIMITS_ENABLED="false")
     token = new_user()["token"]
     for route in SCHEMA_ROUTES:
         r = send(client, route, json.dumps({"is_admin": True}).encode(),

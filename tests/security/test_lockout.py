@@ -31,13 +31,13 @@ def login(client, email: str, password: str):
     )
 
 
-def lockout_env(configure, **extra: str) -> None:
+def lockout_env(env_override, **extra: str) -> None:
     env = {"LOGIN_MAX_FAILURES": "3", "LOGIN_SLOWDOWN_MS": "0", **extra}
-    configure(LOGIN_FAILURE_WINDOW_SECONDS=str(fresh_window()), **env)
+    env_override(LOGIN_FAILURE_WINDOW_SECONDS=str(fresh_window()), **env)
 
 
-def test_account_locks_with_the_same_generic_answer(client, new_user, configure):
-    lockout_env(configure)
+def test_account_locks_with_the_same_generic_answer(client, new_user, env_override):
+    lockout_env(env_override)
     email = new_user()["user"]["email"]
     answers = [login(client, email, WRONG) for _ in range(3)]
     assert [a.status_code for a in answers] == [401, 401, 401]
@@ -52,16 +52,16 @@ def test_account_locks_with_the_same_generic_answer(client, new_user, configure)
     assert login(client, other["user"]["email"], PASSWORD).status_code == 200
 
 
-def test_unknown_emails_lock_the_same_way(client, configure):
-    lockout_env(configure)
+def test_unknown_emails_lock_the_same_way(client, env_override):
+    lockout_env(env_override)
     email = unique_email("nobody")
     bodies = {login(client, email, WRONG).body for _ in range(4)}
     assert len(bodies) == 1
     assert store.get("rate-limits", limit_key=f"lock#account#{subject_hash(email)}") is not None
 
 
-def test_success_clears_the_account_counter(client, new_user, configure):
-    lockout_env(configure)
+def test_success_clears_the_account_counter(client, new_user, env_override):
+    lockout_env(env_override)
     email = new_user()["user"]["email"]
     for _ in range(2):
         assert login(client, email, WRONG).status_code == 401
@@ -71,9 +71,9 @@ def test_success_clears_the_account_counter(client, new_user, configure):
     assert login(client, email, PASSWORD).status_code == 200  # 2 + 2 fails never reached 3
 
 
-def test_per_ip_failures_lock_the_ip(client, new_user, configure):
+def test_per_ip_failures_lock_the_ip(client, new_user, env_override):
     """Credential stuffing: many accounts, one address."""
-    lockout_env(configure, LOGIN_MAX_FAILURES="10", LOGIN_IP_MAX_FAILURES="4")
+    lockout_env(env_override, LOGIN_MAX_FAILURES="10", LOGIN_IP_MAX_FAILURES="4")
     victim = new_user()["user"]["email"]
     for _ in range(4):
         assert login(client, unique_email("stuffing"), WRONG).status_code == 401
@@ -81,15 +81,15 @@ def test_per_ip_failures_lock_the_ip(client, new_user, configure):
     assert store.get("rate-limits", limit_key=f"lock#ip#{subject_hash(LOCAL_IP)}") is not None
 
 
-def test_successes_do_not_use_up_the_ip_budget(client, new_user, configure):
-    lockout_env(configure, LOGIN_IP_MAX_FAILURES="2")
+def test_successes_do_not_use_up_the_ip_budget(client, new_user, env_override):
+    lockout_env(env_override, LOGIN_IP_MAX_FAILURES="2")
     email = new_user()["user"]["email"]
     for _ in range(4):
         assert login(client, email, PASSWORD).status_code == 200
 
 
-def test_slowdown_after_some_failures(client, new_user, configure):
-    lockout_env(configure, LOGIN_MAX_FAILURES="5", LOGIN_SLOWDOWN_AFTER="2", LOGIN_SLOWDOWN_MS="300")
+def test_slowdown_after_some_failures(client, new_user, env_override):
+    lockout_env(env_override, LOGIN_MAX_FAILURES="5", LOGIN_SLOWDOWN_AFTER="2", LOGIN_SLOWDOWN_MS="300")
     email = new_user()["user"]["email"]
     durations = []
     for _ in range(4):
@@ -100,9 +100,9 @@ def test_slowdown_after_some_failures(client, new_user, configure):
     assert durations[2] >= 0.3 and durations[3] >= 0.6
 
 
-def test_lock_lasts_the_cooling_period_then_expires(aws_endpoint, configure):
+def test_lock_lasts_the_cooling_period_then_expires(aws_endpoint, env_override):
     """Unit level, with a clock: the lock outlives the window it started in."""
-    configure(LOGIN_MAX_FAILURES="2", LOGIN_FAILURE_WINDOW_SECONDS="900", LOGIN_LOCKOUT_SECONDS="900")
+    env_override(LOGIN_MAX_FAILURES="2", LOGIN_FAILURE_WINDOW_SECONDS="900", LOGIN_LOCKOUT_SECONDS="900")
     from chalicelib.settings import get_settings
 
     settings, email = get_settings(), unique_email("clock")

@@ -46,8 +46,8 @@ def test_window_arithmetic():
     assert ratelimit.window(1020, 60) == (1020, 1080)
 
 
-def test_per_user_limit_headers_and_429(client, new_user, configure):
-    configure(RATE_LIMITS=f"read:3/{fresh_window()}")
+def test_per_user_limit_headers_and_429(client, new_user, env_override):
+    env_override(RATE_LIMITS=f"read:3/{fresh_window()}")
     alice, bob = new_user(), new_user()
     remaining = []
     for _ in range(3):
@@ -69,9 +69,9 @@ def test_per_user_limit_headers_and_429(client, new_user, configure):
     assert r.status_code == 200 and r.headers["X-RateLimit-Remaining"] == "2"
 
 
-def test_over_the_limit_does_no_work(client, configure):
+def test_over_the_limit_does_no_work(client, env_override):
     """Registration per IP: past the limit no account (and no signup credit) is created."""
-    configure(RATE_LIMITS=f"register:2/{fresh_window()}")
+    env_override(RATE_LIMITS=f"register:2/{fresh_window()}")
     emails = [unique_email("farm") for _ in range(3)]
     statuses = []
     for email in emails:
@@ -87,9 +87,9 @@ def test_over_the_limit_does_no_work(client, configure):
     assert store.get("emails", email=emails[1]) is not None
 
 
-def test_exempt_routes_are_never_limited(client, configure):
+def test_exempt_routes_are_never_limited(client, env_override):
     window = fresh_window()
-    configure(RATE_LIMITS=",".join(f"{c}:1/{window}" for c in
+    env_override(RATE_LIMITS=",".join(f"{c}:1/{window}" for c in
                                    ("register", "auth", "public", "account", "spend", "write", "read")))
     for _ in range(3):
         assert client.http.get("/health").status_code == 200
@@ -98,17 +98,17 @@ def test_exempt_routes_are_never_limited(client, configure):
         assert "X-RateLimit-Limit" not in r.headers
 
 
-def test_limits_can_be_switched_off(client, new_user, configure):
+def test_limits_can_be_switched_off(client, new_user, env_override):
     session = new_user()
-    configure(RATE_LIMITS=f"read:1/{fresh_window()}", RATE_LIMITS_ENABLED="false")
+    env_override(RATE_LIMITS=f"read:1/{fresh_window()}", RATE_LIMITS_ENABLED="false")
     for _ in range(3):
         r = client.http.get("/auth/user", headers=json_headers(session["token"]))
         assert r.status_code == 200 and "X-RateLimit-Limit" not in r.headers
 
 
-def test_limiter_failure_fails_open_for_reads(client, new_user, configure, captured_logs):
+def test_limiter_failure_fails_open_for_reads(client, new_user, env_override, captured_logs):
     session = new_user()
-    configure(RATE_LIMITS_TABLE="no-such-table")  # every limiter write now fails
+    env_override(RATE_LIMITS_TABLE="no-such-table")  # every limiter write now fails
     r = client.http.get("/auth/user", headers=json_headers(session["token"]))
     assert r.status_code == 200
     assert "X-RateLimit-Limit" not in r.headers
@@ -116,24 +116,24 @@ def test_limiter_failure_fails_open_for_reads(client, new_user, configure, captu
     assert events and events[0]["route_class"] == "read" and events[0]["fail_closed"] is False
 
 
-def test_limiter_failure_fails_closed_for_spends(aws_endpoint, configure, captured_logs):
-    configure(RATE_LIMITS_TABLE="no-such-table")
+def test_limiter_failure_fails_closed_for_spends(aws_endpoint, env_override, captured_logs):
+    env_override(RATE_LIMITS_TABLE="no-such-table")
     from chalicelib.settings import get_settings
 
     with pytest.raises(ServiceUnavailable):
         ratelimit.check(get_settings(), "POST", "/transcription/stream", user_id="u1", source_ip="1.2.3.4")
     assert captured_logs("ratelimit.error")[0]["fail_closed"] is True
     # The policy is a setting: spends can fail open, and reads closed.
-    configure(RATE_LIMITS_TABLE="no-such-table", RATE_LIMIT_FAIL_CLOSED="read")
+    env_override(RATE_LIMITS_TABLE="no-such-table", RATE_LIMIT_FAIL_CLOSED="read")
     assert ratelimit.check(get_settings(), "POST", "/transcription/stream", user_id="u1",
                            source_ip="1.2.3.4") is None
     with pytest.raises(ServiceUnavailable):
         ratelimit.check(get_settings(), "GET", "/auth/user", user_id="u1", source_ip="1.2.3.4")
 
 
-def test_window_rolls_over(aws_endpoint, configure):
+def test_window_rolls_over(aws_endpoint, env_override):
     """A full window refuses until its end; the next window starts from zero."""
-    configure(RATE_LIMITS="spend:2/60")
+    env_override(RATE_LIMITS="spend:2/60")
     from chalicelib.settings import get_settings
 
     settings, user = get_settings(), unique_email("window")

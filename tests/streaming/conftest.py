@@ -17,15 +17,12 @@ from tests.conftest import ORIGIN, json_headers
 
 
 @pytest.fixture
-def live(provider_env, fake_assemblyai, fake_openai, fake_twitch, client, monkeypatch):
+def live(provider_env, fake_assemblyai, fake_openai, fake_twitch, client, env_override):
     """Settings pointed at the fakes; yields a function to change settings for one test."""
     from chalicelib.providers import twitch
-    from chalicelib.settings import reset_settings
 
     def configure(**env: Any) -> None:
-        for name, value in env.items():
-            monkeypatch.setenv(name, str(value))
-        reset_settings()
+        env_override(**{name: str(value) for name, value in env.items()})
 
     configure(PROVIDER_BACKOFF_SECONDS="0.01")
     twitch.forget_token()
@@ -33,8 +30,6 @@ def live(provider_env, fake_assemblyai, fake_openai, fake_twitch, client, monkey
     for fake in (fake_assemblyai, fake_openai, fake_twitch):
         fake.clear_faults()
     twitch.forget_token()
-    monkeypatch.undo()
-    reset_settings()
 
 
 @dataclass

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import json
 
-from chalicelib import history, ledger, store
+from chalicelib import history, ledger
 from chalicelib.ask import SYSTEM_PROMPT
+from tests.conftest import usage_rows
 
 TRANSCRIPT = "Welcome back. The boss has 3 phases. In phase two, dodge the purple beams."
 
@@ -28,7 +29,7 @@ def test_ask_answers_charges_and_records(caller, fake_openai):
     [entry] = history.list_history(user.user_id)["items"]
     assert entry["kind"] == "ask" and entry["credits_used"] == 5
     assert "question" not in entry and "answer" not in entry
-    [usage] = _usage_rows(user.user_id)
+    [usage] = usage_rows(user.user_id, "ask")
     assert usage["metadata"]["provider"] == "openai"
     assert usage["metadata"]["prompt_tokens"] > 0 and usage["metadata"]["completion_tokens"] > 0
     assert "How many phases" not in json.dumps(usage, default=str)
@@ -52,7 +53,7 @@ def test_provider_down_releases_the_credits(caller, fake_openai):
     assert r.status == 502 and r.body["code"] == "upstream_error"
     assert isinstance(r.body["error"], str)
     assert user.balance() == 200
-    assert _usage_rows(user.user_id) == []
+    assert usage_rows(user.user_id, "ask") == []
     assert history.list_history(user.user_id)["items"] == []
     assert ledger.check_invariant(user.user_id).ok
 
@@ -132,17 +133,6 @@ def test_blank_or_missing_fields_are_422(caller):
     assert user.post("/transcription/ask", {"question": "Why?"}).status == 422
     assert user.post("/transcription/ask", {"question": "Why?", "transcript": "t", "x": 1}).status == 422
     assert user.balance() == 200
-
-
-def _usage_rows(user_id: str) -> list[dict]:
-    rows = store.query_all(
-        {
-            "TableName": store.table_name("usage"),
-            "KeyConditionExpression": "user_id = :u",
-            "ExpressionAttributeValues": store.values(u=user_id),
-        }
-    )
-    return [row for row in rows if row.get("service_type") == "ask"]
 
 
 def test_a_retried_ask_with_an_idempotency_key_is_answered_and_charged_once(caller, fake_openai):

@@ -1,14 +1,13 @@
 """End to end over real HTTP: `python -m devstack.run` (chalice local) with the fake providers."""
 from __future__ import annotations
 
-import threading
 import uuid
 from urllib.parse import urlsplit
 
 import pytest
 import requests
 
-from tests.conftest import ORIGIN, PASSWORD, unique_email
+from tests.conftest import ORIGIN, PASSWORD, at_once, unique_email
 
 pytestmark = pytest.mark.e2e
 
@@ -69,18 +68,7 @@ def test_start_heartbeat_stop_over_http(live_server, fake_assemblyai):
 def test_parallel_starts_over_http_reserve_at_most_the_balance(live_server):
     url = live_server.url
     token = _register(url)["token"]
-    responses: list[requests.Response] = []
-    barrier = threading.Barrier(5)
-
-    def start() -> None:
-        barrier.wait()
-        responses.append(_stream(url, token, action="start"))
-
-    threads = [threading.Thread(target=start) for _ in range(5)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    responses = at_once(5, lambda: _stream(url, token, action="start"))
     statuses = sorted(r.status_code for r in responses)
     assert statuses == [200, 402, 402, 402, 402], [r.text for r in responses]
     assert _balance(url, token) == 0

@@ -1,13 +1,13 @@
 """POST /transcription/stream: start, heartbeat, stop, their billing, and what cannot happen."""
 from __future__ import annotations
 
-import threading
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from chalicelib import ledger, store, streaming
 from chalicelib.errors import ApiError
+from tests.conftest import at_once, usage_rows
 from tests.streaming.conftest import age_session, session_item
 
 
@@ -118,18 +118,7 @@ def test_concurrent_stops_settle_once(caller):
     user = caller()
     session_id = user.stream("start", max_minutes=6).body["session_id"]
     age_session(session_id, 150)
-    results: list[dict] = []
-    barrier = threading.Barrier(4)
-
-    def stop() -> None:
-        barrier.wait()
-        results.append(streaming.stop(user.user_id, session_id))
-
-    threads = [threading.Thread(target=stop) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    results = at_once(4, lambda: streaming.stop(user.user_id, session_id))
     assert {r["credits_used"] for r in results} == {30}
     assert sum(not r["already_stopped"] for r in results) == 1
     assert user.balance() == 170
@@ -204,21 +193,14 @@ def test_concurrent_session_limit(caller):
 def test_parallel_starts_cannot_reserve_more_than_the_balance(caller, live):
     live(LIVE_MAX_CONCURRENT_SESSIONS=10)
     user = caller()
-    outcomes: list[object] = []
-    barrier = threading.Barrier(6)
 
-    def start() -> None:
-        barrier.wait()
+    def start() -> object:
         try:
-            outcomes.append(streaming.start(user.user_id, max_minutes=7))
+            return streaming.start(user.user_id, max_minutes=7)
         except ApiError as error:
-            outcomes.append(error)
+            return error
 
-    threads = [threading.Thread(target=start) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    outcomes = at_once(6, start)
     started = [o for o in outcomes if isinstance(o, dict)]
     refused = [o for o in outcomes if isinstance(o, ApiError)]
     assert len(started) == 2  # 2 x 70 of 200; a third 70 never fits
@@ -298,7 +280,7 @@ def test_stop_writes_history_and_usage(caller):
     assert entry["kind"] == "stream" and entry["id"] == session_id
     assert (entry["credits_used"], entry["duration_minutes"]) == (20, 2)
     assert (entry["channel"], entry["title"]) == ("somechannel", "Talk")
-    usage = _usage_rows(user.user_id, "live")
+    usage = usage_rows(user.user_id, "live")
     assert len(usage) == 1
     metadata = usage[0]["metadata"]
     assert metadata["provider"] == "assemblyai" and metadata["provider_seconds"] >= 61
@@ -343,17 +325,6 @@ def _sessions_of(user_id: str) -> list[dict]:
             }
         )
     )
-
-
-def _usage_rows(user_id: str, service_type: str) -> list[dict]:
-    rows = store.query_all(
-        {
-            "TableName": store.table_name("usage"),
-            "KeyConditionExpression": "user_id = :u",
-            "ExpressionAttributeValues": store.values(u=user_id),
-        }
-    )
-    return [row for row in rows if row.get("service_type") == service_type]
 
 
 def test_a_retried_start_with_an_idempotency_key_reserves_once(caller, fake_assemblyai):

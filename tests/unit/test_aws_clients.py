@@ -1,10 +1,8 @@
 """One boto3 client per service per process, even when the first calls race."""
 from __future__ import annotations
 
-import threading
-from concurrent.futures import ThreadPoolExecutor
-
 from chalicelib.aws import client, reset_clients
+from tests.conftest import at_once
 
 
 def test_concurrent_first_use_creates_one_client():
@@ -13,14 +11,7 @@ def test_concurrent_first_use_creates_one_client():
     raised by the other one (a duplicate registration became a 500 under chalice local)."""
     reset_clients()
     try:
-        start = threading.Barrier(16)
-
-        def first_use(_: int):
-            start.wait(timeout=10)
-            return client("dynamodb")
-
-        with ThreadPoolExecutor(max_workers=16) as pool:
-            clients = list(pool.map(first_use, range(16)))
+        clients = at_once(16, lambda: client("dynamodb"))
         assert len({id(c) for c in clients}) == 1
         assert client("dynamodb") is clients[0]
     finally:

@@ -178,24 +178,15 @@ def test_settings_are_cached_and_resettable(monkeypatch):
 def test_concurrent_first_use_builds_one_settings(monkeypatch):
     """On `local` without JWT_SECRET each build generates a secret: two builds racing on
     the first requests would sign tokens with one secret and verify with another."""
-    import threading
-    from concurrent.futures import ThreadPoolExecutor
-
     from chalicelib.settings import get_settings, reset_settings
+    from tests.conftest import at_once
 
     monkeypatch.delenv("JWT_SECRET", raising=False)
     monkeypatch.setenv("STAGE", "local")
     try:
         for _ in range(5):
             reset_settings()
-            start = threading.Barrier(16)
-
-            def first_use(_: int):
-                start.wait(timeout=10)
-                return get_settings()
-
-            with ThreadPoolExecutor(max_workers=16) as pool:
-                built = list(pool.map(first_use, range(16)))
+            built = at_once(16, get_settings)
             assert len({s.jwt_secret for s in built}) == 1
             assert all(s is get_settings() for s in built)
     finally:
