@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import re
 import time
 import uuid
@@ -24,7 +23,7 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
-from tests.conftest import ORIGIN, json_headers, reset_process_caches
+from tests.conftest import ORIGIN, json_headers, restore_env, set_env
 
 SPEC_PATH = Path(__file__).resolve().parents[2] / "openapi.yaml"
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
@@ -213,21 +212,13 @@ def catchup_queue(provider_env, monkeypatch) -> Iterator[CatchupQueue]:
     sqs = client("sqs")
     url = sqs.create_queue(QueueName=name)["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    env = {"CATCHUP_QUEUE": name, "PROVIDER_BACKOFF_SECONDS": "0", "PROVIDER_BUDGET_SECONDS": "5"}
-    previous = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
-    reset_process_caches()
+    previous = set_env({"CATCHUP_QUEUE": name, "PROVIDER_BACKOFF_SECONDS": "0", "PROVIDER_BUDGET_SECONDS": "5"})
     # The fake answers "processing" a fixed number of polls, not for a time: poll fast.
     monkeypatch.setattr(catchup_worker, "sleep", lambda seconds: time.sleep(min(seconds, 0.02)))
     try:
         yield CatchupQueue(url, arn)
     finally:
-        for key, value in previous.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        reset_process_caches()
+        restore_env(previous)
         client("sqs").delete_queue(QueueUrl=url)
 
 
