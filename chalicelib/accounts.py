@@ -68,29 +68,19 @@ def _identity(user: dict[str, Any]) -> Identity:
 
 
 def _refresh_token_puts(settings: Settings, user_id: str, family_id: str) -> tuple[str, list[dict[str, Any]]]:
-    """A new refresh token (and its family item, for a new family) as transaction Puts."""
+    """A new refresh token of `family_id`, and its item as transaction Puts."""
     token = new_refresh_token()
     register_secret(token)
-    expires = store.epoch() + settings.refresh_token_ttl_seconds
-    table = store.table_name("refresh-tokens")
     puts = [
-        {
-            "Put": {
-                "TableName": table,
-                "Item": store.to_item(
-                    {
-                        "token_id": refresh_token_id(token),
-                        "kind": "token",
-                        "user_id": user_id,
-                        "family_id": family_id,
-                        "used": False,
-                        "created_at": store.iso(),
-                        "expires_at_epoch": expires,
-                    }
-                ),
-                "ConditionExpression": "attribute_not_exists(token_id)",
-            }
-        }
+        store.put_new("refresh-tokens", "token_id", {
+            "token_id": refresh_token_id(token),
+            "kind": "token",
+            "user_id": user_id,
+            "family_id": family_id,
+            "used": False,
+            "created_at": store.iso(),
+            "expires_at_epoch": store.epoch() + settings.refresh_token_ttl_seconds,
+        })
     ]
     return token, puts
 
@@ -147,20 +137,8 @@ def register(settings: Settings, email: str, password: str, name: str | None) ->
     family_id = uuid.uuid4().hex
     refresh_token, token_puts = _refresh_token_puts(settings, user_id, family_id)
     items = [
-        {
-            "Put": {
-                "TableName": store.table_name("emails"),
-                "Item": store.to_item({"email": email, "user_id": user_id, "created_at": now}),
-                "ConditionExpression": "attribute_not_exists(email)",
-            }
-        },
-        {
-            "Put": {
-                "TableName": store.table_name("users"),
-                "Item": store.to_item(user),
-                "ConditionExpression": "attribute_not_exists(user_id)",
-            }
-        },
+        store.put_new("emails", "email", {"email": email, "user_id": user_id, "created_at": now}),
+        store.put_new("users", "user_id", user),
         ledger.signup_grant_put(user_id, settings.signup_credits, now),
         _family_put(settings, user_id, family_id),
         *token_puts,

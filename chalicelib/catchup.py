@@ -197,13 +197,7 @@ def submit(user_id: str, body: Mapping[str, Any], request_key: str | None = None
             purpose=SERVICE_TYPE,
             ref_id=job_id,
             ttl_seconds=RESERVATION_TTL_SECONDS,
-            extra_items=[{
-                "Put": {
-                    "TableName": store.table_name(TABLE),
-                    "Item": store.to_item(job),
-                    "ConditionExpression": "attribute_not_exists(job_id)",
-                }
-            }],
+            extra_items=[store.put_new(TABLE, "job_id", job)],
         )
     except Exception:
         if not body.get("audio_key"):  # the clip we just stored belongs to no job

@@ -89,6 +89,17 @@ def get(suffix: str, consistent: bool = True, **key_values: str) -> dict[str, An
     return from_item(response.get("Item"))
 
 
+def put_new(suffix: str, key_name: str, item: Mapping[str, Any]) -> dict[str, Any]:
+    """A TransactWriteItems Put that never replaces an item with the same key."""
+    return {
+        "Put": {
+            "TableName": table_name(suffix),
+            "Item": to_item(item),
+            "ConditionExpression": f"attribute_not_exists({key_name})",
+        }
+    }
+
+
 def query_all(request: dict[str, Any]) -> Iterable[dict[str, Any]]:
     """Every item a Query returns, following LastEvaluatedKey."""
     while True:

@@ -140,7 +140,7 @@ def start(
             ref_id=session_id,
             ttl_seconds=session["max_session_seconds"] + RESERVATION_MARGIN_SECONDS,
             slot=(SLOT, settings.live_max_concurrent_sessions),
-            extra_items=[_put_new(session)],
+            extra_items=[store.put_new(TABLE, "session_id", session)],
         )
     except InsufficientCredits as error:  # the balance moved since we read it
         error.details.setdefault("price_per_minute", price)
@@ -193,16 +193,6 @@ def _new_session(
         "ends_by_epoch": started_epoch + max_seconds,
         "expires_at": store.iso(started + timedelta(seconds=max_seconds)),
         "heartbeat_grace_seconds": settings.live_heartbeat_grace_seconds,
-    }
-
-
-def _put_new(session: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "Put": {
-            "TableName": store.table_name(TABLE),
-            "Item": store.to_item(session),
-            "ConditionExpression": "attribute_not_exists(session_id)",
-        }
     }
 
 

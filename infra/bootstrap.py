@@ -12,33 +12,15 @@ from typing import Any
 from chalicelib import resources
 from chalicelib.aws import client
 from chalicelib.settings import Settings
+from infra.template import UPLOAD_CORS_HEADERS, UPLOAD_CORS_MAX_AGE, table_keys
 
 
 def _table_request(settings: Settings, table: resources.Table) -> dict[str, Any]:
-    def key_schema(hash_key: str, range_key: str | None) -> list[dict[str, str]]:
-        schema = [{"AttributeName": hash_key, "KeyType": "HASH"}]
-        if range_key:
-            schema.append({"AttributeName": range_key, "KeyType": "RANGE"})
-        return schema
-
-    request: dict[str, Any] = {
+    return {
         "TableName": settings.resource(table.suffix),
         "BillingMode": "PAY_PER_REQUEST",
-        "AttributeDefinitions": [
-            {"AttributeName": name, "AttributeType": "S"} for name in table.key_names()
-        ],
-        "KeySchema": key_schema(table.hash_key, table.range_key),
+        **table_keys(table),
     }
-    if table.indexes:
-        request["GlobalSecondaryIndexes"] = [
-            {
-                "IndexName": index.name,
-                "KeySchema": key_schema(index.hash_key, index.range_key),
-                "Projection": {"ProjectionType": index.projection},
-            }
-            for index in table.indexes
-        ]
-    return request
 
 
 def ensure_tables(settings: Settings) -> list[str]:
@@ -96,8 +78,8 @@ def ensure_buckets(settings: Settings) -> list[str]:
                     {
                         "AllowedMethods": list(bucket.cors_methods),
                         "AllowedOrigins": list(settings.allowed_origins) or ["*"],
-                        "AllowedHeaders": ["content-type", "content-length"],
-                        "MaxAgeSeconds": 3000,
+                        "AllowedHeaders": list(UPLOAD_CORS_HEADERS),
+                        "MaxAgeSeconds": UPLOAD_CORS_MAX_AGE,
                     }
                 ]
             },

@@ -45,21 +45,16 @@ def _key_schema(hash_key: str, range_key: str | None) -> list[dict[str, str]]:
     return schema
 
 
-def _table(stage: str, table: resources.Table, protected: bool) -> dict[str, Any]:
-    properties: dict[str, Any] = {
-        "TableName": resource_name(stage, table.suffix),
-        "BillingMode": "PAY_PER_REQUEST",
+def table_keys(table: resources.Table) -> dict[str, Any]:
+    """Attribute definitions, key schema and indexes: the same in CloudFormation and CreateTable."""
+    keys: dict[str, Any] = {
         "AttributeDefinitions": [
             {"AttributeName": name, "AttributeType": "S"} for name in table.key_names()
         ],
         "KeySchema": _key_schema(table.hash_key, table.range_key),
-        "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
-        "SSESpecification": {"SSEEnabled": True},
-        "DeletionProtectionEnabled": protected,
-        "Tags": _tags(stage),
     }
     if table.indexes:
-        properties["GlobalSecondaryIndexes"] = [
+        keys["GlobalSecondaryIndexes"] = [
             {
                 "IndexName": index.name,
                 "KeySchema": _key_schema(index.hash_key, index.range_key),
@@ -67,6 +62,19 @@ def _table(stage: str, table: resources.Table, protected: bool) -> dict[str, Any
             }
             for index in table.indexes
         ]
+    return keys
+
+
+def _table(stage: str, table: resources.Table, protected: bool) -> dict[str, Any]:
+    properties: dict[str, Any] = {
+        "TableName": resource_name(stage, table.suffix),
+        "BillingMode": "PAY_PER_REQUEST",
+        **table_keys(table),
+        "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
+        "SSESpecification": {"SSEEnabled": True},
+        "DeletionProtectionEnabled": protected,
+        "Tags": _tags(stage),
+    }
     if table.ttl_attribute:
         properties["TimeToLiveSpecification"] = {
             "AttributeName": table.ttl_attribute,

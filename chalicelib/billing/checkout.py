@@ -111,6 +111,34 @@ def _line_item(settings: Settings, item_id: str, name: str, amount: int, currenc
     return {"price_data": price_data, "quantity": 1}
 
 
+def _create_checkout_session(
+    settings: Settings, stripe: Any, *, mode: str, customer_id: str, user_id: str, line_item: dict[str, Any],
+    metadata: dict[str, str], metadata_copy: str, idempotency_key: str, **extra: Any,
+) -> dict[str, Any]:
+    """A Checkout Session for our customer, returning to our pages.
+
+    `metadata` also goes on the object the session creates (`metadata_copy`:
+    payment_intent_data or subscription_data), so its later events name our ids too.
+    """
+    return stripe_api.call(
+        "checkout.sessions.create",
+        lambda: stripe.v1.checkout.sessions.create(
+            params={
+                "mode": mode,
+                "customer": customer_id,
+                "client_reference_id": user_id,
+                "line_items": [line_item],
+                "metadata": metadata,
+                metadata_copy: {"metadata": metadata},
+                "success_url": settings.checkout_success_url,
+                "cancel_url": settings.checkout_cancel_url,
+                **extra,
+            },
+            options={"idempotency_key": idempotency_key},
+        ),
+    )
+
+
 def _purchase_response(row: dict[str, Any]) -> dict[str, Any]:
     return {
         "checkout_url": row["checkout_url"],
@@ -160,27 +188,19 @@ def purchase(
     elif row["status"] != purchases.PENDING:
         raise Conflict("This purchase can no longer be paid; start a new one", code="purchase_closed")
     transaction_id = row["transaction_id"]
-    metadata = {"user_id": user_id, "package_id": pack.id, "transaction_id": transaction_id}
     stripe = stripe_api.client(settings)
     try:
-        session = stripe_api.call(
-            "checkout.sessions.create",
-            lambda: stripe.v1.checkout.sessions.create(
-                params={
-                    "mode": "payment",
-                    "customer": customer_id,
-                    "client_reference_id": user_id,
-                    "line_items": [
-                        _line_item(settings, pack.id, pack.name, pack.amount, pack.currency)
-                    ],
-                    "metadata": metadata,
-                    "payment_intent_data": {"metadata": metadata},
-                    "success_url": settings.checkout_success_url,
-                    "cancel_url": settings.checkout_cancel_url,
-                    "expires_at": int(row["checkout_expires_at"]),
-                },
-                options={"idempotency_key": f"checkout-{transaction_id}"},
-            ),
+        session = _create_checkout_session(
+            settings,
+            stripe,
+            mode="payment",
+            customer_id=customer_id,
+            user_id=user_id,
+            line_item=_line_item(settings, pack.id, pack.name, pack.amount, pack.currency),
+            metadata={"user_id": user_id, "package_id": pack.id, "transaction_id": transaction_id},
+            metadata_copy="payment_intent_data",
+            idempotency_key=f"checkout-{transaction_id}",
+            expires_at=int(row["checkout_expires_at"]),
         )
     except Exception:
         # Without a session the row can never be paid: close it now rather than leave it pending.
@@ -214,26 +234,18 @@ def subscribe(
         if idempotency_key
         else uuid.uuid4().hex
     )
-    metadata = {"user_id": user_id, "plan_id": plan.id}
     stripe = stripe_api.client(settings)
-    session = stripe_api.call(
-        "checkout.sessions.create",
-        lambda: stripe.v1.checkout.sessions.create(
-            params={
-                "mode": "subscription",
-                "customer": customer_id,
-                "client_reference_id": user_id,
-                "line_items": [
-                    _line_item(settings, plan.id, plan.name, plan.amount, plan.currency,
-                               recurring={"interval": plan.interval})
-                ],
-                "metadata": metadata,
-                "subscription_data": {"metadata": metadata},
-                "success_url": settings.checkout_success_url,
-                "cancel_url": settings.checkout_cancel_url,
-            },
-            options={"idempotency_key": f"subscribe-{request_id}"},
-        ),
+    session = _create_checkout_session(
+        settings,
+        stripe,
+        mode="subscription",
+        customer_id=customer_id,
+        user_id=user_id,
+        line_item=_line_item(settings, plan.id, plan.name, plan.amount, plan.currency,
+                             recurring={"interval": plan.interval}),
+        metadata={"user_id": user_id, "plan_id": plan.id},
+        metadata_copy="subscription_data",
+        idempotency_key=f"subscribe-{request_id}",
     )
     log_event(logger, "billing.subscription_checkout_created", user_id=user_id, plan_id=plan.id,
               session_id=session["id"])

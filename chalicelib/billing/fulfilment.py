@@ -15,7 +15,7 @@ An event we cannot match to a user or purchase grants nothing and is kept for an
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from chalicelib import ledger, stats, store
 from chalicelib.billing import catalogue, chargebacks, events, purchases, subscriptions
@@ -205,21 +205,38 @@ def _subscriber(
     return user, None
 
 
-def on_invoice_paid(settings: Settings, event: Event) -> Outcome:
-    """A paid period: its allowance once per invoice, and the tier active."""
-    invoice = _object(event)
+class _InvoiceSubscriber(NamedTuple):
+    user: dict[str, Any]
+    subscription_id: str
+    metadata: dict[str, str]
+    refs: dict[str, Any]
+
+
+def _invoice_subscriber(invoice: dict[str, Any]) -> tuple[_InvoiceSubscriber | None, Outcome | None]:
+    """Who a subscription invoice is for, or the outcome explaining why there is nobody."""
     subscription_id, metadata = _invoice_subscription(invoice)
     refs: dict[str, Any] = {"invoice_id": invoice.get("id"), "subscription_id": subscription_id}
     if not subscription_id:
-        return ignored("not_a_subscription_invoice", **refs)
+        return None, ignored("not_a_subscription_invoice", **refs)
     user, outcome = _subscriber(metadata, _id(invoice.get("customer")), refs)
     if user is None:
-        return outcome  # type: ignore[return-value]
+        return None, outcome
     refs["user_id"] = user["user_id"]
+    return _InvoiceSubscriber(user, subscription_id, metadata, refs), None
+
+
+def on_invoice_paid(settings: Settings, event: Event) -> Outcome:
+    """A paid period: its allowance once per invoice, and the tier active."""
+    invoice = _object(event)
+    found, outcome = _invoice_subscriber(invoice)
+    if found is None:
+        return outcome  # type: ignore[return-value]
+    user, subscription_id, metadata, refs = found
     plan = _plan(settings, _invoice_price_ids(invoice), metadata)
     if plan is None:
         return orphaned("unknown_plan", **refs)
     amount_paid = int(invoice.get("amount_paid") or 0)
+    currency = str(invoice.get("currency") or plan.currency)
     granted = None
     if invoice.get("billing_reason") in ALLOWANCE_BILLING_REASONS and amount_paid > 0:
         result = ledger.grant(
@@ -228,11 +245,10 @@ def on_invoice_paid(settings: Settings, event: Event) -> Outcome:
             source="subscription",
             record_id=invoice["id"],
             amount=amount_paid,
-            currency=str(invoice.get("currency") or plan.currency),
+            currency=currency,
             purchased=True,
             metadata={"subscription_id": subscription_id, "plan_id": plan.id},
-            extra_items=stats.revenue_items(user["user_id"], stats.SUBSCRIPTIONS, amount_paid,
-                                            str(invoice.get("currency") or plan.currency)),
+            extra_items=stats.revenue_items(user["user_id"], stats.SUBSCRIPTIONS, amount_paid, currency),
         )
         granted = not result.replayed
         if granted:
@@ -247,18 +263,12 @@ def on_invoice_paid(settings: Settings, event: Event) -> Outcome:
 
 
 def on_invoice_payment_failed(settings: Settings, event: Event) -> Outcome:
-    invoice = _object(event)
-    subscription_id, metadata = _invoice_subscription(invoice)
-    refs: dict[str, Any] = {"invoice_id": invoice.get("id"), "subscription_id": subscription_id}
-    if not subscription_id:
-        return ignored("not_a_subscription_invoice", **refs)
-    user, outcome = _subscriber(metadata, _id(invoice.get("customer")), refs)
-    if user is None:
+    found, outcome = _invoice_subscriber(_object(event))
+    if found is None:
         return outcome  # type: ignore[return-value]
-    refs["user_id"] = user["user_id"]
-    applied = subscriptions.apply(user["user_id"], subscription_id=subscription_id, status="past_due",
-                                  plan=None, event_created=int(event["created"]))
-    return processed(None if applied else "stale", **refs)
+    applied = subscriptions.apply(found.user["user_id"], subscription_id=found.subscription_id,
+                                  status="past_due", plan=None, event_created=int(event["created"]))
+    return processed(None if applied else "stale", **found.refs)
 
 
 def on_subscription_changed(settings: Settings, event: Event) -> Outcome:
