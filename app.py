@@ -10,17 +10,25 @@ import os
 from chalice import Chalice, Rate
 from chalice.app import AuthRequest, Request, Response
 
-from chalicelib import accounts, credits, health
-from chalicelib import ask, streaming, twitch_lookup
+from chalicelib import (
+    accounts,
+    analytics,
+    ask,
+    audio_uploads,
+    catchup,
+    credits,
+    health,
+    history,
+    privacy,
+    streaming,
+    twitch_lookup,
+)
+from chalicelib import catchup_worker as catchup_jobs
+from chalicelib import cleanup as janitor
 from chalicelib.authorizer import authorize
 from chalicelib.billing import catalogue as billing_catalogue
 from chalicelib.billing import checkout as billing_checkout
 from chalicelib.billing import webhooks as billing_webhooks
-from chalicelib import audio_uploads, catchup, history
-from chalicelib import privacy
-from chalicelib import analytics
-from chalicelib import cleanup as janitor
-from chalicelib import catchup_worker as catchup_jobs
 from chalicelib.settings import APP_NAME, get_settings, resource_name
 from chalicelib.web import client_ip, handle, identity, json_body, preflight, query_param, respond
 
