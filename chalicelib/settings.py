@@ -99,7 +99,6 @@ class Settings:
     bcrypt_rounds: int
     allowed_origins: tuple[str, ...]
     signup_credits: int
-    authorizer_ttl_seconds: int
     log_level: str
 
     assemblyai_api_key: str = field(repr=False)
@@ -197,10 +196,6 @@ class Settings:
 
     resource_overrides: Mapping[str, str] = field(default_factory=dict, repr=False)
 
-    @property
-    def is_local(self) -> bool:
-        return self.stage == LOCAL_STAGE
-
     def resource(self, suffix: str) -> str:
         """Physical name of one of our resources; `<SUFFIX>_TABLE`-style overrides win."""
         return self.resource_overrides.get(suffix) or resource_name(self.stage, suffix)
@@ -292,7 +287,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         bcrypt_rounds=_int(env, "BCRYPT_ROUNDS", 12, minimum=4),
         allowed_origins=_list(env, "ALLOWED_ORIGINS"),
         signup_credits=_int(env, "SIGNUP_CREDITS", 200),
-        authorizer_ttl_seconds=min(_int(env, "AUTHORIZER_TTL_SECONDS", 300), 300),
         log_level=_str(env, "LOG_LEVEL", "INFO").upper(),
         assemblyai_api_key=_str(env, "ASSEMBLYAI_API_KEY"),
         openai_api_key=_str(env, "OPENAI_API_KEY"),

@@ -94,11 +94,6 @@ def test_integer_minimums():
         load(ACCESS_TOKEN_TTL_SECONDS="10")
 
 
-def test_authorizer_ttl_is_capped_at_300():
-    assert load(AUTHORIZER_TTL_SECONDS="3600").authorizer_ttl_seconds == 300
-    assert load(AUTHORIZER_TTL_SECONDS="60").authorizer_ttl_seconds == 60
-
-
 def test_local_stage_generates_a_jwt_secret_with_a_warning(caplog):
     with caplog.at_level(logging.WARNING, logger="chalicelib.settings"):
         first = load_settings({"STAGE": "local"})
