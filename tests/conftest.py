@@ -228,6 +228,16 @@ def captured_logs(caplog):
     return events
 
 
+def register_over_http(base_url: str, prefix: str = "user", **fields: str) -> dict:
+    """Register a fresh user on a running server over real HTTP; returns the register body."""
+    import requests
+
+    response = requests.post(base_url + "/auth/register", timeout=30,
+                             json={"email": unique_email(prefix), "password": PASSWORD, **fields})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
 @pytest.fixture
 def new_user(client):
     """Register a fresh user through the API; returns the register response body."""

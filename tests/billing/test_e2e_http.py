@@ -8,7 +8,7 @@ import requests
 
 from devstack.fakes.stripe_signing import deliver
 from tests.billing.conftest import EventTap, wait_for
-from tests.conftest import PASSWORD, STRIPE_WEBHOOK_SECRET, assert_books_balance, at_once, unique_email
+from tests.conftest import STRIPE_WEBHOOK_SECRET, assert_books_balance, at_once, register_over_http
 
 pytestmark = pytest.mark.e2e
 
@@ -29,11 +29,9 @@ class Customer:
 
     def __init__(self, base_url: str) -> None:
         self.base_url = base_url
-        response = requests.post(f"{base_url}/auth/register", timeout=10,
-                                 json={"email": unique_email("buyer"), "password": PASSWORD})
-        assert response.status_code == 201, response.text
-        self.user_id = response.json()["user"]["user_id"]
-        self.headers = {"Authorization": f"Bearer {response.json()['token']}"}
+        registered = register_over_http(base_url, "buyer")
+        self.user_id = registered["user"]["user_id"]
+        self.headers = {"Authorization": f"Bearer {registered['token']}"}
 
     def post(self, path: str, body: dict | None = None) -> requests.Response:
         return requests.post(self.base_url + path, json=body or {}, headers=self.headers, timeout=20)

@@ -14,16 +14,13 @@ import pytest
 import requests
 
 from devstack.fakes.audio import make_wav
-from tests.conftest import PASSWORD, unique_email
+from tests.conftest import register_over_http
 
 pytestmark = pytest.mark.e2e
 
 
 def register(base: str) -> tuple[dict[str, str], str]:
-    response = requests.post(base + "/auth/register", timeout=10,
-                             json={"email": unique_email("catchup"), "password": PASSWORD, "name": "E2E"})
-    assert response.status_code == 201, response.text
-    body = response.json()
+    body = register_over_http(base, "catchup", name="E2E")
     return {"Authorization": f"Bearer {body['token']}"}, body["user"]["user_id"]
 
 

@@ -129,13 +129,11 @@ def test_fifty_parallel_paid_requests_over_http(spend_server, fake_openai):
     import requests
 
     from chalicelib.settings import get_settings
-    from tests.conftest import ORIGIN, PASSWORD, json_headers, unique_email
+    from tests.conftest import ORIGIN, json_headers, register_over_http
 
     base = spend_server.url
-    registered = requests.post(base + "/auth/register", json={
-        "email": unique_email("ledger-http"), "password": PASSWORD}, timeout=30)
-    assert registered.status_code == 201, registered.text
-    token, user_id = registered.json()["token"], registered.json()["user"]["user_id"]
+    registered = register_over_http(base, "ledger-http")
+    token, user_id = registered["token"], registered["user"]["user_id"]
     price, k = get_settings().ask_credits, 4
     ledger.charge(user_id, 200 - k * price, service_type="test", request_id=new_id())
 
@@ -163,13 +161,11 @@ def test_same_idempotency_key_twenty_times_in_parallel_over_http(spend_server, f
     import requests
 
     from chalicelib.settings import get_settings
-    from tests.conftest import ORIGIN, PASSWORD, json_headers, unique_email
+    from tests.conftest import ORIGIN, json_headers, register_over_http
 
     base = spend_server.url
-    registered = requests.post(base + "/auth/register", json={
-        "email": unique_email("ledger-idem"), "password": PASSWORD}, timeout=30)
-    assert registered.status_code == 201, registered.text
-    token, user_id = registered.json()["token"], registered.json()["user"]["user_id"]
+    registered = register_over_http(base, "ledger-idem")
+    token, user_id = registered["token"], registered["user"]["user_id"]
     headers = json_headers(token, origin=ORIGIN, **{"Idempotency-Key": new_id()})
 
     def ask() -> requests.Response:

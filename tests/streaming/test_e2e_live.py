@@ -7,16 +7,9 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from tests.conftest import ORIGIN, PASSWORD, at_once, unique_email
+from tests.conftest import ORIGIN, at_once, register_over_http
 
 pytestmark = pytest.mark.e2e
-
-
-def _register(url: str) -> dict:
-    r = requests.post(f"{url}/auth/register", json={"email": unique_email("e2e"), "password": PASSWORD},
-                      timeout=15)
-    assert r.status_code == 201, r.text
-    return r.json()
 
 
 def _headers(token: str) -> dict[str, str]:
@@ -35,7 +28,7 @@ def _stream(url: str, token: str, **body) -> requests.Response:
 
 def test_start_heartbeat_stop_over_http(live_server, fake_assemblyai):
     url = live_server.url
-    session = _register(url)
+    session = register_over_http(url, "e2e")
     token = session["token"]
     before = _balance(url, token)
     assert before == 200
@@ -67,7 +60,7 @@ def test_start_heartbeat_stop_over_http(live_server, fake_assemblyai):
 
 def test_parallel_starts_over_http_reserve_at_most_the_balance(live_server):
     url = live_server.url
-    token = _register(url)["token"]
+    token = register_over_http(url, "e2e")["token"]
     responses = at_once(5, lambda: _stream(url, token, action="start"))
     statuses = sorted(r.status_code for r in responses)
     assert statuses == [200, 402, 402, 402, 402], [r.text for r in responses]
@@ -80,7 +73,7 @@ def test_parallel_starts_over_http_reserve_at_most_the_balance(live_server):
 
 def test_ask_and_twitch_over_http(live_server, fake_twitch):
     url = live_server.url
-    token = _register(url)["token"]
+    token = register_over_http(url, "e2e")["token"]
     r = requests.post(
         f"{url}/transcription/ask",
         json={"question": "What is the plan?", "transcript": "The plan is to win the final round."},
