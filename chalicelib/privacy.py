@@ -32,7 +32,6 @@ from chalicelib.errors import Conflict, Forbidden, Unauthorized
 from chalicelib.logs import log_event, register_secret
 from chalicelib.passwords import verify_password
 from chalicelib.settings import Settings, get_settings
-from chalicelib.tokens import family_id_key
 from chalicelib.validation import Field, Schema
 
 logger = logging.getLogger(__name__)

@@ -298,6 +298,17 @@ def fake_stripe():
         yield fake
 
 
+@pytest.fixture
+def stripe_fake(fake_stripe, provider_env):
+    """The session's Stripe fake with delivery off: tests deliver its events themselves."""
+    previous = fake_stripe.webhook_url
+    fake_stripe.webhook_url = None
+    fake_stripe.clear_faults()
+    yield fake_stripe
+    fake_stripe.webhook_url = previous
+    fake_stripe.clear_faults()
+
+
 @pytest.fixture(scope="session")
 def provider_env(fake_assemblyai, fake_openai, fake_twitch, fake_stripe) -> dict[str, str]:
     """Settings that point every provider at its fake; applied to os.environ for the session."""

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from tests.conftest import json_headers, post_json, restore_tables, use_private_tables
-from tests.billing.conftest import buyer, stripe_fake, tap  # noqa: F401 - fixtures reused here
+from tests.billing.conftest import buyer, tap  # noqa: F401 - fixtures reused here
 from tests.catchup.conftest import stack  # noqa: F401 - the catch-up worker, driven like Lambda
 from tests.streaming.conftest import caller, live  # noqa: F401 - live captions and Ask callers
 

@@ -11,17 +11,6 @@ import pytest
 from tests.conftest import STRIPE_WEBHOOK_SECRET
 
 
-@pytest.fixture
-def stripe_fake(fake_stripe, provider_env):
-    """The session's Stripe fake with delivery off: tests deliver its events themselves."""
-    previous = fake_stripe.webhook_url
-    fake_stripe.webhook_url = None
-    fake_stripe.clear_faults()
-    yield fake_stripe
-    fake_stripe.webhook_url = previous
-    fake_stripe.clear_faults()
-
-
 @dataclass
 class Buyer:
     user_id: str

@@ -222,12 +222,3 @@ def catchup_queue(provider_env, monkeypatch) -> Iterator[CatchupQueue]:
         client("sqs").delete_queue(QueueUrl=url)
 
 
-@pytest.fixture
-def quiet_stripe(fake_stripe, provider_env) -> Iterator[Any]:
-    """The session's Stripe fake, delivering no webhooks while the test runs."""
-    previous = fake_stripe.webhook_url
-    fake_stripe.webhook_url = None
-    fake_stripe.clear_faults()
-    yield fake_stripe
-    fake_stripe.webhook_url = previous
-    fake_stripe.clear_faults()

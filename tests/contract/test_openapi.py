@@ -400,7 +400,7 @@ def test_ext_response_fields_are_marked_required_and_where_the_extension_reads_t
 # ----- (d) real answers validate against the document ---------------------------------------
 
 
-def test_every_operation_answers_as_described(api, spec, fake_twitch, quiet_stripe, catchup_queue):
+def test_every_operation_answers_as_described(api, spec, fake_twitch, stripe_fake, catchup_queue):
     """One user's tour of the whole API; each answer is validated (conftest.SpecCheckedApi)."""
     from chalicelib import admin
     from chalicelib.aws import client as aws_client

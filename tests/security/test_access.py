@@ -93,7 +93,7 @@ def test_forged_and_misused_tokens_are_401(client, two_users):
 
 def test_wrong_schemes_are_401(client, two_users):
     token = two_users[0]["token"]
-    for header in (token, f"Basic {token}", f"Bearer", f"Bearer  ", f"Token {token}"):
+    for header in (token, f"Basic {token}", "Bearer", "Bearer  ", f"Token {token}"):
         r = client.http.get("/auth/user", headers={"Authorization": header})
         assert r.status_code == 401, header
 
