@@ -8,7 +8,9 @@ exactly the period) plus one GetItem for the balance. Never a Scan.
 `GET /analytics/costs` (admins only) never reads the usage table: it adds up the daily
 counters that `chalicelib.stats` maintains as the usage and the money happen.
 
-Money. Revenue is in cents (the smallest currency unit, as Stripe reports it). Provider
+Money. Revenue is in cents (the smallest currency unit, as Stripe reports it) and net:
+refunds and disputes (counted on the day the money went back) are subtracted from the
+purchases and subscriptions, so the margin is what the business actually kept. Provider
 costs are mostly fractions of a cent (a question costs about $0.0002), so they are
 integers in micro-dollars (1 USD = 1,000,000 micro-USD): each figure is computed exactly
 with Decimals from the measured quantities and the configured unit prices, then rounded
@@ -166,8 +168,14 @@ def _margin(revenue_cents: int, cost_micro: int) -> dict[str, Any]:
             "currency": CURRENCY, "unit": "micro_usd"}
 
 
+def _net(values: Mapping[str, int]) -> int:
+    """Money received less money given back (refunds, disputes)."""
+    return sum(values[kind] for kind in stats.INCOME_KINDS) - values[stats.REFUNDS]
+
+
 def _revenue(totals: Mapping[str, Decimal]) -> dict[str, Any]:
-    """Revenue in cents for the report's currency; any other currency reported beside it."""
+    """Revenue in cents for the report's currency, net of refunds and disputes (`total`);
+    any other currency reported beside it."""
     amounts: dict[str, dict[str, int]] = defaultdict(lambda: {kind: 0 for kind in stats.REVENUE_KINDS})
     counts = {kind: 0 for kind in stats.REVENUE_KINDS}
     for name, value in totals.items():
@@ -182,14 +190,16 @@ def _revenue(totals: Mapping[str, Decimal]) -> dict[str, Any]:
     report: dict[str, Any] = {
         "purchases": main[stats.PURCHASES],
         "subscriptions": main[stats.SUBSCRIPTIONS],
-        "total": main[stats.PURCHASES] + main[stats.SUBSCRIPTIONS],
+        "refunds": main[stats.REFUNDS],
+        "total": _net(main),
         "currency": CURRENCY,
         "purchases_count": counts[stats.PURCHASES],
         "subscriptions_count": counts[stats.SUBSCRIPTIONS],
+        "refunds_count": counts[stats.REFUNDS],
     }
     if amounts:
         report["other_currencies"] = {
-            currency: {**values, "total": sum(values.values())} for currency, values in sorted(amounts.items())
+            currency: {**values, "total": _net(values)} for currency, values in sorted(amounts.items())
         }
     return report
 
@@ -216,7 +226,8 @@ def _top_users(settings: Settings, items: list[dict[str, Any]]) -> tuple[int, li
         user_id = item.get("user_id") or item["shard"]
         if item.get(stats.CALLS):
             _add(per_user[user_id], {name: item.get(name) or 0 for name in (*stats.METRICS, stats.CALLS)})
-        revenue[user_id] += int(item.get(f"revenue__{CURRENCY}") or 0)
+        revenue[user_id] += (int(item.get(f"revenue__{CURRENCY}") or 0)
+                             - int(item.get(f"{stats.REFUNDS}__{CURRENCY}") or 0))
     ranked = []
     for user_id, measured in per_user.items():
         priced = _priced(settings, measured)

@@ -3,15 +3,17 @@
 Why: the operator's cost view must never read the usage table (it grows with every
 question asked). Instead every provider call adds what it measured (seconds of audio,
 tokens) to a few counters per day, and every completed purchase or paid subscription
-invoice adds its amount, so `GET /analytics/costs` reads a handful of items per day.
+invoice adds its amount (and every refund or dispute the money given back), so `GET /analytics/costs` reads a handful of items per day.
 
 Items in the `stats` table (`stat_key` is the partition key, `shard` the sort key):
 
     stat_key                 shard       what
     day#<YYYY-MM-DD>#<n>     usage       <service>__<metric>, <service>__calls
     day#<YYYY-MM-DD>#<n>     revenue     purchases__<currency>, purchases__count,
-                                         subscriptions__<currency>, subscriptions__count
-    users#<YYYY-MM-DD>#<m>   <user_id>   calls, <metric>, revenue__<currency>, last_epoch
+                                         subscriptions__<currency>, subscriptions__count,
+                                         refunds__<currency>, refunds__count
+    users#<YYYY-MM-DD>#<m>   <user_id>   calls, <metric>, revenue__<currency>,
+                                         refunds__<currency>, last_epoch
 
 Sharding. Every write picks `n` at random from 0..STATS_SHARDS-1, and the shard is part of
 the *partition* key, so one busy day spreads its atomic `ADD`s over STATS_SHARDS
@@ -30,7 +32,11 @@ shards would no longer be read).
 
 Exactness. Revenue counters are written inside the ledger transaction that moves the
 credits (`revenue_items` as `extra_items`), so a Stripe retry that the ledger refuses
-adds nothing: exactly once. Usage counters are plain `UpdateItem ADD`s made right after a
+adds nothing: exactly once. Money given back (refunds, disputes) is its own kind, `refunds`,
+kept apart from the gross amounts (the report subtracts it) and written the same way: in
+the transaction that claws the credits back and advances the purchase row's applied
+refund, so a redelivered refund event adds nothing. It counts on the day the money went
+back, not on the day of the purchase. Usage counters are plain `UpdateItem ADD`s made right after a
 provider call completes (`record_usage`); a provider call that happened is a cost even if
 the request later failed, so they are recorded whatever happens to the credits. They are
 best-effort: a failed write is logged and never fails the user's request.
@@ -58,8 +64,9 @@ logger = logging.getLogger(__name__)
 
 TABLE = "stats"
 USAGE, REVENUE = "usage", "revenue"
-PURCHASES, SUBSCRIPTIONS = "purchases", "subscriptions"
-REVENUE_KINDS = (PURCHASES, SUBSCRIPTIONS)
+PURCHASES, SUBSCRIPTIONS, REFUNDS = "purchases", "subscriptions", "refunds"
+INCOME_KINDS = (PURCHASES, SUBSCRIPTIONS)  # money received, gross
+REVENUE_KINDS = (*INCOME_KINDS, REFUNDS)  # REFUNDS: money given back, subtracted when reported
 # What a provider call can measure; the unit prices in settings price each of them.
 METRICS = (
     "assemblyai_streaming_seconds",
@@ -68,6 +75,8 @@ METRICS = (
     "openai_completion_tokens",
 )
 CALLS = "calls"
+# The per-user item's money attribute for each kind: received money adds up in `revenue`.
+USER_ATTRIBUTE = {PURCHASES: "revenue", SUBSCRIPTIONS: "revenue", REFUNDS: REFUNDS}
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _CURRENCY = re.compile(r"[a-z]{3}")
 BATCH_GET_LIMIT = 100  # keys per BatchGetItem (a DynamoDB limit)
@@ -197,9 +206,11 @@ def revenue_items(
 ) -> list[dict[str, Any]]:
     """Transaction items adding `amount` (smallest currency unit) to the day's revenue.
 
-    For the ledger's `extra_items` (complete_purchase, the subscription grant): written
-    in the very transaction that grants the credits, so exactly once per purchase or
-    invoice. No condition, and nothing here raises on odd input (a currency that is not a
+    For the ledger's `extra_items` (complete_purchase, the subscription grant, a refund's
+    clawback): written in the very transaction that moves the credits, so exactly once per
+    purchase, invoice or refund step. `kind=REFUNDS` counts money given back (a positive
+    amount, subtracted by the report) under `refunds__<currency>` on the user's item too,
+    instead of `revenue__<currency>`. No condition, and nothing here raises on odd input (a currency that is not a
     3-letter code is counted as `other`): they can never be the reason a grant fails.
     """
     if kind not in REVENUE_KINDS:
@@ -217,7 +228,7 @@ def revenue_items(
             {"expires_at_epoch": expires},
         )},
         {"Update": _add_update(
-            _user_key(day, user_id), {f"revenue__{currency}": amount},
+            _user_key(day, user_id), {f"{USER_ATTRIBUTE[kind]}__{currency}": amount},
             {"user_id": user_id, "last_epoch": store.epoch(), "expires_at_epoch": expires},
         )},
     ]

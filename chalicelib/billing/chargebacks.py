@@ -11,13 +11,20 @@ Exactly once: each clawback is one ledger transaction keyed by the charge id and
 cumulative refunded amount (or the dispute id), and it carries an optimistic update of the
 purchase row (`refunded_amount`, `credits_clawed_back`), so two events processed at once
 cannot both take the same share; the loser re-reads and finds nothing left to do.
+
+Revenue. The same transaction adds the money given back by that step to the analytics'
+`refunds` counter (`stats.revenue_items(kind=REFUNDS)`), also when no credit is left to
+take (then the row update and the counter are written on their own, still atomically). A
+step's money is how much `money_returned` grows with it: the newly refunded amount, or
+the disputed amount; capped at what the charge was, so a dispute over an already partly
+refunded charge never makes the purchase give back more than it brought in.
 """
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-from chalicelib import ledger, store
+from chalicelib import ledger, stats, store
 from chalicelib.billing import purchases
 from chalicelib.errors import Conflict
 from chalicelib.logs import log_event
@@ -40,6 +47,31 @@ def refunded_credits(credits: int, charge_amount: int, amount_refunded: int) -> 
     return credits * amount_refunded // charge_amount
 
 
+def _charge_amount(row: dict[str, Any]) -> int:
+    return int(row.get("refund_charge_amount") or row["amount"])
+
+
+def money_returned(row: dict[str, Any], *, refunded_amount: int, dispute_applied: bool) -> int:
+    """Cents given back once the row has applied `refunded_amount` (cumulative) and, when
+    `dispute_applied`, the dispute (its recorded amount, else the whole charge): at most
+    the charge's amount."""
+    charge_amount = _charge_amount(row)
+    disputed = 0
+    if dispute_applied:
+        recorded = row.get("dispute_amount")
+        disputed = int(recorded) if recorded is not None else charge_amount
+    return min(max(refunded_amount, 0) + max(disputed, 0), max(charge_amount, 0))
+
+
+def _money_of_step(row: dict[str, Any], after: dict[str, Any]) -> int:
+    """The cents a step gives back: how much `money_returned` grows from the row to `after`."""
+    before = money_returned(row, refunded_amount=int(row.get("refunded_amount") or 0),
+                            dispute_applied=bool(row.get("dispute_applied")))
+    now = money_returned(row, refunded_amount=after["refunded_amount"],
+                         dispute_applied=after["dispute_applied"])
+    return max(now - before, 0)
+
+
 def _next_step(row: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, Any]] | None:
     """What is recorded but not applied yet: (credits to take, ledger kwargs, row state after)."""
     credits = int(row["credits"])
@@ -54,7 +86,7 @@ def _next_step(row: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, Any]
         )
     seen = int(row.get("refund_seen_amount") or 0)
     if seen > applied_refund:
-        charge_amount = int(row.get("refund_charge_amount") or row["amount"])
+        charge_amount = _charge_amount(row)
         target = refunded_credits(credits, charge_amount, seen)
         return (
             max(target - clawed, 0),
@@ -83,11 +115,14 @@ def settle(transaction_id: str) -> int:
             return taken
         credits, ledger_args, after = step
         update = purchases.chargeback_update(row, **after)
+        money = _money_of_step(row, after)
+        revenue = (stats.revenue_items(row["user_id"], stats.REFUNDS, money, str(row.get("currency") or ""))
+                   if money > 0 else [])
         try:
             if credits > 0:
                 result = ledger.clawback(
                     row["user_id"], credits, metadata={"transaction_id": transaction_id},
-                    extra_items=[update], **ledger_args,
+                    extra_items=[update, *revenue], **ledger_args,
                 )
                 if not result.replayed:
                     taken += credits
@@ -95,7 +130,7 @@ def settle(transaction_id: str) -> int:
                               transaction_id=transaction_id, credits=credits,
                               source=ledger_args["source"], balance_after=result.balance_after)
             else:
-                store.ddb().transact_write_items(TransactItems=[update])
+                store.ddb().transact_write_items(TransactItems=[update, *revenue])
         except Exception as error:  # noqa: BLE001 - only a lost race is retried
             if not _lost_race(error):
                 raise

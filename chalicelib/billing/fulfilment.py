@@ -334,7 +334,7 @@ def on_dispute_created(settings: Settings, event: Event) -> Outcome:
     if row is None:
         return orphaned("unknown_charge", **refs)
     refs.update(transaction_id=row["transaction_id"], user_id=row["user_id"])
-    purchases.remember_dispute(row["transaction_id"], dispute["id"])
+    purchases.remember_dispute(row["transaction_id"], dispute["id"], dispute.get("amount"))
     chargebacks.settle(row["transaction_id"])
     _flag_user(row["user_id"], reason="dispute", dispute_id=dispute["id"])
     return processed(**refs)

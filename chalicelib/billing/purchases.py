@@ -178,11 +178,15 @@ def remember_refund(
     )
 
 
-def remember_dispute(transaction_id: str, dispute_id: str) -> bool:
-    """Record the (first) dispute on the purchase's charge."""
+def remember_dispute(transaction_id: str, dispute_id: str, amount: int | None = None) -> bool:
+    """Record the (first) dispute on the purchase's charge, with the disputed amount when
+    Stripe gives one (the analytics count it as money given back)."""
+    fields: dict[str, Any] = {"dispute_id": dispute_id, "disputed_at": store.iso()}
+    if isinstance(amount, int) and not isinstance(amount, bool) and amount >= 0:
+        fields["dispute_amount"] = amount
     return _update(
         transaction_id,
-        {"dispute_id": dispute_id, "disputed_at": store.iso()},
+        fields,
         "attribute_not_exists(dispute_id) OR dispute_id = :dispute",
         {"dispute": dispute_id},
     )

@@ -53,8 +53,8 @@ def test_costs_match_hand_computed_figures_with_known_unit_prices(client, admin,
         "usage": {"assemblyai_streaming_seconds": 3600, "assemblyai_transcribe_seconds": 600.5,
                   "openai_prompt_tokens": 5200, "openai_completion_tokens": 900},
     }
-    assert body["revenue"] == {"purchases": 0, "subscriptions": 0, "total": 0, "currency": "usd",
-                               "purchases_count": 0, "subscriptions_count": 0}
+    assert body["revenue"] == {"purchases": 0, "subscriptions": 0, "refunds": 0, "total": 0, "currency": "usd",
+                               "purchases_count": 0, "subscriptions_count": 0, "refunds_count": 0}
     assert body["margin"] == {"amount": -397_025, "amount_cents": -40, "percent": None,
                               "currency": "usd", "unit": "micro_usd"}
     assert body["by_service"]["live"] == {
@@ -109,9 +109,9 @@ def test_revenue_counts_each_completed_purchase_and_paid_invoice_once(
     stats.record_usage(user.user_id, "ask", openai_prompt_tokens=10_000, openai_completion_tokens=5_000)
     body = _costs(client, operator["token"], days=1)
     assert body["revenue"] == {
-        "purchases": PACK_CENTS["popular"], "subscriptions": BASIC_MONTHLY_CENTS,
+        "purchases": PACK_CENTS["popular"], "subscriptions": BASIC_MONTHLY_CENTS, "refunds": 0,
         "total": PACK_CENTS["popular"] + BASIC_MONTHLY_CENTS, "currency": "usd",
-        "purchases_count": 1, "subscriptions_count": 1,
+        "purchases_count": 1, "subscriptions_count": 1, "refunds_count": 0,
     }
     cost = 10_000 * 1 + 5_000 * 2
     revenue_micro = (PACK_CENTS["popular"] + BASIC_MONTHLY_CENTS) * 10_000
@@ -130,9 +130,15 @@ def test_revenue_counts_each_completed_purchase_and_paid_invoice_once(
     assert body["revenue"]["total"] == PACK_CENTS["popular"] + BASIC_MONTHLY_CENTS
     assert body["revenue"]["purchases_count"] == 3
     assert body["revenue"]["other_currencies"] == {
-        "eur": {"purchases": 700, "subscriptions": 0, "total": 700},
-        "other": {"purchases": 5, "subscriptions": 0, "total": 5},
+        "eur": {"purchases": 700, "subscriptions": 0, "refunds": 0, "total": 700},
+        "other": {"purchases": 5, "subscriptions": 0, "refunds": 0, "total": 5},
     }
+    # money given back in another currency is netted there, never from the dollars
+    store.ddb().transact_write_items(TransactItems=stats.revenue_items(user.user_id, stats.REFUNDS, 200, "eur"))
+    body = _costs(client, operator["token"], days=1)
+    assert body["revenue"]["total"] == PACK_CENTS["popular"] + BASIC_MONTHLY_CENTS
+    assert body["revenue"]["other_currencies"]["eur"] == {
+        "purchases": 700, "subscriptions": 0, "refunds": 200, "total": 500}
 
 
 def test_a_hot_day_spreads_over_the_shards_and_still_adds_up(client, admin, env_override):
