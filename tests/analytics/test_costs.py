@@ -7,6 +7,7 @@ from chalicelib import stats, store
 from tests.analytics.conftest import KNOWN_PRICES, get_json
 from tests.billing.conftest import deliver
 from tests.conftest import at_once, post_json
+from tests.billing.conftest import paid_checkout
 
 PACK_CENTS = {"starter": 299, "popular": 999, "power": 1999}
 BASIC_MONTHLY_CENTS = 499
@@ -91,9 +92,7 @@ def test_revenue_counts_each_completed_purchase_and_paid_invoice_once(
         client, admin, buyer, stripe_fake, tap, prices):
     operator = admin()
     user = buyer()
-    status, purchase = post_json(client, "/credits/purchase", user.token, {"package_id": "popular"})
-    assert status == 200, purchase
-    stripe_fake.pay(purchase["session_id"])
+    paid_checkout(client, stripe_fake, user.token)
     completed = tap.one("checkout.session.completed")
     assert at_once(4, lambda: deliver(client, completed)[0]) == [200] * 4
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 from chalicelib import stats
 from tests.analytics.conftest import get_json
 from tests.billing.conftest import deliver
-from tests.conftest import at_once, post_json
+from tests.conftest import at_once
+from tests.billing.conftest import paid_checkout
 
 POPULAR_CENTS = 999  # the "popular" pack: 2000 credits
 POPULAR_CREDITS = 2000
@@ -24,9 +25,7 @@ def _costs(client, token: str) -> dict:
 
 def _completed_purchase(client, stripe_fake, tap, user) -> str:
     """A paid "popular" pack, its completion delivered; returns the PaymentIntent id."""
-    status, purchase = post_json(client, "/credits/purchase", user.token, {"package_id": "popular"})
-    assert status == 200, purchase
-    stripe_fake.pay(purchase["session_id"])
+    purchase = paid_checkout(client, stripe_fake, user.token)
     completed = tap.one("checkout.session.completed", purchase["session_id"])
     assert deliver(client, completed)[0] == 200
     return completed["data"]["object"]["payment_intent"]
@@ -130,9 +129,7 @@ def test_a_refund_reported_before_completion_is_counted_when_the_purchase_comple
         client, admin, buyer, stripe_fake, tap, prices):
     operator = admin()
     user = buyer()
-    status, purchase = post_json(client, "/credits/purchase", user.token, {"package_id": "popular"})
-    assert status == 200, purchase
-    stripe_fake.pay(purchase["session_id"])
+    purchase = paid_checkout(client, stripe_fake, user.token)
     stripe_fake.refund(stripe_fake.get(purchase["session_id"])["payment_intent"], 500)
     _deliver_repeatedly(client, tap.one("charge.refunded"))
     revenue = _costs(client, operator["token"])["revenue"]

@@ -70,6 +70,16 @@ def tap(stripe_fake) -> EventTap:
     return EventTap(stripe_fake)
 
 
+def paid_checkout(client, stripe_fake, token: str, package_id: str = "popular") -> dict[str, Any]:
+    """POST /credits/purchase, then pay the session on the fake Stripe; returns the purchase body."""
+    from tests.conftest import post_json
+
+    status, purchase = post_json(client, "/credits/purchase", token, {"package_id": package_id})
+    assert status == 200, purchase
+    stripe_fake.pay(purchase["session_id"])
+    return purchase
+
+
 def user_item(user_id: str) -> dict[str, Any]:
     from chalicelib import store
 

@@ -7,6 +7,7 @@ import uuid
 from chalicelib import catchup, cleanup, ledger, store
 from tests.billing.conftest import deliver
 from tests.conftest import assert_books_balance, at_once, balance, post_json, usage_rows
+from tests.billing.conftest import paid_checkout
 
 SIGNUP = 200
 HOUR = 3600
@@ -207,9 +208,7 @@ def test_checkouts_pending_for_a_day_expire_and_the_index_forgets_finished_ones(
     user = buyer()
     status, abandoned = post_json(client, "/credits/purchase", user.token, {"package_id": "starter"})
     assert status == 200, abandoned
-    status, paid = post_json(client, "/credits/purchase", user.token, {"package_id": "popular"})
-    assert status == 200, paid
-    stripe_fake.pay(paid["session_id"])
+    paid = paid_checkout(client, stripe_fake, user.token)
     assert deliver(client, tap.one("checkout.session.completed"))[0] == 200
     assert balance(user.user_id) == SIGNUP + 2000
 
