@@ -52,9 +52,17 @@ PERSONAL_ATTRIBUTE = re.compile(r"email|name|customer|metadata|address|phone|car
 MONEY_ROW_FIELDS = ("payment_intent", "stripe_session_id", "stripe_invoice_id", "invoice_id")
 
 
+ANONYMOUS_PREFIX = "deleted-"
+
+
 def anonymous_id(user_id: str) -> str:
     """The stand-in for a deleted user in kept accounting rows: a one-way hash."""
-    return "deleted-" + hashlib.sha256(f"deleted-user:{user_id}".encode("utf-8")).hexdigest()[:32]
+    return ANONYMOUS_PREFIX + hashlib.sha256(f"deleted-user:{user_id}".encode("utf-8")).hexdigest()[:32]
+
+
+def is_anonymous(user_id: str) -> bool:
+    """Whether a kept row belongs to an erased account (there is no balance behind it)."""
+    return user_id.startswith(ANONYMOUS_PREFIX)
 
 
 # --- reading -------------------------------------------------------------------------

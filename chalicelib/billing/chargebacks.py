@@ -12,6 +12,9 @@ cumulative refunded amount (or the dispute id), and it carries an optimistic upd
 purchase row (`refunded_amount`, `credits_clawed_back`), so two events processed at once
 cannot both take the same share; the loser re-reads and finds nothing left to do.
 
+An erased account's purchase (its `user_id` anonymised) has no balance to take from: the
+refund or dispute advances the row and the revenue counters only.
+
 Revenue. The same transaction adds the money given back by that step to the analytics'
 `refunds` counter (`stats.revenue_items(kind=REFUNDS)`), also when no credit is left to
 take (then the row update and the counter are written on their own, still atomically). A
@@ -24,7 +27,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from chalicelib import ledger, stats, store
+from chalicelib import ledger, privacy, stats, store
 from chalicelib.billing import purchases
 from chalicelib.errors import Conflict
 from chalicelib.logs import log_event
@@ -114,6 +117,11 @@ def settle(transaction_id: str) -> int:
         if step is None:
             return taken
         credits, ledger_args, after = step
+        if privacy.is_anonymous(row["user_id"]):
+            # An erased account has no balance: nothing to take back, but the money given
+            # back is still recorded on the purchase and counted in the revenue figures.
+            credits = 0
+            after["credits_clawed_back"] = int(row.get("credits_clawed_back") or 0)
         update = purchases.chargeback_update(row, **after)
         money = _money_of_step(row, after)
         revenue = (stats.revenue_items(row["user_id"], stats.REFUNDS, money, str(row.get("currency") or ""))

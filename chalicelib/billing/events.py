@@ -2,7 +2,7 @@
 
 It answers two questions. "Did we already handle this event?" lets a redelivery return at
 once (correctness does not depend on it: every effect is also keyed by its business object).
-"What could we not match?" leaves orphaned events (an unknown session, user or charge) for an
+"What could we not match, or not accept?" leaves orphaned and needs_review events (an unknown session, user or charge) for an
 operator, with ids only: no names, emails, addresses or card details are kept.
 """
 from __future__ import annotations
@@ -16,10 +16,12 @@ TABLE = "stripe-events"
 PROCESSED = "processed"
 IGNORED = "ignored"
 ORPHANED = "orphaned"
+# A payment that is not what we asked Stripe for: nothing granted, an operator decides.
+NEEDS_REVIEW = "needs_review"
 
 DAY = 24 * 3600
 # Stripe retries for 3 days; orphans wait longer for an operator.
-RETENTION_SECONDS = {PROCESSED: 30 * DAY, IGNORED: 30 * DAY, ORPHANED: 90 * DAY}
+RETENTION_SECONDS = {PROCESSED: 30 * DAY, IGNORED: 30 * DAY, ORPHANED: 90 * DAY, NEEDS_REVIEW: 90 * DAY}
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,10 @@ def ignored(reason: str, **refs: Any) -> Outcome:
 
 def orphaned(reason: str, **refs: Any) -> Outcome:
     return Outcome(ORPHANED, reason, refs)
+
+
+def needs_review(reason: str, **refs: Any) -> Outcome:
+    return Outcome(NEEDS_REVIEW, reason, refs)
 
 
 def already_handled(event_id: str) -> bool:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, NamedTuple
 
-from chalicelib import ledger, stats, store
+from chalicelib import ledger, privacy, stats, store
 from chalicelib.billing import catalogue, chargebacks, events, purchases, subscriptions
 from chalicelib.billing.catalogue import Plan
 from chalicelib.billing.events import Outcome, ignored, orphaned, processed
@@ -32,20 +32,38 @@ ALLOWANCE_BILLING_REASONS = ("subscription_create", "subscription_cycle")
 Event = dict[str, Any]
 
 
+# A signature proves Stripe sent an event, not that it has the shape we expect (another API
+# version, an expanded object where an id was): every field is read through these, so an
+# odd shape becomes "missing" (an orphaned or ignored outcome), never an exception.
+
+
 def _object(event: Event) -> dict[str, Any]:
-    return event["data"]["object"]
+    return event["data"]["object"]  # a dict: checked by webhooks._parse
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 def _id(value: Any) -> str | None:
     """A Stripe reference that may be an id or an expanded object."""
-    if isinstance(value, dict):
-        value = value.get("id")
-    return value if isinstance(value, str) and value else None
+    return _str(value.get("id") if isinstance(value, dict) else value)
 
 
 def _metadata(obj: dict[str, Any]) -> dict[str, str]:
-    metadata = obj.get("metadata")
-    return metadata if isinstance(metadata, dict) else {}
+    return {name: value for name, value in _dict(obj.get("metadata")).items() if isinstance(value, str)}
 
 
 def _active_user(user_id: str | None) -> dict[str, Any] | None:
@@ -67,17 +85,46 @@ def _session_purchase(session: dict[str, Any]) -> tuple[dict[str, Any] | None, O
     if row is None:
         return None, orphaned("unknown_transaction", transaction_id=transaction_id, **refs)
     refs.update(transaction_id=row["transaction_id"], user_id=row["user_id"])
-    claimed_user = session.get("client_reference_id") or metadata.get("user_id")
+    claimed_user = _str(session.get("client_reference_id")) or metadata.get("user_id")
     if claimed_user != row["user_id"]:
         return None, orphaned("user_mismatch", **refs)
-    if row.get("stripe_session_id") not in (None, session.get("id")):
+    if _str(session.get("id")) is None or row.get("stripe_session_id") not in (None, session["id"]):
         return None, orphaned("session_mismatch", **refs)
     return row, None
 
 
 def _session_refs(row: dict[str, Any], session: dict[str, Any]) -> dict[str, Any]:
-    return {"session_id": session.get("id"), "transaction_id": row["transaction_id"],
+    return {"session_id": session["id"], "transaction_id": row["transaction_id"],
             "user_id": row["user_id"]}
+
+
+def _link_payment_intent(row: dict[str, Any], payment_intent: str | None) -> bool:
+    """Tell the PaymentIntent's link row which purchase it paid and bring any refund or
+    dispute reported before onto the purchase row. False if the PaymentIntent is already
+    linked to another purchase (then this event cannot be about our row)."""
+    if payment_intent is None:
+        return True
+    linked, facts = purchases.link(payment_intent, row["transaction_id"])
+    if linked != row["transaction_id"]:
+        return False
+    purchases.remember_payment_intent(row["transaction_id"], payment_intent)
+    for fact in facts:
+        _remember(row, fact)
+    return True
+
+
+def _remember(row: dict[str, Any], fact: purchases.Refund | purchases.Dispute) -> None:
+    """Record one refund/dispute fact on the purchase row (applied by chargebacks.settle)."""
+    if isinstance(fact, purchases.Refund):
+        purchases.remember_refund(row["transaction_id"], fact.charge_id, fact.amount_refunded, fact.charge_amount)
+        return
+    purchases.remember_dispute(row["transaction_id"], fact.dispute_id, fact.amount, fact.closed_status)
+    if fact.closed_status == "won":
+        # Stripe returned the money; the credits taken back are not re-granted automatically.
+        log_event(logger, "billing.dispute_won", logging.WARNING, transaction_id=row["transaction_id"],
+                  user_id=row["user_id"], dispute_id=fact.dispute_id)
+    if not privacy.is_anonymous(row["user_id"]):
+        _flag_user(row["user_id"], reason="dispute", dispute_id=fact.dispute_id)
 
 
 def _fulfil(settings: Settings, event: Event) -> Outcome:
@@ -90,15 +137,19 @@ def _fulfil(settings: Settings, event: Event) -> Outcome:
     if _active_user(row["user_id"]) is None:
         return orphaned("unknown_user", **refs)
     payment_intent = _id(session.get("payment_intent"))
+    if not _link_payment_intent(row, payment_intent):
+        return orphaned("payment_intent_mismatch", **refs)
+    mismatch = payment_mismatch(session, amount=int(row["amount"]), currency=str(row["currency"]))
+    if mismatch is not None:
+        return _needs_review(row, session, mismatch, refs)
     stripe_fields = {
-        "stripe_session_id": session.get("id"),
+        "stripe_session_id": session["id"],
         "payment_intent": payment_intent,
         "stripe_customer_id": _id(session.get("customer")),
         "stripe_event_id": event["id"],
     }
-    amount = session.get("amount_total")
-    paid = int(amount) if isinstance(amount, int) else int(row["amount"])
-    currency = str(session.get("currency") or row["currency"])
+    paid = int(session["amount_total"])
+    currency = str(row["currency"])
     result = ledger.complete_purchase(
         row["transaction_id"],
         user_id=row["user_id"],
@@ -119,6 +170,41 @@ def _fulfil(settings: Settings, event: Event) -> Outcome:
     return processed(**refs)
 
 
+def payment_mismatch(session: dict[str, Any], *, amount: int, currency: str) -> str | None:
+    """Why a paid Checkout Session is not what we asked Stripe for, or None when it is.
+
+    Accepted: the currency we asked for, `amount_subtotal` (before discounts and tax) equal to
+    the catalogue price, and `amount_total = amount_subtotal - total_details.amount_discount
+    + amount_tax + amount_shipping` (a coupon or promotion code configured in Stripe lowers
+    what is paid, never what is granted; tax is on top of the price).
+    """
+    if str(session.get("currency") or "").lower() != currency.lower():
+        return "currency_mismatch"
+    subtotal, total = _int(session.get("amount_subtotal")), _int(session.get("amount_total"))
+    details = _dict(session.get("total_details"))
+    parts = [_int(details.get(name, 0)) for name in ("amount_discount", "amount_tax", "amount_shipping")]
+    if subtotal != amount or total is None or any(part is None or part < 0 for part in parts):
+        return "amount_mismatch"
+    discount, tax, shipping = parts
+    if discount > subtotal or total != subtotal - discount + tax + shipping:  # type: ignore[operator]
+        return "amount_mismatch"
+    return None
+
+
+def _needs_review(row: dict[str, Any], session: dict[str, Any], reason: str, refs: dict[str, Any]) -> Outcome:
+    """A payment that is not what we asked for grants nothing: the row waits for an operator."""
+    purchases.advance(
+        row["transaction_id"], purchases.NEEDS_REVIEW, purchases.UNCOMPLETED_STATES,
+        review_reason=reason, stripe_session_id=session["id"],
+        paid_amount=_int(session.get("amount_total")), paid_currency=_str(session.get("currency")),
+    )
+    log_event(logger, "billing.payment_needs_review", logging.WARNING, reason=reason,
+              expected_amount=int(row["amount"]), expected_currency=row["currency"],
+              paid_amount=_int(session.get("amount_total")), paid_currency=_str(session.get("currency")),
+              **refs)
+    return events.needs_review(reason, **refs)
+
+
 def on_session_completed(settings: Settings, event: Event) -> Outcome:
     session = _object(event)
     if session.get("payment_status") == "paid":
@@ -129,10 +215,11 @@ def on_session_completed(settings: Settings, event: Event) -> Outcome:
     refs = _session_refs(row, session)
     if session.get("payment_status") != "unpaid":
         return orphaned("unexpected_payment_status", **refs)  # never for our sessions
-    purchases.remember_payment_intent(row["transaction_id"], _id(session.get("payment_intent")))
+    if not _link_payment_intent(row, _id(session.get("payment_intent"))):
+        return orphaned("payment_intent_mismatch", **refs)
     moved = purchases.advance(
         row["transaction_id"], purchases.AWAITING_PAYMENT, [purchases.PENDING],
-        stripe_session_id=session.get("id"),
+        stripe_session_id=session["id"],
     )
     return processed(None if moved else "stale", **refs)
 
@@ -163,17 +250,22 @@ def on_session_expired(settings: Settings, event: Event) -> Outcome:
 
 def _invoice_subscription(invoice: dict[str, Any]) -> tuple[str | None, dict[str, str]]:
     """(subscription id, subscription metadata) in both the current and pre-2025-03 shapes."""
-    details = (invoice.get("parent") or {}).get("subscription_details") or {}
+    details = _dict(_dict(invoice.get("parent")).get("subscription_details"))
     if _id(details.get("subscription")):
         return _id(details["subscription"]), _metadata(details)
     legacy = _id(invoice.get("subscription"))
-    return legacy, _metadata(invoice.get("subscription_details") or {})
+    return legacy, _metadata(_dict(invoice.get("subscription_details")))
+
+
+def _invoice_lines(invoice: dict[str, Any]) -> list[dict[str, Any]]:
+    return [line for line in _list(_dict(invoice.get("lines")).get("data")) if isinstance(line, dict)]
 
 
 def _invoice_price_ids(invoice: dict[str, Any]) -> list[str]:
+    """Each line's Stripe Price: `pricing.price_details.price` (current API), `price` (older)."""
     ids = []
-    for line in ((invoice.get("lines") or {}).get("data") or []):
-        pricing = (line.get("pricing") or {}).get("price_details") or {}
+    for line in _invoice_lines(invoice):
+        pricing = _dict(_dict(line.get("pricing")).get("price_details"))
         price = _id(pricing.get("price")) or _id(line.get("price"))
         if price:
             ids.append(price)
@@ -181,7 +273,7 @@ def _invoice_price_ids(invoice: dict[str, Any]) -> list[str]:
 
 
 def _subscription_price_ids(subscription: dict[str, Any]) -> list[str]:
-    items = (subscription.get("items") or {}).get("data") or []
+    items = [item for item in _list(_dict(subscription.get("items")).get("data")) if isinstance(item, dict)]
     return [price for price in (_id(item.get("price")) for item in items) if price]
 
 
@@ -225,6 +317,26 @@ def _invoice_subscriber(invoice: dict[str, Any]) -> tuple[_InvoiceSubscriber | N
     return _InvoiceSubscriber(user, subscription_id, metadata, refs), None
 
 
+def invoice_mismatch(invoice: dict[str, Any], plan: Plan) -> str | None:
+    """Why a paid allowance invoice is not the plan's price, or None when it is.
+
+    Accepted: the plan's currency, `subtotal` (the lines before discounts and tax) equal to
+    the plan's price, and `0 < amount_paid <= total <= subtotal + tax` (a coupon lowers what
+    is paid, a customer balance may pay part of it; only tax adds to the price).
+    """
+    if str(invoice.get("currency") or "").lower() != plan.currency:
+        return "currency_mismatch"
+    subtotal, total, paid = (_int(invoice.get(name)) for name in ("subtotal", "total", "amount_paid"))
+    taxes = [_int(_dict(tax).get("amount")) for tax in _list(invoice.get("total_taxes"))]
+    if _int(invoice.get("tax")) is not None:
+        taxes.append(invoice["tax"])  # the pre-2025-03 shape
+    if subtotal != plan.amount or total is None or paid is None or any(t is None or t < 0 for t in taxes):
+        return "amount_mismatch"
+    if not 0 < paid <= total <= subtotal + sum(taxes):  # type: ignore[arg-type]
+        return "amount_mismatch"
+    return None
+
+
 def on_invoice_paid(settings: Settings, event: Event) -> Outcome:
     """A paid period: its allowance once per invoice, and the tier active."""
     invoice = _object(event)
@@ -232,18 +344,27 @@ def on_invoice_paid(settings: Settings, event: Event) -> Outcome:
     if found is None:
         return outcome  # type: ignore[return-value]
     user, subscription_id, metadata, refs = found
+    invoice_id = _str(invoice.get("id"))
+    if invoice_id is None:
+        return orphaned("missing_invoice_id", **refs)
     plan = _plan(settings, _invoice_price_ids(invoice), metadata)
     if plan is None:
         return orphaned("unknown_plan", **refs)
-    amount_paid = int(invoice.get("amount_paid") or 0)
-    currency = str(invoice.get("currency") or plan.currency)
+    amount_paid = _int(invoice.get("amount_paid")) or 0
+    currency = plan.currency
     granted = None
     if invoice.get("billing_reason") in ALLOWANCE_BILLING_REASONS and amount_paid > 0:
+        mismatch = invoice_mismatch(invoice, plan)
+        if mismatch is not None:
+            log_event(logger, "billing.invoice_needs_review", logging.WARNING, reason=mismatch,
+                      plan_id=plan.id, expected_amount=plan.amount, paid_amount=amount_paid,
+                      paid_currency=_str(invoice.get("currency")), **refs)
+            return events.needs_review(mismatch, plan_id=plan.id, **refs)
         result = ledger.grant(
             user["user_id"],
             plan.credits_per_period,
             source="subscription",
-            record_id=invoice["id"],
+            record_id=invoice_id,
             amount=amount_paid,
             currency=currency,
             purchased=True,
@@ -253,7 +374,7 @@ def on_invoice_paid(settings: Settings, event: Event) -> Outcome:
         granted = not result.replayed
         if granted:
             log_event(logger, "billing.allowance_granted", user_id=user["user_id"],
-                      invoice_id=invoice["id"], credits=plan.credits_per_period,
+                      invoice_id=invoice_id, credits=plan.credits_per_period,
                       balance_after=result.balance_after)
     subscriptions.apply(user["user_id"], subscription_id=subscription_id, status="active",
                         plan=plan, event_created=int(event["created"]))
@@ -275,10 +396,12 @@ def on_subscription_changed(settings: Settings, event: Event) -> Outcome:
     """created / updated / deleted: the user's tier and status follow the subscription."""
     subscription = _object(event)
     metadata = _metadata(subscription)
-    refs: dict[str, Any] = {"subscription_id": subscription.get("id")}
+    refs: dict[str, Any] = {"subscription_id": _str(subscription.get("id"))}
     user, outcome = _subscriber(metadata, _id(subscription.get("customer")), refs)
     if user is None:
         return outcome  # type: ignore[return-value]
+    if refs["subscription_id"] is None:
+        return orphaned("missing_subscription_id", **refs)
     refs["user_id"] = user["user_id"]
     status = str(subscription.get("status") or "")
     if event["type"] == "customer.subscription.deleted":
@@ -288,7 +411,7 @@ def on_subscription_changed(settings: Settings, event: Event) -> Outcome:
     plan = _plan(settings, _subscription_price_ids(subscription), metadata)
     if status in subscriptions.ACTIVATING and plan is None:
         return orphaned("unknown_plan", **refs)
-    applied = subscriptions.apply(user["user_id"], subscription_id=subscription["id"], status=status,
+    applied = subscriptions.apply(user["user_id"], subscription_id=refs["subscription_id"], status=status,
                                   plan=plan, event_created=int(event["created"]))
     return processed(None if applied else "stale", **refs)
 
@@ -306,38 +429,54 @@ def _charge_purchase(transaction_id: str | None, payment_intent: str | None) -> 
     return row
 
 
-def on_charge_refunded(settings: Settings, event: Event) -> Outcome:
-    """Claw back the refunded share; a later refund of the same charge takes only the new part."""
-    charge = _object(event)
-    payment_intent = _id(charge.get("payment_intent"))
-    refs: dict[str, Any] = {"charge_id": charge.get("id"), "payment_intent": payment_intent}
-    row = _charge_purchase(_metadata(charge).get("transaction_id"), payment_intent)
+def _chargeback(
+    fact: purchases.Refund | purchases.Dispute, transaction_id: str | None, payment_intent: str | None,
+    refs: dict[str, Any],
+) -> Outcome:
+    """Record a refund/dispute on its purchase and apply it if the purchase is completed.
+
+    Its purchase is found by our metadata, else by the PaymentIntent's link row, else by the
+    PaymentIntent index (purchases completed before link rows existed). Before any session
+    event named the PaymentIntent, the fact waits on the link row (`unknown_charge`, for an
+    operator too: it may not be ours) and is applied when the purchase completes.
+    """
+    linked = purchases.report(payment_intent, fact) if payment_intent else None
+    row = _charge_purchase(transaction_id or linked, payment_intent)
     if row is None:
-        return orphaned("unknown_charge", **refs)
+        return orphaned("unknown_charge", recorded_until_linked=int(bool(payment_intent)), **refs)
     refs.update(transaction_id=row["transaction_id"], user_id=row["user_id"])
-    purchases.remember_payment_intent(row["transaction_id"], payment_intent)
-    purchases.remember_refund(row["transaction_id"], charge["id"], int(charge.get("amount_refunded") or 0),
-                              int(charge.get("amount") or 0))
+    if not _link_payment_intent(row, payment_intent):
+        return orphaned("payment_intent_mismatch", **refs)
+    _remember(row, fact)
     taken = chargebacks.settle(row["transaction_id"])
     if row.get("status") != purchases.COMPLETED and not taken:
         return processed("recorded_until_completed", **refs)
     return processed(None if taken else "nothing_new", **refs)
 
 
-def on_dispute_created(settings: Settings, event: Event) -> Outcome:
-    """Claw back what is left of the purchase and flag the account for review."""
+def on_charge_refunded(settings: Settings, event: Event) -> Outcome:
+    """Claw back the refunded share; a later refund of the same charge takes only the new part."""
+    charge = _object(event)
+    payment_intent = _id(charge.get("payment_intent"))
+    refs: dict[str, Any] = {"charge_id": _str(charge.get("id")), "payment_intent": payment_intent}
+    refunded, amount = _int(charge.get("amount_refunded")), _int(charge.get("amount"))
+    if refs["charge_id"] is None or refunded is None or amount is None:
+        return orphaned("malformed_charge", **refs)
+    fact = purchases.Refund(refs["charge_id"], refunded, amount)
+    return _chargeback(fact, _metadata(charge).get("transaction_id"), payment_intent, refs)
+
+
+def on_dispute(settings: Settings, event: Event) -> Outcome:
+    """created / closed: claw back what is left of the purchase and flag the account."""
     dispute = _object(event)
     payment_intent = _id(dispute.get("payment_intent"))
-    refs: dict[str, Any] = {"dispute_id": dispute.get("id"), "charge_id": _id(dispute.get("charge")),
+    refs: dict[str, Any] = {"dispute_id": _str(dispute.get("id")), "charge_id": _id(dispute.get("charge")),
                             "payment_intent": payment_intent}
-    row = _charge_purchase(None, payment_intent)
-    if row is None:
-        return orphaned("unknown_charge", **refs)
-    refs.update(transaction_id=row["transaction_id"], user_id=row["user_id"])
-    purchases.remember_dispute(row["transaction_id"], dispute["id"], dispute.get("amount"))
-    chargebacks.settle(row["transaction_id"])
-    _flag_user(row["user_id"], reason="dispute", dispute_id=dispute["id"])
-    return processed(**refs)
+    if refs["dispute_id"] is None:
+        return orphaned("malformed_dispute", **refs)
+    closed = _str(dispute.get("status")) if event["type"] == "charge.dispute.closed" else None
+    fact = purchases.Dispute(refs["dispute_id"], _int(dispute.get("amount")), closed)
+    return _chargeback(fact, None, payment_intent, refs)
 
 
 def _flag_user(user_id: str, *, reason: str, dispute_id: str) -> None:
@@ -368,7 +507,8 @@ HANDLERS: dict[str, Callable[[Settings, Event], Outcome]] = {
     "customer.subscription.updated": on_subscription_changed,
     "customer.subscription.deleted": on_subscription_changed,
     "charge.refunded": on_charge_refunded,
-    "charge.dispute.created": on_dispute_created,
+    "charge.dispute.created": on_dispute,
+    "charge.dispute.closed": on_dispute,
 }
 
 
@@ -383,7 +523,7 @@ def process(settings: Settings, event: Event) -> Outcome:
     log_event(
         logger,
         "stripe.webhook",
-        logging.WARNING if outcome.status == events.ORPHANED else logging.INFO,
+        logging.INFO if outcome.status in (events.PROCESSED, events.IGNORED) else logging.WARNING,
         event_id=event["id"],
         event_type=event["type"],
         status=outcome.status,

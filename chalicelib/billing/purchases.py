@@ -15,11 +15,21 @@ from any state that is not already `completed`: money Stripe says it received al
 
 Refunds and disputes are remembered on the row (`refund_seen_amount`, `dispute_id`) before
 they are applied, so one that arrives before the purchase completes is applied right after.
+
+A refund or dispute may even arrive before any event has told us which purchase its
+PaymentIntent paid (a dispute names only the PaymentIntent and the charge; a charge may lack
+our metadata). Such facts wait on a *link row* of the same table, `pi#<payment intent>`
+(`kind=payment_intent_link`, no `user_id`, so no user listing or index sees it): each
+refund/dispute event adds its fact to the link row's sets, each session event names the
+purchase on it, both with one UpdateItem returning the whole item. Whichever of the two
+writes comes second sees the other's, so the facts always reach the purchase row.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
+from dataclasses import asdict, dataclass
 from typing import Any, Iterable
 
 from chalicelib import store
@@ -33,7 +43,12 @@ AWAITING_PAYMENT = "awaiting_payment"
 COMPLETED = "completed"
 FAILED = "failed"
 EXPIRED = "expired"
+# Stripe reported a payment that is not what we asked for (amount or currency): no credits,
+# an operator decides (chalicelib.billing.fulfilment).
+NEEDS_REVIEW = "needs_review"
 OPEN_STATES = (PENDING, AWAITING_PAYMENT)
+UNCOMPLETED_STATES = (PENDING, AWAITING_PAYMENT, FAILED, EXPIRED, NEEDS_REVIEW)
+LINK_KIND = "payment_intent_link"
 
 # A pending row carries `pending_shard`, which puts it in the sparse `pending-index`
 # (pending_shard + created_at): how the cleanup finds Checkouts abandoned for a day
@@ -178,10 +193,14 @@ def remember_refund(
     )
 
 
-def remember_dispute(transaction_id: str, dispute_id: str, amount: int | None = None) -> bool:
+def remember_dispute(
+    transaction_id: str, dispute_id: str, amount: int | None = None, closed_status: str | None = None
+) -> bool:
     """Record the (first) dispute on the purchase's charge, with the disputed amount when
-    Stripe gives one (the analytics count it as money given back)."""
-    fields: dict[str, Any] = {"dispute_id": dispute_id, "disputed_at": store.iso()}
+    Stripe gives one (the analytics count it as money given back), and its final status
+    (`won`, `lost`, ...) once `charge.dispute.closed` reports it."""
+    fields: dict[str, Any] = {"dispute_id": dispute_id, "disputed_at": store.iso(),
+                              "dispute_status": closed_status}
     if isinstance(amount, int) and not isinstance(amount, bool) and amount >= 0:
         fields["dispute_amount"] = amount
     return _update(
@@ -230,3 +249,55 @@ def chargeback_update(
             ),
         }
     }
+
+
+# --- facts reported before we know their purchase (the PaymentIntent's link row) ------------
+
+
+@dataclass(frozen=True)
+class Refund:
+    """What a `charge.refunded` says: the charge's cumulative refunded amount."""
+
+    charge_id: str
+    amount_refunded: int
+    charge_amount: int
+
+
+@dataclass(frozen=True)
+class Dispute:
+    """What a `charge.dispute.*` says; `closed_status` only from `charge.dispute.closed`."""
+
+    dispute_id: str
+    amount: int | None
+    closed_status: str | None = None
+
+
+def _link_update(payment_intent: str, expression: str, values: dict[str, Any]) -> dict[str, Any]:
+    response = store.ddb().update_item(
+        TableName=store.table_name(TABLE),
+        Key=store.key(transaction_id=f"pi#{payment_intent}"),
+        UpdateExpression=expression,
+        ExpressionAttributeValues={**store.values(kind=LINK_KIND, pi=payment_intent), **values},
+        ReturnValues="ALL_NEW",
+    )
+    return store.from_item(response["Attributes"]) or {}
+
+
+def report(payment_intent: str, fact: Refund | Dispute) -> str | None:
+    """Keep a refund/dispute on the PaymentIntent's link row; the purchase id once linked."""
+    encoded = json.dumps(asdict(fact), sort_keys=True)
+    attribute = "refund_facts" if isinstance(fact, Refund) else "dispute_facts"
+    row = _link_update(payment_intent, f"SET kind = :kind, link_payment_intent = :pi ADD {attribute} :fact",
+                       {":fact": {"SS": [encoded]}})
+    return row.get("purchase_id")
+
+
+def link(payment_intent: str, transaction_id: str) -> tuple[str, list[Refund | Dispute]]:
+    """Name the purchase this PaymentIntent pays (the first name stays); returns the linked
+    purchase id and every fact reported so far."""
+    row = _link_update(payment_intent,
+                       "SET kind = :kind, link_payment_intent = :pi, purchase_id = if_not_exists(purchase_id, :tid)",
+                       store.values(tid=transaction_id))
+    facts: list[Refund | Dispute] = [Refund(**json.loads(raw)) for raw in sorted(row.get("refund_facts") or ())]
+    facts += [Dispute(**json.loads(raw)) for raw in sorted(row.get("dispute_facts") or ())]
+    return row["purchase_id"], facts
