@@ -139,3 +139,37 @@ def test_a_refund_reported_before_completion_is_counted_when_the_purchase_comple
     revenue = _costs(client, operator["token"])["revenue"]
     assert (revenue["purchases"], revenue["refunds"], revenue["total"]) == (POPULAR_CENTS, 500, POPULAR_CENTS - 500)
     assert _balance(client, user) == SIGNUP + POPULAR_CREDITS - POPULAR_CREDITS * 500 // POPULAR_CENTS
+
+
+def test_a_refund_and_dispute_of_a_deleted_accounts_purchase_are_acknowledged_and_counted(
+        client, admin, buyer, stripe_fake, tap, prices):
+    """Nothing to claw back from an erased account, but Stripe gets a 2xx (no retries for
+    days), the anonymised purchase records the money given back, and revenue counts it."""
+    import json
+
+    from chalicelib import privacy, store
+    from tests.conftest import PASSWORD, json_headers
+
+    operator = admin()
+    user = buyer()
+    purchase = paid_checkout(client, stripe_fake, user.token)
+    assert deliver(client, tap.one("checkout.session.completed", purchase["session_id"]))[0] == 200
+    payment_intent = stripe_fake.get(purchase["session_id"])["payment_intent"]
+    response = client.http.delete("/auth/user", headers=json_headers(user.token),
+                                  body=json.dumps({"password": PASSWORD}))
+    assert response.status_code == 204, response.body
+
+    stripe_fake.refund(payment_intent, 333)
+    stripe_fake.dispute(payment_intent)
+    for event in tap.take("charge.refunded") + tap.take("charge.dispute.created"):
+        for _ in range(2):
+            status, body = deliver(client, event)
+            assert (status, body["status"]) == (200, "processed"), body
+    row = store.get("transactions", transaction_id=purchase["transaction_id"])
+    assert row["user_id"] == privacy.anonymous_id(user.user_id)
+    assert (row["refunded_amount"], row["dispute_applied"], row["dispute_id"]) == (
+        333, True, tap.one("charge.dispute.created")["data"]["object"]["id"])
+    assert int(row.get("credits_clawed_back") or 0) == 0  # there was no balance to take from
+    assert store.get("users", user_id=user.user_id) is None  # nothing recreated
+    revenue = _costs(client, operator["token"])["revenue"]
+    assert (revenue["purchases"], revenue["refunds"], revenue["total"]) == (POPULAR_CENTS, POPULAR_CENTS, 0)
