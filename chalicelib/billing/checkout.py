@@ -9,11 +9,12 @@ stripe-python's, or the client's with the same Idempotency-Key) never creates a 
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from typing import Any, Mapping
 
 from chalicelib import accounts, idempotency, store
-from chalicelib.billing import catalogue, purchases, stripe_api, subscriptions
+from chalicelib.billing import catalogue, open_checkouts, purchases, stripe_api, subscriptions
 from chalicelib.errors import Conflict
 from chalicelib.logs import log_event
 from chalicelib.settings import Settings
@@ -220,7 +221,11 @@ def purchase(
 def subscribe(
     settings: Settings, user_id: str, plan_id: str, idempotency_key: str | None = None
 ) -> dict[str, Any]:
-    """Start a subscription: Checkout in subscription mode; allowances come with each paid invoice."""
+    """Start a subscription: Checkout in subscription mode; allowances come with each paid invoice.
+
+    At most one such Checkout is open per user (chalicelib.billing.open_checkouts): parallel
+    or repeated requests for the same plan get the open session; another plan expires it first.
+    """
     plan = catalogue.plan(plan_id)
     user = accounts.get_user(user_id)
     if subscriptions.is_subscribed(user):
@@ -235,21 +240,53 @@ def subscribe(
         else uuid.uuid4().hex
     )
     stripe = stripe_api.client(settings)
-    session = _create_checkout_session(
-        settings,
-        stripe,
-        mode="subscription",
-        customer_id=customer_id,
-        user_id=user_id,
-        line_item=_line_item(settings, plan.id, plan.name, plan.amount, plan.currency,
-                             recurring={"interval": plan.interval}),
-        metadata={"user_id": user_id, "plan_id": plan.id},
-        metadata_copy="subscription_data",
-        idempotency_key=f"subscribe-{request_id}",
-    )
+    now = store.epoch()
+    replaces = None
+    deadline = time.monotonic() + open_checkouts.WAIT_SECONDS
+    while (held := open_checkouts.claim(user_id, request_id, plan.id, now, replaces=replaces)) is not None:
+        if held.session_id and held.plan_id == plan.id:
+            return {"checkout_url": held.url, "session_id": held.session_id}
+        if held.session_id:
+            _expire_subscription_checkout(stripe, held.session_id)
+            replaces = held.request_id
+        elif time.monotonic() > deadline:
+            raise Conflict("A subscription checkout is being opened; try again in a moment",
+                           code="subscription_checkout_in_progress")
+        else:
+            time.sleep(0.1)
+    try:
+        session = _create_checkout_session(
+            settings,
+            stripe,
+            mode="subscription",
+            customer_id=customer_id,
+            user_id=user_id,
+            line_item=_line_item(settings, plan.id, plan.name, plan.amount, plan.currency,
+                                 recurring={"interval": plan.interval}),
+            metadata={"user_id": user_id, "plan_id": plan.id},
+            metadata_copy="subscription_data",
+            idempotency_key=f"subscribe-{request_id}",
+            expires_at=now + CHECKOUT_TTL_SECONDS,
+        )
+    except Exception:
+        open_checkouts.release(user_id, request_id)
+        raise
+    open_checkouts.attach(user_id, request_id, session)
     log_event(logger, "billing.subscription_checkout_created", user_id=user_id, plan_id=plan.id,
               session_id=session["id"])
     return {"checkout_url": session["url"], "session_id": session["id"]}
+
+
+def _expire_subscription_checkout(stripe: Any, session_id: str) -> None:
+    """Close the user's open checkout for another plan; 409 if it was paid meanwhile."""
+    session = stripe_api.call("checkout.sessions.retrieve",
+                              lambda: stripe.v1.checkout.sessions.retrieve(session_id))
+    if session.get("status") == "open":
+        stripe_api.call("checkout.sessions.expire", lambda: stripe.v1.checkout.sessions.expire(
+            session_id, options={"idempotency_key": f"expire-{session_id}"}))
+    elif session.get("status") == "complete":
+        raise Conflict("You already have a subscription; manage it in the billing portal",
+                       code="already_subscribed")
 
 
 def portal(settings: Settings, user_id: str) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import logging
 from typing import Any, Callable, NamedTuple
 
 from chalicelib import ledger, privacy, stats, store
-from chalicelib.billing import catalogue, chargebacks, events, purchases, subscriptions
+from chalicelib.billing import catalogue, chargebacks, events, open_checkouts, purchases, subscriptions
 from chalicelib.billing.catalogue import Plan
 from chalicelib.billing.events import Outcome, ignored, orphaned, processed
 from chalicelib.logs import log_event
@@ -242,6 +242,13 @@ def on_async_payment_failed(settings: Settings, event: Event) -> Outcome:
 
 
 def on_session_expired(settings: Settings, event: Event) -> Outcome:
+    session = _object(event)
+    if session.get("mode") == "subscription":
+        # the user's one open subscription checkout is gone: a new one may be opened
+        user_id = _str(session.get("client_reference_id")) or _metadata(session).get("user_id")
+        session_id = _str(session.get("id"))
+        released = bool(user_id and session_id and open_checkouts.session_expired(user_id, session_id))
+        return processed(None if released else "stale", session_id=session_id, user_id=user_id)
     return _close_session(event, purchases.EXPIRED)
 
 
