@@ -8,7 +8,12 @@ different events about one object, redelivers for days, and in any order):
 - a subscription allowance is `ledger.grant(source="subscription", record_id=<invoice id>)`;
 - a refund is a clawback keyed by charge id + cumulative refunded amount, a dispute by its id
   (chalicelib.billing.chargebacks).
-Everything else (statuses) is a conditional write that only moves forward.
+Everything else (statuses) is a conditional write that only moves forward. A refund or
+dispute reported before its purchase is known waits on the PaymentIntent's link row
+(chalicelib.billing.purchases) and is applied when the purchase completes.
+
+Credits are granted only for the amount and currency we asked for (`payment_mismatch`,
+`invoice_mismatch`); any other payment is left `needs_review` for an operator.
 
 An event we cannot match to a user or purchase grants nothing and is kept for an operator.
 """
@@ -467,7 +472,7 @@ def on_charge_refunded(settings: Settings, event: Event) -> Outcome:
     payment_intent = _id(charge.get("payment_intent"))
     refs: dict[str, Any] = {"charge_id": _str(charge.get("id")), "payment_intent": payment_intent}
     refunded, amount = _int(charge.get("amount_refunded")), _int(charge.get("amount"))
-    if refs["charge_id"] is None or refunded is None or amount is None:
+    if refs["charge_id"] is None or amount is None or refunded is None or not 0 <= refunded <= amount:
         return orphaned("malformed_charge", **refs)
     fact = purchases.Refund(refs["charge_id"], refunded, amount)
     return _chargeback(fact, _metadata(charge).get("transaction_id"), payment_intent, refs)

@@ -66,6 +66,23 @@ class EventTap:
 
 
 @pytest.fixture
+def logged(caplog) -> Callable[[str], list[tuple[int, dict[str, Any]]]]:
+    """(level, fields) of each structured log event with this message during the test.
+
+    The app's JSON logging is configured first, here: configured later (by the first
+    request of the test) it would remove pytest's capture handler.
+    """
+    import logging
+
+    from chalicelib import logs
+
+    logs.configure()
+    caplog.set_level(logging.INFO)
+    return lambda message: [(record.levelno, getattr(record, "fields", {}))
+                            for record in caplog.records if record.getMessage() == message]
+
+
+@pytest.fixture
 def tap(stripe_fake) -> EventTap:
     return EventTap(stripe_fake)
 

@@ -7,24 +7,13 @@ from __future__ import annotations
 import copy
 import logging
 
-import pytest
 
-from chalicelib import logs, store
+from chalicelib import store
 from devstack.fakes.stripe_signing import build_event
 from tests.billing.conftest import EventTap, deliver, paid_checkout, user_item
 from tests.conftest import balance, json_headers, post_json
 
 SIGNUP = 200
-
-
-@pytest.fixture
-def logged(caplog):
-    """(level, message, fields) of every structured log event of the test. The app's JSON
-    logging is configured first: configuring it later would drop pytest's capture handler."""
-    logs.configure()
-    caplog.set_level(logging.INFO)
-    return lambda message: [(r.levelno, getattr(r, "fields", {})) for r in caplog.records
-                            if r.getMessage() == message]
 
 
 def _session_event(client, stripe_fake, tap, user, package_id="popular") -> tuple[dict, dict]:
