@@ -246,13 +246,13 @@ def subscribe(
     while (held := open_checkouts.claim(user_id, request_id, plan.id, now, replaces=replaces)) is not None:
         if held.session_id and held.plan_id == plan.id:
             return {"checkout_url": held.url, "session_id": held.session_id}
-        if held.session_id:
-            _expire_subscription_checkout(stripe, held.session_id)
-            replaces = held.request_id
-        elif time.monotonic() > deadline:
+        if time.monotonic() > deadline:
             raise Conflict("A subscription checkout is being opened; try again in a moment",
                            code="subscription_checkout_in_progress")
-        else:
+        if held.session_id:  # open for another plan: close it, then take its claim over
+            _expire_subscription_checkout(stripe, held.session_id)
+            replaces = held.request_id
+        else:  # another request is opening one: wait for its session
             time.sleep(0.1)
     try:
         session = _create_checkout_session(

@@ -5,7 +5,8 @@ Two Checkout Sessions open at once would let one person pay two subscriptions, a
 creating a session, `POST /credits/subscribe` claims the user's `subscribe_checkout`
 attribute with a conditional UpdateItem; the claim is free when there is none, when the
 session it opened has expired (`expires_at`, also cleared by `checkout.session.expired`), or
-when its holder died before storing a session (`claimed_at` older than CLAIM_SECONDS).
+when its holder died before storing a session (`claimed_at` older than CLAIM_SECONDS, or at once
+for a retry of that very request: same Idempotency-Key).
 Whoever loses the race reuses the winner's session (same plan) once it is stored.
 """
 from __future__ import annotations
@@ -22,7 +23,7 @@ WAIT_SECONDS = 10.0     # how long a parallel request waits for the winner's ses
 
 @dataclass(frozen=True)
 class Held:
-    """Another request's claim: its plan, and its session once stored."""
+    """Who holds the claim: its request, its plan, and its session once stored."""
 
     request_id: str
     plan_id: str
@@ -37,10 +38,11 @@ def claim(user_id: str, request_id: str, plan_id: str, now: int, *, replaces: st
     """
     free = (
         f"attribute_not_exists({ATTRIBUTE}) OR {ATTRIBUTE}.expires_at <= :now"
-        f" OR (attribute_not_exists({ATTRIBUTE}.session_id) AND {ATTRIBUTE}.claimed_at < :stale)"
+        f" OR (attribute_not_exists({ATTRIBUTE}.session_id)"
+        f"     AND ({ATTRIBUTE}.claimed_at < :stale OR {ATTRIBUTE}.request_id = :rid))"
     )
     values = store.values(claim={"request_id": request_id, "plan_id": plan_id, "claimed_at": now},
-                          now=now, stale=now - CLAIM_SECONDS)
+                          now=now, stale=now - CLAIM_SECONDS, rid=request_id)
     if replaces:
         free += f" OR {ATTRIBUTE}.request_id = :replaces"
         values.update(store.values(replaces=replaces))
