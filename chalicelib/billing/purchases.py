@@ -6,6 +6,7 @@ Life of a row (`status`):
     pending --completed(unpaid)--> awaiting_payment --async failed--> failed
        |                                 |
        +--------- paid ------------------+--> completed   (ledger.complete_purchase only)
+       +--------- paid, but not the price we asked --> needs_review  (an operator decides)
        +--------- expired / creation failed --> expired / failed
 
 Every transition here is a conditional write that only moves *forward* from the states
