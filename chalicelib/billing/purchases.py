@@ -278,7 +278,7 @@ def _link_update(payment_intent: str, expression: str, values: dict[str, Any]) -
         TableName=store.table_name(TABLE),
         Key=store.key(transaction_id=f"pi#{payment_intent}"),
         UpdateExpression=expression,
-        ExpressionAttributeValues={**store.values(kind=LINK_KIND, pi=payment_intent), **values},
+        ExpressionAttributeValues={**store.values(kind=LINK_KIND), **values},
         ReturnValues="ALL_NEW",
     )
     return store.from_item(response["Attributes"]) or {}
@@ -288,7 +288,7 @@ def report(payment_intent: str, fact: Refund | Dispute) -> str | None:
     """Keep a refund/dispute on the PaymentIntent's link row; the purchase id once linked."""
     encoded = json.dumps(asdict(fact), sort_keys=True)
     attribute = "refund_facts" if isinstance(fact, Refund) else "dispute_facts"
-    row = _link_update(payment_intent, f"SET kind = :kind, link_payment_intent = :pi ADD {attribute} :fact",
+    row = _link_update(payment_intent, f"SET kind = :kind ADD {attribute} :fact",
                        {":fact": {"SS": [encoded]}})
     return row.get("purchase_id")
 
@@ -297,7 +297,7 @@ def link(payment_intent: str, transaction_id: str) -> tuple[str, list[Refund | D
     """Name the purchase this PaymentIntent pays (the first name stays); returns the linked
     purchase id and every fact reported so far."""
     row = _link_update(payment_intent,
-                       "SET kind = :kind, link_payment_intent = :pi, purchase_id = if_not_exists(purchase_id, :tid)",
+                       "SET kind = :kind, purchase_id = if_not_exists(purchase_id, :tid)",
                        store.values(tid=transaction_id))
     facts: list[Refund | Dispute] = [Refund(**json.loads(raw)) for raw in sorted(row.get("refund_facts") or ())]
     facts += [Dispute(**json.loads(raw)) for raw in sorted(row.get("dispute_facts") or ())]
