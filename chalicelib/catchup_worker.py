@@ -217,7 +217,7 @@ def _run(job: dict[str, Any], lease: str, deadline: float) -> dict[str, Any]:
 
 def _transcribe(job: dict[str, Any], lease: str, deadline: float) -> dict[str, Any]:
     from chalicelib.providers import assemblyai
-    from chalicelib.providers.http import ProviderRejected
+    from chalicelib.providers.http import OutcomeUnknown, ProviderRejected
 
     settings = get_settings()
     transcript_id = job.get("transcript_id")
@@ -229,7 +229,9 @@ def _transcribe(job: dict[str, Any], lease: str, deadline: float) -> dict[str, A
                 audio_uploads.fetch_url(job["audio_key"]),
                 speech_models=list(settings.catchup_speech_models),
             )
-        except ProviderRejected:
+        except (ProviderRejected, OutcomeUnknown):
+            # OutcomeUnknown: AssemblyAI may have queued (and will bill) a transcript whose id
+            # we never learnt; submitting again could pay for the audio twice.
             raise JobFailed("transcription_failed") from None
         except (UpstreamError, ServiceUnavailable, ConfigurationError):
             raise Retryable("transcription_failed") from None

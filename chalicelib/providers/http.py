@@ -59,6 +59,11 @@ class ProviderRejected(UpstreamError):
         self.provider_code = provider_code
 
 
+class OutcomeUnknown(UpstreamError):
+    """A POST that failed after it may have reached the provider (connection dropped, read
+    timed out): it may have been processed and billed, so it is never sent again."""
+
+
 class StaleCredentials(ServiceUnavailable):
     """A 401 that the caller asked to handle itself (an expiring app token it can renew)."""
 
@@ -99,6 +104,23 @@ def retry_after_header(response: "requests.Response") -> float | None:
     except (TypeError, ValueError):
         return None
     return max(moment.timestamp() - time.time(), 0.0)
+
+
+def never_sent(error: "requests.ConnectionError") -> bool:
+    """True only when the connection itself could not be made (refused, unresolvable, connect
+    timeout), so not a byte of the request left us and sending it again cannot repeat it.
+
+    requests raises the same ConnectionError when the provider drops the connection after
+    reading the request; that one wraps a urllib3 ProtocolError, not a connect failure.
+    """
+    import requests
+    from urllib3.exceptions import ConnectTimeoutError, MaxRetryError
+
+    if isinstance(error, requests.ConnectTimeout):
+        return True
+    cause = error.args[0] if error.args else None
+    # NewConnectionError and NameResolutionError are ConnectTimeoutError subclasses.
+    return isinstance(cause, MaxRetryError) and isinstance(cause.reason, ConnectTimeoutError)
 
 
 def require(value: str, setting: str) -> str:
@@ -169,12 +191,17 @@ class ProviderClient:
     ) -> Any:
         """Send the request and return its decoded JSON body, or raise a mapped error.
 
-        Connection failures, 429 and 5xx are retried within the policy's attempt and time
-        budget. A read timeout is retried only for GET: a POST may already have been
-        processed (and billed) by the provider. With `renewable_auth`, a 401 raises
-        `StaleCredentials` instead of the operator alarm, so the caller can renew a token.
+        429 and 5xx are retried within the policy's attempt and time budget, and so are
+        connection failures and timeouts of a GET. A POST is retried after a connection
+        failure only if it provably never left us (`never_sent`): a connection dropped or
+        a read timed out after the body went out may still have been processed (and billed)
+        by the provider, so that POST raises `OutcomeUnknown` instead of being sent again.
+        With `renewable_auth`, a 401 raises `StaleCredentials` instead of the operator
+        alarm, so the caller can renew a token.
         """
         import requests
+
+        idempotent = method.upper() == "GET"
 
         policy = Policy.from_settings(read_timeout)
         started = time.monotonic()
@@ -191,10 +218,10 @@ class ProviderClient:
                     method, url, headers=dict(headers or {}), params=params, json=json,
                     data=data, timeout=timeout, allow_redirects=False,
                 )
-            except requests.ConnectionError:  # includes ConnectTimeout: nothing was sent
-                failure, retryable = "unreachable", True
+            except requests.ConnectionError as error:  # includes ConnectTimeout
+                failure, retryable = "unreachable", idempotent or never_sent(error)
             except requests.Timeout:
-                failure, retryable = "timeout", method.upper() == "GET"
+                failure, retryable = "timeout", idempotent
             except requests.RequestException:
                 failure, retryable = "unreachable", False
             else:
@@ -226,7 +253,7 @@ class ProviderClient:
                 wait_seconds=round(wait, 2),
             )
             if give_up:
-                raise self._final_error(failure, response, wait)
+                raise self._final_error(failure, response, wait, sent=not retryable)
             sleep(wait)
 
     # ----- outcomes ---------------------------------------------------------------------
@@ -286,7 +313,8 @@ class ProviderClient:
             retry_after=retry_after,
         )
 
-    def _final_error(self, failure: str, response: "requests.Response | None", wait: float) -> Exception:
+    def _final_error(self, failure: str, response: "requests.Response | None", wait: float,
+                     *, sent: bool = False) -> Exception:
         if failure == "429":
             return self._busy(response, wait=wait)
         if failure == "503" and response is not None and self._retry_after(response) is not None:
@@ -297,10 +325,12 @@ class ProviderClient:
                 headers={"Retry-After": str(seconds)},
                 retry_after=seconds,
             )
+        # A request that may have been sent and failed without an answer: its outcome is unknown.
+        error_class = OutcomeUnknown if sent else UpstreamError
         if failure == "timeout":
-            return UpstreamError(f"{self.display_name} did not answer in time", code="upstream_timeout")
+            return error_class(f"{self.display_name} did not answer in time", code="upstream_timeout")
         if failure == "unreachable":
-            return UpstreamError(f"{self.display_name} could not be reached", code="upstream_unreachable")
+            return error_class(f"{self.display_name} could not be reached", code="upstream_unreachable")
         return UpstreamError(f"{self.display_name} failed", code="upstream_error")
 
 

@@ -333,6 +333,23 @@ def test_assemblyai_refusing_the_request_refunds_and_fails(stack, new_user):
     assert_failed_and_refunded(stack, user, body["job_id"], "transcription_failed")
 
 
+def test_transcript_request_lost_after_assemblyai_read_it_is_never_sent_again(stack, new_user):
+    """The connection drops after AssemblyAI read POST /v2/transcript: it may have queued a
+    transcript we will be billed for, so neither the client nor SQS redelivery resubmits."""
+    from tests.dropping_server import DroppingServer
+
+    user = new_user()
+    body = accepted(stack, user["token"])
+    message = stack.receive()
+    with DroppingServer() as server:
+        stack.configure(ASSEMBLYAI_API_BASE=server.url)
+        stack.run_worker(message)  # not retried: the handler returns normally
+        stack.run_worker(message)  # a duplicate delivery finds the job finished
+    assert len(server.requests_to("POST", "/v2/transcript")) == 1
+    assert len(server.received) == 1
+    assert_failed_and_refunded(stack, user, body["job_id"], "transcription_failed")
+
+
 def test_assemblyai_never_finishing_within_budget_refunds_and_fails(stack, new_user):
     user = new_user()
     stack.configure(CATCHUP_TRANSCRIBE_BUDGET_SECONDS="1")

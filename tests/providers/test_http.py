@@ -8,7 +8,7 @@ import pytest
 from chalicelib.errors import ServiceUnavailable, UpstreamError
 from chalicelib.logs import JsonFormatter
 from chalicelib.providers import assemblyai, openai
-from chalicelib.providers.http import ProviderRejected
+from chalicelib.providers.http import OutcomeUnknown, ProviderRejected
 from tests.conftest import OPENAI_KEY, free_port
 
 MESSAGES = [{"role": "user", "content": "hello there"}]
@@ -171,3 +171,75 @@ def test_session_is_shared(providers):
     first = assemblyai.client.session
     mint()
     assert assemblyai.client.session is first
+
+
+# ----- a POST that may have reached the provider is never sent again ----------------------
+
+
+@pytest.fixture
+def dropping(providers, monkeypatch):
+    """Every provider base URL points at a server that reads each request, then hangs up."""
+    from chalicelib.settings import reset_settings
+    from tests.dropping_server import DroppingServer
+
+    with DroppingServer() as server:
+        monkeypatch.setenv("OPENAI_API_BASE", server.url + "/v1")
+        monkeypatch.setenv("ASSEMBLYAI_API_BASE", server.url)
+        reset_settings()
+        yield server
+    reset_settings()
+
+
+def test_chat_post_dropped_after_sending_is_sent_once(dropping, providers):
+    with pytest.raises(OutcomeUnknown) as caught:
+        openai.chat(MESSAGES, max_completion_tokens=50)
+    assert caught.value.status == 502 and caught.value.code == "upstream_unreachable"
+    [received] = dropping.requests_to("POST", "/v1/chat/completions")
+    assert json.loads(received.body)["messages"] == MESSAGES  # the whole body went out
+    assert len(dropping.received) == 1 and providers == []
+
+
+def test_transcript_post_dropped_after_sending_is_sent_once(dropping, providers):
+    with pytest.raises(OutcomeUnknown) as caught:
+        assemblyai.submit_transcript("https://audio.example/clip.wav", audio_end_at=60_000)
+    assert caught.value.status == 502 and caught.value.code == "upstream_unreachable"
+    [received] = dropping.requests_to("POST", "/v2/transcript")
+    assert json.loads(received.body)["audio_end_at"] == 60_000
+    assert len(dropping.received) == 1 and providers == []
+
+
+def test_get_dropped_after_sending_is_retried(dropping, providers):
+    with pytest.raises(UpstreamError) as caught:
+        assemblyai.get_transcript("abc")
+    assert caught.value.code == "upstream_unreachable"
+    assert not isinstance(caught.value, OutcomeUnknown)
+    assert len(dropping.requests_to("GET", "/v2/transcript/abc")) == 3 and len(providers) == 2
+
+
+def test_post_that_never_connected_is_retried(providers, monkeypatch):
+    """Connection refused: not a byte left us, so sending it again cannot repeat it."""
+    from chalicelib.settings import reset_settings
+
+    monkeypatch.setenv("OPENAI_API_BASE", f"http://127.0.0.1:{free_port()}/v1")
+    reset_settings()
+    with pytest.raises(UpstreamError) as caught:
+        openai.chat(MESSAGES, max_completion_tokens=50)
+    assert caught.value.code == "upstream_unreachable"
+    assert not isinstance(caught.value, OutcomeUnknown)
+    assert len(providers) == 2
+
+
+def test_never_sent_tells_connect_failures_from_drops():
+    import requests
+    from urllib3.exceptions import MaxRetryError, NameResolutionError, NewConnectionError, ProtocolError
+
+    from chalicelib.providers.http import never_sent
+
+    refused = MaxRetryError(None, "/", NewConnectionError(None, "refused"))
+    unresolved = MaxRetryError(None, "/", NameResolutionError("host", None, OSError()))
+    dropped = ProtocolError("Connection aborted.", ConnectionResetError())
+    assert never_sent(requests.ConnectionError(refused))
+    assert never_sent(requests.ConnectionError(unresolved))
+    assert never_sent(requests.ConnectTimeout(MaxRetryError(None, "/", None)))
+    assert not never_sent(requests.ConnectionError(dropped))
+    assert not never_sent(requests.ConnectionError(OSError("broken pipe")))

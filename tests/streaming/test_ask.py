@@ -144,3 +144,19 @@ def test_a_retried_ask_with_an_idempotency_key_is_answered_and_charged_once(call
     assert first.status == again.status == 200 and again.body == first.body
     assert _chat_requests(fake_openai) - before == 1
     assert user.balance() == 195
+
+
+def test_answer_lost_after_openai_read_the_question_is_sent_once_and_released(caller, live):
+    """The connection drops after OpenAI read the request: never sent twice, nothing charged."""
+    from tests.dropping_server import DroppingServer
+
+    user = caller()
+    with DroppingServer() as server:
+        live(OPENAI_API_BASE=server.url + "/v1")
+        r = user.ask("What should I dodge?", TRANSCRIPT)
+    assert r.status == 502 and r.body["code"] == "upstream_unreachable"
+    assert len(server.requests_to("POST", "/v1/chat/completions")) == 1
+    assert len(server.received) == 1
+    assert user.balance() == 200
+    assert usage_rows(user.user_id, "ask") == []
+    assert ledger.check_invariant(user.user_id).ok
