@@ -5,7 +5,9 @@ Lambda's 6 MB payload limit. The content type and the exact length are signed in
 URL (S3 refuses a PUT whose headers differ), the key is chosen by us under
 `uploads/<user_id>/`, and the URL is short-lived; the bucket expires objects after a day.
 A job may only name a key under its caller's prefix, and the object's stored type and
-size are checked again at submit time, so nothing depends on the signature alone.
+size are checked again at submit time, so nothing depends on the signature alone. Its
+first bytes (a ranged GET) must be audio, and give the longest it can play
+(chalicelib.audio_length): that, not a number the client sends, bounds what a job pays for.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from chalicelib import audio_length
 from chalicelib.aws import client
 from chalicelib.errors import NotFound, PayloadTooLarge, ValidationFailed
 from chalicelib.settings import get_settings
@@ -45,15 +48,6 @@ UPLOAD_SCHEMA = Schema(
     name="catchup_upload",
 )
 
-# Magic numbers of the formats we accept inline (the client need not name a type).
-_SIGNATURES: tuple[tuple[re.Pattern[bytes], str], ...] = (
-    (re.compile(rb"RIFF....WAVE", re.S), "audio/wav"),
-    (re.compile(rb"OggS"), "audio/ogg"),
-    (re.compile(rb"\x1a\x45\xdf\xa3"), "audio/webm"),
-    (re.compile(rb"fLaC"), "audio/flac"),
-    (re.compile(rb"ID3|\xff[\xe0-\xff]", re.S), "audio/mpeg"),
-    (re.compile(rb"....ftyp", re.S), "audio/mp4"),
-)
 _DATA_URL = re.compile(r"data:[a-z0-9.+/-]{1,64}(?:;[a-z0-9=.+-]{1,64})*;base64,", re.I)
 
 
@@ -62,6 +56,7 @@ class AudioObject:
     key: str
     size: int
     content_type: str
+    max_seconds: float  # the longest it can play (chalicelib.audio_length)
 
 
 def _bucket() -> str:
@@ -125,7 +120,37 @@ def uploaded(user_id: str, key: str) -> AudioObject:
     _check_type(content_type)
     size = int(head.get("ContentLength") or 0)
     _check_size(size, get_settings().catchup_upload_max_bytes)
-    return AudioObject(key, size, content_type)
+    if size < MIN_FILE_BYTES:
+        raise ValidationFailed("The audio is too short to be a recording", code="invalid_audio",
+                               field="audio_key")
+    prefix = _prefix(key)
+    if prefix is None:
+        raise missing
+    return AudioObject(key, size, content_type, _max_seconds(prefix, size, "audio_key"))
+
+
+def _prefix(key: str) -> bytes | None:
+    """The object's first bytes (a ranged GET: the format and a WAV header are at the start)."""
+    from botocore.exceptions import ClientError
+
+    try:
+        response = client("s3").get_object(Bucket=_bucket(), Key=key,
+                                           Range=f"bytes=0-{audio_length.PREFIX_BYTES - 1}")
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+            return None  # deleted since the HEAD
+        raise
+    return response["Body"].read(audio_length.PREFIX_BYTES)
+
+
+def _max_seconds(head: bytes, size: int, field: str) -> float:
+    try:
+        return audio_length.max_seconds(head, size)
+    except audio_length.NotAudio as error:
+        raise ValidationFailed(
+            f"The audio is not a readable recording ({error}); use webm, ogg, wav, mp3, mp4 or flac",
+            code="invalid_audio", field=field,
+        ) from None
 
 
 def head_object(key: str) -> dict[str, Any] | None:
@@ -157,10 +182,9 @@ def decode_inline(encoded: str) -> tuple[bytes, str]:
     _check_size(len(data), limit)
     if len(data) < MIN_FILE_BYTES:
         raise ValidationFailed("'audio' is too short to be a recording", code="invalid_audio", field="audio")
-    head = data[:16]
-    for signature, content_type in _SIGNATURES:
-        if signature.match(head):
-            return data, content_type
+    content_type = audio_length.sniff(data)
+    if content_type is not None:
+        return data, content_type
     raise ValidationFailed(
         "'audio' is not a recognised audio format (webm, ogg, wav, mp3, mp4, flac)",
         code="unsupported_audio_type", field="audio",
@@ -171,9 +195,10 @@ def store_inline(user_id: str, encoded: str) -> AudioObject:
     """Put inline audio under the user's prefix, so the worker reads every job the same way."""
     data, content_type = decode_inline(encoded)
     _check_type(content_type)
+    seconds = _max_seconds(data[:audio_length.PREFIX_BYTES], len(data), "audio")
     key = f"{user_prefix(user_id)}{uuid.uuid4().hex}.{EXTENSIONS.get(content_type, 'bin')}"
     client("s3").put_object(Bucket=_bucket(), Key=key, Body=data, ContentType=content_type)
-    return AudioObject(key, len(data), content_type)
+    return AudioObject(key, len(data), content_type, seconds)
 
 
 def delete_quietly(key: str) -> None:

@@ -2,9 +2,12 @@
 
 A job is accepted within a request and processed in the background, because transcribing
 minutes of audio and summarising it takes far longer than API Gateway's 29 s. At submit
-the worst case (the requested minutes at the catch-up price) is reserved in the same
-transaction that writes the job, so a job exists exactly when its credits are held; the
-worker later settles to the audio's real length or releases everything on failure.
+the job's minutes are fixed: the longest the audio can play (measured from its bytes,
+chalicelib.audio_length), but no more than the client's `duration_minutes`; they are
+reserved at the catch-up price in the same transaction that writes the job, so a job exists
+exactly when its credits are held. The worker asks AssemblyAI to stop at those minutes
+(`audio_end_at`), so the provider never processes audio that is not paid for, and later
+settles to what was transcribed or releases everything on failure.
 
 Job states: queued -> processing -> completed | failed (the last two are terminal). A
 retryable failure puts a job back to queued for SQS to redeliver it.
@@ -19,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import re
 import threading
 import uuid
@@ -127,10 +131,22 @@ def _validate(body: Mapping[str, Any]) -> None:
                                field="duration_minutes")
 
 
+def reserved_minutes(requested_minutes: int, audio_max_seconds: float) -> int:
+    """The minutes a job pays for and transcribes at most: the audio's longest possible
+    length rounded up, but never more than the client asked for (nor less than one)."""
+    return max(1, min(int(requested_minutes), math.ceil(audio_max_seconds / 60)))
+
+
+def paid_minutes(job: Mapping[str, Any]) -> int:
+    """The minutes a job reserved (jobs written before `reserved_minutes` reserved the request)."""
+    return int(job.get("reserved_minutes") or job["duration_minutes"])
+
+
 def _new_job(user_id: str, job_id: str, body: Mapping[str, Any], audio: audio_uploads.AudioObject,
              price: int) -> dict[str, Any]:
     settings = get_settings()
     now = store.now()
+    minutes = reserved_minutes(body["duration_minutes"], audio.max_seconds)
     return {
         "job_id": job_id,
         "user_id": user_id,
@@ -143,9 +159,11 @@ def _new_job(user_id: str, job_id: str, body: Mapping[str, Any], audio: audio_up
         "audio_key": audio.key,
         "audio_bytes": audio.size,
         "audio_content_type": audio.content_type,
+        "audio_max_seconds": math.ceil(audio.max_seconds),
+        "reserved_minutes": minutes,
         "price_per_minute": price,
         "reservation_id": reservation_id(job_id),
-        "credits_reserved": body["duration_minutes"] * price,
+        "credits_reserved": minutes * price,
         "attempts": 0,
         "expires_at_epoch": int(now.timestamp()) + settings.catchup_job_retention_days * 86400,
     }
@@ -173,7 +191,7 @@ def _job_id(request_key: str | None) -> str:
 
 
 def submit(user_id: str, body: Mapping[str, Any], request_key: str | None = None) -> dict[str, Any]:
-    """Accept a catch-up: check the audio, reserve the worst case with the job, enqueue it."""
+    """Accept a catch-up: measure the audio, reserve its minutes with the job, enqueue it."""
     _validate(body)
     settings = get_settings()
     price = settings.catchup_credits_per_minute
@@ -212,6 +230,7 @@ def submit(user_id: str, body: Mapping[str, Any], request_key: str | None = None
         return _resumed(existing)
     _enqueue(job)
     log_event(logger, "catchup.queued", job_id=job_id, duration_minutes=job["duration_minutes"],
+              reserved_minutes=job["reserved_minutes"], audio_max_seconds=job["audio_max_seconds"],
               credits_reserved=job["credits_reserved"], audio_bytes=audio.size,
               inline=not body.get("audio_key"))
     return {**_accepted(job), "remaining_balance": reservation.balance_after}
@@ -223,6 +242,7 @@ def _accepted(job: Mapping[str, Any]) -> dict[str, Any]:
         "status": job["status"],
         "credits_reserved": job["credits_reserved"],
         "duration_minutes": job["duration_minutes"],
+        "reserved_minutes": paid_minutes(job),
         "price_per_minute": job["price_per_minute"],
     }
 
@@ -293,6 +313,7 @@ def job_view(job: Mapping[str, Any]) -> dict[str, Any]:
         "created_at": job["created_at"],
         "updated_at": job.get("updated_at"),
         "duration_minutes": job["duration_minutes"],
+        "reserved_minutes": paid_minutes(job),
         "channel": job.get("channel"),
         "stream_url": job.get("stream_url"),
         "credits_reserved": job["credits_reserved"],

@@ -228,6 +228,7 @@ def _transcribe(job: dict[str, Any], lease: str, deadline: float) -> dict[str, A
             submitted = assemblyai.submit_transcript(
                 audio_uploads.fetch_url(job["audio_key"]),
                 speech_models=list(settings.catchup_speech_models),
+                audio_end_at=catchup.paid_minutes(job) * 60_000,  # never past what is paid for
             )
         except (ProviderRejected, OutcomeUnknown):
             # OutcomeUnknown: AssemblyAI may have queued (and will bill) a transcript whose id
@@ -295,6 +296,8 @@ def _store_transcript(job: Mapping[str, Any], done: Mapping[str, Any]) -> dict[s
     settings = get_settings()
     text, truncated = _bounded_text(str(done.get("text") or ""))
     duration = done.get("audio_duration")
+    if isinstance(duration, (int, float)):  # what was processed: it stopped at `audio_end_at`
+        duration = min(duration, catchup.paid_minutes(job) * 60)
     item = {
         "job_id": job["job_id"] + catchup.TRANSCRIPT_SUFFIX,
         "text": text,
@@ -363,9 +366,13 @@ def _summarise(text: str, stream: Mapping[str, Any], deadline: float) -> Any:
 
 
 def billed_minutes(job: Mapping[str, Any], audio_seconds: Any) -> int:
-    """Whole minutes of audio actually transcribed (rounded up), never above what was reserved."""
+    """Whole minutes of audio actually transcribed (rounded up), never above what was reserved.
+
+    AssemblyAI was told to stop at the reserved minutes (`audio_end_at`), so whatever length
+    it reports, it processed no more than that.
+    """
     seconds = audio_seconds if isinstance(audio_seconds, (int, float)) and audio_seconds > 0 else 60
-    return max(1, min(math.ceil(seconds / 60), int(job["duration_minutes"])))
+    return max(1, min(math.ceil(seconds / 60), catchup.paid_minutes(job)))
 
 
 def _completed_update(job: Mapping[str, Any], lease: str, result: Mapping[str, Any], used: int,

@@ -4,7 +4,9 @@ Serves both real hosts on one port: `streaming.assemblyai.com` (`/v3/token`)
 and `api.assemblyai.com` (`/v2/...`). Auth is the raw key in `Authorization`
 (no "Bearer"), errors are `{"error": "<message>"}`. Transcripts progress over
 successive polls like the real service, and their length follows the audio's
-real duration (read from the WAV header of the fetched `audio_url`).
+real duration (read from the WAV header of the fetched `audio_url`), clipped to
+`audio_start_from`/`audio_end_at` (ms): only that part is transcribed and counted
+in `audio_duration`, as the real service processes (and bills) only that part.
 """
 
 from __future__ import annotations
@@ -224,10 +226,10 @@ class AssemblyAIFake(FakeServer):
 
     def _complete(self, job: _Job) -> None:
         t = job.transcript
-        duration = job.duration or 0.0
-        start_ms = t["audio_start_from"] or 0
-        end_ms = min(t["audio_end_at"] or int(duration * 1000), int(duration * 1000))
-        spoken_ms = max(end_ms - start_ms, 0)
+        duration_ms = int((job.duration or 0.0) * 1000)
+        start_ms = min(t["audio_start_from"] or 0, duration_ms)
+        end_ms = min(t["audio_end_at"] or duration_ms, duration_ms)
+        spoken_ms = max(end_ms - start_ms, 0)  # only [audio_start_from, audio_end_at) is processed
         text = job.text if job.text is not None else speech_text(spoken_ms / 1000, self.words_per_minute)
         speaker = "A" if t["speaker_labels"] else None
         words = timed_words(text, spoken_ms, speaker)
@@ -239,7 +241,7 @@ class AssemblyAIFake(FakeServer):
             text=text,
             words=words,
             confidence=0.98 if words else None,
-            audio_duration=round(duration),
+            audio_duration=round(spoken_ms / 1000),  # what is processed, and billed
         )
         if speaker and words:
             t["utterances"] = [
@@ -279,8 +281,12 @@ def _validate_transcript_params(params: Any) -> None:
         if bad:
             raise FakeError(400, f"Invalid speech model(s): {', '.join(bad)}")
     for name in ("audio_start_from", "audio_end_at"):
-        if params.get(name) is not None and not isinstance(params[name], int):
-            raise FakeError(400, f"{name} must be an integer")
+        value = params.get(name)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+            raise FakeError(400, f"{name} must be a non-negative integer")
+    start, end = params.get("audio_start_from"), params.get("audio_end_at")
+    if start is not None and end is not None and end <= start:
+        raise FakeError(400, "audio_end_at must be greater than audio_start_from")
 
 
 def _new_transcript(transcript_id: str, params: dict[str, Any]) -> dict[str, Any]:

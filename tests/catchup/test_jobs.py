@@ -27,18 +27,19 @@ def accepted(stack, token, **kwargs) -> dict:
 # ----- submit ------------------------------------------------------------------------------
 
 
-def test_submit_reserves_the_worst_case_and_queues(stack, new_user):
+def test_submit_reserves_the_audios_minutes_and_queues(stack, new_user):
     user = new_user()
     timings, bodies = [], []
     for _ in range(3):  # the best of three: the first one also pays for cold clients
         started = time.monotonic()
-        bodies.append(accepted(stack, user["token"], seconds=30, duration_minutes=5))
+        bodies.append(accepted(stack, user["token"], seconds=230, duration_minutes=5))
         timings.append(time.monotonic() - started)
     assert min(timings) < 1.0, timings
     body = bodies[0]
-    assert body["status"] == "queued" and body["credits_reserved"] == 5 * PRICE
-    assert body["remaining_balance"] == 200 - 5 * PRICE
-    assert stack.balance(user["token"]) == 200 - 3 * 5 * PRICE
+    assert body["status"] == "queued" and body["credits_reserved"] == 4 * PRICE  # 3 min 50 s of audio
+    assert (body["reserved_minutes"], body["duration_minutes"]) == (4, 5)
+    assert body["remaining_balance"] == 200 - 4 * PRICE
+    assert stack.balance(user["token"]) == 200 - 3 * 4 * PRICE
     job = stack.job(user["token"], body["job_id"])
     assert job["status"] == "queued" and job["result"] is None and job["credits_used"] is None
     assert body["job_id"] in stack.receive()["Body"]
@@ -109,7 +110,7 @@ def test_insufficient_credits_is_402_and_nothing_is_queued(stack, new_user, sett
     from chalicelib.aws import client
 
     user = new_user()
-    status, body = stack.submit(user["token"], duration_minutes=21)  # 210 > 200
+    status, body = stack.submit(user["token"], seconds=21 * 60, duration_minutes=21)  # 210 > 200
     assert status == 402 and body["code"] == "insufficient_credits"
     assert stack.balance(user["token"]) == 200
     listed = client("s3").list_objects_v2(Bucket=settings.resource("audio"),
@@ -132,21 +133,21 @@ def test_a_repeated_idempotency_key_returns_the_first_response_and_reserves_once
 
     user = new_user()
     key = {"Idempotency-Key": "catchup-retry-1"}
-    first = accepted(stack, user["token"], seconds=60, duration_minutes=4, headers=key)
-    status, again = stack.submit(user["token"], seconds=60, duration_minutes=4, headers=key)
+    first = accepted(stack, user["token"], seconds=240, duration_minutes=4, headers=key)
+    status, again = stack.submit(user["token"], seconds=240, duration_minutes=4, headers=key)
     assert status == 202 and again == first
     assert stack.balance(user["token"]) == 200 - 4 * PRICE
     listed = client("s3").list_objects_v2(Bucket=settings.resource("audio"),
                                           Prefix=f"uploads/{user['user']['user_id']}/")
     assert listed["KeyCount"] == 1
 
-    status, other = stack.submit(user["token"], seconds=60, duration_minutes=5, headers=key)
+    status, other = stack.submit(user["token"], seconds=240, duration_minutes=5, headers=key)
     assert status == 422 and other["code"] == "idempotency_key_mismatch"
     status, bad = stack.submit(user["token"], headers={"Idempotency-Key": "x" * 300})
     assert status == 400 and bad["code"] == "invalid_idempotency_key"
 
     someone = new_user()  # keys are per user
-    theirs = accepted(stack, someone["token"], seconds=60, duration_minutes=4, headers=key)
+    theirs = accepted(stack, someone["token"], seconds=240, duration_minutes=4, headers=key)
     assert theirs["job_id"] != first["job_id"]
 
 
@@ -157,19 +158,19 @@ def test_a_retry_whose_stored_response_was_lost_finds_its_job(stack, new_user):
     user = new_user()
     user_id = user["user"]["user_id"]
     key = "catchup-retry-2"
-    first = accepted(stack, user["token"], seconds=60, duration_minutes=4, headers={"Idempotency-Key": key})
+    first = accepted(stack, user["token"], seconds=240, duration_minutes=4, headers={"Idempotency-Key": key})
     store.ddb().delete_item(  # as if the stored first response had been lost
         TableName=store.table_name("idempotency"),
         Key=store.key(idempotency_key=f"{user_id}#{hashlib.sha256(key.encode()).hexdigest()}"),
     )
-    again = accepted(stack, user["token"], seconds=60, duration_minutes=4, headers={"Idempotency-Key": key})
+    again = accepted(stack, user["token"], seconds=240, duration_minutes=4, headers={"Idempotency-Key": key})
     assert again["job_id"] == first["job_id"]
     assert stack.balance(user["token"]) == 200 - 4 * PRICE
     for _ in range(2):  # the queued job was sent again: two messages, one job
         stack.run_worker(stack.receive())
     job = stack.job(user["token"], first["job_id"])
-    assert job["status"] == "completed" and job["credits_used"] == PRICE
-    assert stack.balance(user["token"]) == 200 - PRICE
+    assert job["status"] == "completed" and job["credits_used"] == 4 * PRICE
+    assert stack.balance(user["token"]) == 200 - 4 * PRICE
     assert len(usage_rows(user_id)) == 1
     assert_books_balance(user_id)
 
@@ -198,7 +199,8 @@ def test_job_completes_settles_to_the_real_duration_and_lands_in_history(stack, 
     stack.run_worker(stack.receive())
     job = stack.job(user["token"], body["job_id"])
     assert job["status"] == "completed", job
-    assert job["credits_used"] == 3 * PRICE and job["credits_refunded"] == 2 * PRICE
+    assert job["credits_reserved"] == 3 * PRICE and job["reserved_minutes"] == 3  # not the 5 asked
+    assert job["credits_used"] == 3 * PRICE and job["credits_refunded"] == 0
     assert stack.balance(user["token"]) == 200 - 3 * PRICE
     result = job["result"]
     assert result["summary"] and isinstance(result["key_points"], list) and result["key_points"]
@@ -211,6 +213,7 @@ def test_job_completes_settles_to_the_real_duration_and_lands_in_history(stack, 
 
     submitted = stack.assemblyai.requests_to("/v2/transcript", "POST")[-1].json()
     assert submitted["speech_models"] == ["universal-2"]
+    assert submitted["audio_end_at"] == 3 * 60_000  # it never transcribes past what is reserved
     assert len(stack.assemblyai.transcript_ids) == before + 1
 
     _, page = stack.get("/transcription/history", user["token"])
@@ -384,7 +387,7 @@ def test_missing_audio_refunds_and_fails(stack, new_user, settings):
 def test_openai_down_is_retried_then_refunds_and_fails(stack, new_user):
     user = new_user()
     stack.openai.fail_next(1000, 500, path_prefix="/v1/chat")
-    body = accepted(stack, user["token"], duration_minutes=3)
+    body = accepted(stack, user["token"], seconds=180, duration_minutes=3)
     message = stack.receive()
     transcripts = len(stack.assemblyai.transcript_ids)
     for attempt in (1, 2):

@@ -97,6 +97,28 @@ def test_uploaded_wav_is_transcribed_over_successive_polls(aai: AssemblyAIFake) 
     assert _poll(aai, created["id"]) == done  # stays completed
 
 
+def test_only_the_part_between_audio_start_from_and_audio_end_at_is_transcribed(aai: AssemblyAIFake) -> None:
+    aai.polls_before_completion = 0
+    upload = requests.post(f"{aai.url}/v2/upload", data=make_wav(600, sample_rate=1000), headers=AUTH,
+                           timeout=5).json()["upload_url"]
+    head = _poll(aai, _create(aai, upload, audio_end_at=60_000)["id"])
+    assert head["audio_duration"] == 60 and head["audio_end_at"] == 60_000
+    assert 140 <= len(head["text"].split()) <= 160 and head["words"][-1]["end"] <= 60_000
+    middle = _poll(aai, _create(aai, upload, audio_start_from=120_000, audio_end_at=150_000)["id"])
+    assert middle["audio_duration"] == 30
+    assert 120_000 <= middle["words"][0]["start"] and middle["words"][-1]["end"] <= 150_000
+    past_the_end = _poll(aai, _create(aai, upload, audio_end_at=3_600_000)["id"])
+    assert past_the_end["audio_duration"] == 600
+
+
+@pytest.mark.parametrize("params", [{"audio_end_at": -1}, {"audio_end_at": 1.5}, {"audio_end_at": True},
+                                    {"audio_start_from": 5000, "audio_end_at": 5000}])
+def test_bad_audio_bounds_are_refused(aai: AssemblyAIFake, params: dict[str, Any]) -> None:
+    response = requests.post(f"{aai.url}/v2/transcript", json={"audio_url": "https://x/a.wav", **params},
+                             headers=AUTH, timeout=5)
+    assert response.status_code == 400 and isinstance(response.json()["error"], str)
+
+
 def test_presigned_url_is_fetched_and_non_wav_uses_the_default_duration() -> None:
     with AssemblyAIFake(polls_before_completion=0, default_audio_duration=30) as aai, \
             AudioHost(make_wav(5)) as wav_host, AudioHost(b"\x1aE\xdf\xa3webm-bytes") as webm_host:
