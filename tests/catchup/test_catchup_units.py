@@ -5,8 +5,10 @@ import base64
 import json
 
 import pytest
+from hypothesis import given, settings as hypothesis_settings, strategies as st
 
-from chalicelib import audio_uploads, summarise
+from chalicelib import audio_length, audio_uploads, summarise
+from chalicelib.catchup import reserved_minutes
 from chalicelib.catchup_worker import billed_minutes, twitch_login
 from chalicelib.errors import PayloadTooLarge, ValidationFailed
 from devstack.fakes.audio import make_wav
@@ -102,3 +104,76 @@ def test_inline_audio_is_sniffed_and_a_data_url_prefix_accepted(settings):
 def test_inline_audio_refusals(settings, payload, error):
     with pytest.raises(error):
         audio_uploads.decode_inline(payload)
+
+
+# ----- how long audio can play (chalicelib.audio_length) -------------------------------------
+
+
+def _wav(seconds: float, rate: int, channels: int, width: int) -> bytes:
+    import io
+    import wave
+
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as wav:
+        wav.setnchannels(channels)
+        wav.setsampwidth(width)
+        wav.setframerate(rate)
+        wav.writeframes(b"\x00" * (int(seconds * rate) * channels * width))
+    return buffer.getvalue()
+
+
+@hypothesis_settings(max_examples=60, deadline=None)
+@given(seconds=st.floats(0.01, 30), rate=st.sampled_from([1000, 8000, 16000, 44100, 48000]),
+       channels=st.integers(1, 2), width=st.sampled_from([1, 2, 3, 4]))
+def test_a_wav_is_measured_exactly_from_its_header_and_size(seconds, rate, channels, width):
+    data = _wav(seconds, rate, channels, width)
+    frames = int(seconds * rate)
+    assert audio_length.max_seconds(data[:audio_length.PREFIX_BYTES], len(data)) == pytest.approx(frames / rate)
+
+
+def test_a_wav_with_chunks_before_its_data_is_measured_after_them():
+    wav = make_wav(10, sample_rate=1000)
+    extra = b"LIST" + (5).to_bytes(4, "little") + b"abcde\x00"  # odd size: padded to even
+    data = wav[:36] + extra + wav[36:]
+    assert audio_length.wav_seconds(data, len(data)) == pytest.approx(10)
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"RIFF\x00\x00\x00\x00WAVE",  # no chunks
+        make_wav(1, sample_rate=1000)[:36] + b"junk",  # fmt, then no data chunk
+        b"RIFF\x00\x00\x00\x00WAVEdata\x10\x00\x00\x00" + b"\x00" * 64,  # data before fmt
+        b"\x00\x01\x02\x03" * 20,  # not audio
+    ],
+)
+def test_unreadable_audio_is_refused(head):
+    with pytest.raises(audio_length.NotAudio):
+        audio_length.max_seconds(head, 10_000)
+
+
+@pytest.mark.parametrize("offset, value", [(20, 2), (22, 0), (24, 0), (28, 1), (32, 3), (34, 12)])
+def test_an_inconsistent_wav_fmt_chunk_is_refused(offset, value):
+    """Format tag, channels, rate, byte rate, block align, bits: each must agree with the rest."""
+    wav = bytearray(make_wav(1, sample_rate=8000))
+    size = 4 if offset in (24, 28) else 2
+    wav[offset:offset + size] = value.to_bytes(size, "little")
+    with pytest.raises(audio_length.NotAudio):
+        audio_length.wav_seconds(bytes(wav), len(wav))
+
+
+def test_compressed_audio_is_bounded_by_size_at_the_lowest_bitrate():
+    for head in (b"OggS", b"\x1a\x45\xdf\xa3", b"fLaC", b"ID3\x04", b"\xff\xfb\x90", b"\x00\x00\x00\x20ftypM4A "):
+        assert audio_length.max_seconds(head + b"\x00" * 32, 600_000) == 1200  # 600 kB at 4 kbit/s
+
+
+@pytest.mark.parametrize(
+    "requested, seconds, reserved",
+    [(1, 600, 1), (30, 600, 10), (30, 600.1, 11), (5, 1, 1), (5, 0.0, 1), (60, 1e9, 60)],
+)
+def test_reserved_minutes_are_the_audio_capped_by_the_request(requested, seconds, reserved):
+    assert reserved_minutes(requested, seconds) == reserved
+
+
+def test_billing_is_capped_by_the_reserved_minutes_of_the_job():
+    assert billed_minutes({"duration_minutes": 30, "reserved_minutes": 2}, 600) == 2
