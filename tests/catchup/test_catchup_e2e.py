@@ -104,3 +104,25 @@ def test_inline_clip_charges_only_the_real_minutes(live_server):
     assert (job["credits_reserved"], job["credits_used"], job["credits_refunded"]) == (20, 20, 0)
     assert job["result"]["stream"] == {"channel": "nobody_here_123", "title": None,
                                        "game": None, "started_at": None}
+
+
+def test_a_600_second_upload_submitted_as_one_minute_is_transcribed_and_billed_as_one(
+        live_server, fake_assemblyai):
+    """The issue's black-box reproduction: it used to transcribe 600 s and bill 1 minute."""
+    base = live_server.url
+    headers, _ = register(base)
+    audio = make_wav(600, sample_rate=1000)
+    upload = requests.post(base + "/transcription/catchup/upload", headers=headers, timeout=10,
+                           json={"content_type": "audio/wav", "file_size": len(audio)}).json()
+    assert requests.put(upload["upload_url"], data=audio, headers=upload["headers"], timeout=30).ok
+    submitted = requests.post(base + "/transcription/catchup", headers=headers, timeout=10, json={
+        "channel": "nobody_here_123", "duration_minutes": 1, "audio_key": upload["audio_key"],
+    })
+    assert submitted.status_code == 202, submitted.text
+    job = wait_for(base, headers, submitted.json()["job_id"])
+    assert job["status"] == "completed", job
+    assert job["audio_duration_seconds"] <= 60 * job["billed_minutes"]
+    assert (job["billed_minutes"], job["credits_used"]) == (1, 10)
+    [sent] = [r.json() for r in fake_assemblyai.requests_to("/v2/transcript", "POST")
+              if upload["audio_key"] in r.json()["audio_url"]]
+    assert sent["audio_end_at"] == 60_000
