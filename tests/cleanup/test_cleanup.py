@@ -102,7 +102,7 @@ def streaming_timeout() -> int:
 
 
 def _submit(stack, session: dict) -> dict:
-    status, body = stack.submit(session["token"], seconds=60, duration_minutes=5)
+    status, body = stack.submit(session["token"], seconds=300, duration_minutes=5)
     assert status == 202, body
     return catchup.load_job(body["job_id"])
 
