@@ -10,6 +10,16 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+# botocore's standard retry mode: throttling (ThrottlingException,
+# ProvisionedThroughputExceededException, RequestLimitExceeded), 5xx and timeouts are
+# retried with jittered backoff, up to this many attempts in all. TransactWriteItems carries
+# a ClientRequestToken, so its retry after a timeout cannot apply the write twice. A
+# TransactionCanceledException is never retried by botocore. What still fails after that
+# (throttling, a transaction cancelled only by conflicts or throttling, no answer) is raised
+# as errors.StorageBusy (a 503 with Retry-After) by hooks on the DynamoDB client
+# (chalicelib.store.raise_busy_*); the ledger retries it a few times itself first.
+TOTAL_MAX_ATTEMPTS = 4
+
 _lock = threading.Lock()
 _clients: dict[str, Any] = {}
 
@@ -36,17 +46,24 @@ def _new_client(service: str) -> Any:
 
     from chalicelib.settings import get_settings
 
-    return boto3.session.Session().client(
+    settings = get_settings()
+    new = boto3.session.Session().client(
         service,
-        region_name=get_settings().region,
+        region_name=settings.region,
         config=Config(
             connect_timeout=3,
-            read_timeout=10,
-            retries={"max_attempts": 3, "mode": "standard"},
+            read_timeout=settings.aws_read_timeout_seconds,
+            retries={"total_max_attempts": TOTAL_MAX_ATTEMPTS, "mode": "standard"},
             max_pool_connections=64,
             signature_version="s3v4" if service == "s3" else None,
         ),
     )
+    if service == "dynamodb":
+        from chalicelib import store
+
+        new.meta.events.register("after-call.dynamodb", store.raise_busy_after_call)
+        new.meta.events.register("after-call-error.dynamodb", store.raise_busy_after_error)
+    return new
 
 
 def reset_clients() -> None:

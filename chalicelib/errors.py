@@ -91,6 +91,23 @@ class ServiceUnavailable(ApiError):
     status, code, default_message = 503, "service_unavailable", "Service temporarily unavailable"
 
 
+class StorageBusy(ServiceUnavailable):
+    """DynamoDB throttled a call, cancelled a transaction over a conflict, or did not answer,
+    even after botocore's retries (raised for every DynamoDB call: chalicelib.store).
+
+    Nothing is half-written (each write is one request or one transaction) and every write
+    is idempotent, so the client is told to retry: 503 with Retry-After.
+    """
+
+    code, default_message = "storage_busy", "The service is busy; please retry"
+    RETRY_AFTER_SECONDS = 1
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(headers={"Retry-After": str(self.RETRY_AFTER_SECONDS)},
+                         retry_after=self.RETRY_AFTER_SECONDS)
+        self.reason = reason  # the DynamoDB error code, for logs; never sent to the client
+
+
 class ConfigurationError(ChaliceUnhandledError):
     """The deployment is misconfigured: an operator must act, the client cannot.
 

@@ -67,7 +67,7 @@ from datetime import timedelta
 from typing import Any, Callable, Generic, Iterator, Mapping, Sequence, TypeVar
 
 from chalicelib import store
-from chalicelib.errors import Conflict, InsufficientCredits, NotFound, ServiceUnavailable
+from chalicelib.errors import Conflict, InsufficientCredits, NotFound, ServiceUnavailable, StorageBusy
 from chalicelib.logs import log_event
 
 logger = logging.getLogger(__name__)
@@ -80,9 +80,10 @@ HELD_SHARDS = 8  # held-index partitions; cleanup queries each of `held_shards()
 # A lost round means another write to the same balance committed (see _commit), so the
 # loop always makes progress; the time bound only caps a pathological storm on one user.
 CONTENTION_SECONDS = 10.0
+# Throttling or a conflict with another transaction is not progress: after this many
+# attempts so refused, the caller gets StorageBusy (503, Retry-After) and nothing written.
+TRANSIENT_ATTEMPTS = 4
 MAX_METADATA_BYTES = 8 * 1024
-_RETRYABLE = {"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded",
-              "RequestLimitExceeded"}
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _LEDGER_ATTRIBUTES = {"user_id", "credits_balance", "total_usage", "total_credits_purchased",
                       "ledger_seq", "email", "role", "is_active", "subscription_tier"}
@@ -285,17 +286,18 @@ def _commit(
     """
     lock = _USER_LOCKS[zlib.crc32(user_id.encode("utf-8")) % len(_USER_LOCKS)]
     if not lock.acquire(timeout=CONTENTION_SECONDS):
-        raise _busy(user_id, 0)
+        raise _busy(user_id, 0, "contention")
     try:
         return _commit_locked(user_id, change, records, extra_items, guess)
     finally:
         lock.release()
 
 
-def _busy(user_id: str, attempts: int) -> ServiceUnavailable:
-    log_event(logger, "ledger.contention", logging.WARNING, user_id=user_id, attempts=attempts)
+def _busy(user_id: str, attempts: int, reason: str) -> ServiceUnavailable:
+    log_event(logger, "ledger.contention", logging.WARNING, user_id=user_id, attempts=attempts,
+              reason=reason)
     return ServiceUnavailable("The balance is busy; please retry", code="ledger_busy",
-                              headers={"Retry-After": "1"})
+                              headers={"Retry-After": "1"}, retry_after=1)
 
 
 def _commit_locked(
@@ -310,7 +312,7 @@ def _commit_locked(
     if expected is None:
         expected = guess
     deadline = time.monotonic() + CONTENTION_SECONDS
-    attempt = 0
+    attempt = transient = 0
     while attempt == 0 or time.monotonic() < deadline:
         attempt += 1
         # Without any guess the first attempt doubles as the read (see the module docstring).
@@ -320,6 +322,12 @@ def _commit_locked(
             ddb.transact_write_items(
                 TransactItems=[*own, *extra_items], ClientRequestToken=uuid.uuid4().hex
             )
+        except StorageBusy as error:  # throttled or conflicted (after botocore's retries)
+            transient += 1
+            if transient >= TRANSIENT_ATTEMPTS:
+                raise _busy(user_id, attempt, error.reason) from None
+            _backoff(transient)
+            continue
         except ddb.exceptions.TransactionCanceledException as error:
             reasons = store.cancellation_reasons(error)
             if len(reasons) != len(own) + len(extra_items):
@@ -336,14 +344,11 @@ def _commit_locked(
                 if attempt > 1:  # lost to another writer: back off so the herd thins out
                     _backoff(attempt - 1)
                 continue
-            if any(code in _RETRYABLE for code in codes):
-                _backoff(attempt)
-                continue
             raise
         balance_after = assumed + change.delta
         _balances.put(user_id, balance_after)
         return _Committed(balance_after)
-    raise _busy(user_id, attempt)
+    raise _busy(user_id, attempt, "contention")
 
 
 def _backoff(losses: int) -> None:

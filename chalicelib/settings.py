@@ -146,6 +146,7 @@ class Settings:
     provider_max_attempts: int = 3
     provider_budget_seconds: float = 20.0
     provider_backoff_seconds: float = 0.5
+    aws_read_timeout_seconds: float = 10.0  # every boto3 client (chalicelib.aws)
 
     # Rate limits, login lockout (issue 7): see README "Security" for the meaning of each.
     rate_limits_enabled: bool = True
@@ -343,6 +344,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         provider_max_attempts=min(_int(env, "PROVIDER_MAX_ATTEMPTS", 3, minimum=1), 5),
         provider_budget_seconds=min(max(_float(env, "PROVIDER_BUDGET_SECONDS", 20.0), 1.0), 25.0),
         provider_backoff_seconds=min(max(_float(env, "PROVIDER_BACKOFF_SECONDS", 0.5), 0.0), 5.0),
+        aws_read_timeout_seconds=min(max(_float(env, "AWS_READ_TIMEOUT_SECONDS", 10.0), 0.5), 25.0),
         rate_limits_enabled=_bool(env, "RATE_LIMITS_ENABLED", True),
         rate_limits=_rate_limits(env, stage),
         rate_limit_fail_closed=_list(env, "RATE_LIMIT_FAIL_CLOSED") or ("spend",),

@@ -6,12 +6,14 @@ current balance in the same round trip that refused the spend.
 """
 from __future__ import annotations
 
+import logging
 import time
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any, Iterable, Mapping
 
 from chalicelib.aws import client
+from chalicelib.errors import StorageBusy
 from chalicelib.settings import get_settings
 
 _serializer = None
@@ -118,11 +120,74 @@ def cancellation_reasons(error: Exception) -> list[dict[str, Any]]:
     return list(response.get("CancellationReasons") or [])
 
 
-def is_conditional_failure(error: Exception) -> bool:
+# Cancellation reasons of a transaction that may succeed if simply tried again.
+TRANSIENT_REASONS = frozenset({"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded",
+                               "RequestLimitExceeded"})
+# Whole-request errors of the same kind (botocore has already retried them: chalicelib.aws).
+TRANSIENT_CODES = frozenset({"ThrottlingException", "ProvisionedThroughputExceededException",
+                             "RequestLimitExceeded", "TransactionConflictException",
+                             "TransactionInProgressException", "InternalServerError",
+                             "ServiceUnavailable"})
+
+
+def _error_code(error: Exception) -> str | None:
     response = getattr(error, "response", {}) or {}
-    return response.get("Error", {}).get("Code") in (
-        "ConditionalCheckFailedException",
-        "TransactionCanceledException",
+    return response.get("Error", {}).get("Code")
+
+
+def is_transient(code: str | None, reasons: Iterable[Mapping[str, Any]] = ()) -> bool:
+    """An error (code, and a cancelled transaction's reasons) that trying again may cure:
+    throttling, a conflict with another transaction, an internal error. A cancellation
+    counts only if no item failed its condition."""
+    if code in TRANSIENT_CODES:
+        return True
+    codes = {reason.get("Code") or "None" for reason in reasons}
+    return (code == "TransactionCanceledException"
+            and bool(codes & TRANSIENT_REASONS) and codes <= TRANSIENT_REASONS | {"None"})
+
+
+def raise_busy_after_call(http_response: Any = None, parsed: Any = None, **_: Any) -> None:
+    """botocore `after-call` hook of the DynamoDB client: transient failures become StorageBusy.
+
+    Runs after botocore's own retries, so whatever still fails is surfaced as a 503 with
+    Retry-After wherever it happens, instead of an unhandled error (a 500).
+    """
+    if http_response is None or http_response.status_code < 300 or not isinstance(parsed, dict):
+        return
+    code = parsed.get("Error", {}).get("Code")
+    if is_transient(code, parsed.get("CancellationReasons") or ()):
+        _log_busy(code)
+        raise StorageBusy(str(code))
+
+
+def raise_busy_after_error(exception: Exception | None = None, **_: Any) -> None:
+    """botocore `after-call-error` hook: no answer at all (timeouts, refused connections),
+    after botocore's retries, is StorageBusy too."""
+    from botocore.exceptions import ConnectionError, HTTPClientError
+
+    if isinstance(exception, (ConnectionError, HTTPClientError)):
+        _log_busy(type(exception).__name__)
+        raise StorageBusy(type(exception).__name__) from exception
+
+
+def _log_busy(reason: str | None) -> None:
+    from chalicelib.logs import log_event
+
+    log_event(logging.getLogger(__name__), "storage.busy", logging.WARNING, reason=reason)
+
+
+def is_conditional_failure(error: Exception) -> bool:
+    """A write refused because one of its conditions failed (and only that).
+
+    A cancelled transaction counts only if a reason is ConditionalCheckFailed: one cancelled
+    by a conflict or throttling wrote nothing and must be retried, never taken for "the
+    condition says it is already done".
+    """
+    code = _error_code(error)
+    if code == "ConditionalCheckFailedException":
+        return True
+    return code == "TransactionCanceledException" and any(
+        reason.get("Code") == "ConditionalCheckFailed" for reason in cancellation_reasons(error)
     )
 
 

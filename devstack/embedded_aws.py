@@ -10,6 +10,10 @@ fully concurrent, so an SQS long poll never blocks a table write.
 And one repair: moto's TransactWriteItems deep-copies whole tables for its rollback, which
 made every credit operation slower as tables grew; devstack.moto_transactions snapshots
 only the items a transaction touches.
+
+And a switch for tests: devstack.dynamodb_faults makes chosen DynamoDB calls fail as real
+DynamoDB can (TransactionConflict, throttling, an answer that comes too late), controlled
+over HTTP at `/_devstack/dynamodb/faults`. With no fault set, every call passes through.
 """
 from __future__ import annotations
 
@@ -58,9 +62,10 @@ class EmbeddedAws:
         )
 
         from devstack import moto_transactions
+        from devstack.dynamodb_faults import DynamoDBFaults
 
         moto_transactions.install()
-        app = SerializeDynamoDB(DomainDispatcherApplication(create_backend_app))
+        app = DynamoDBFaults(SerializeDynamoDB(DomainDispatcherApplication(create_backend_app)))
         self._server = make_server(
             self.host, self.port, app, threaded=True, request_handler=MotoRequestHandler
         )

@@ -9,13 +9,24 @@ the touched items is enough to roll back; this module replaces moto's method wit
 that does exactly that and is otherwise moto's own algorithm (same checks, same
 cancellation reasons, same ALL_OLD on a failed condition).
 
+It also honours `ClientRequestToken` as DynamoDB does (moto ignores it): a second call with
+the token of a transaction that succeeded in the last 10 minutes succeeds without writing
+again (IdempotentParameterMismatchException if its items differ). botocore retries a
+TransactWriteItems whose answer timed out with the same token, so without this the embedded
+AWS would apply a retried write twice, or refuse it, where AWS does neither.
+
 It is applied by `EmbeddedAws.start()` and only there: deployed code talks to DynamoDB.
 """
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
+import threading
+import time
 from typing import Any
 
+from moto.core.responses import ActionResult
 from moto.dynamodb.comparisons import get_filter_expression
 from moto.dynamodb.exceptions import (
     ConditionalCheckFailed,
@@ -26,6 +37,17 @@ from moto.dynamodb.exceptions import (
     TransactWriteSingleOpException,
 )
 from moto.dynamodb.models import DynamoDBBackend
+from moto.dynamodb.responses import DynamoHandler
+
+TOKEN_SECONDS = 600  # how long DynamoDB remembers a ClientRequestToken
+
+
+class IdempotentParameterMismatch(MockValidationException):
+    error_type = "com.amazonaws.dynamodb.v20120810#IdempotentParameterMismatchException"
+
+    def __init__(self) -> None:
+        super().__init__("The ClientRequestToken was already used with different parameters")
+        self.error_type = IdempotentParameterMismatch.error_type
 
 _OPERATIONS = {"ConditionCheck", "Put", "Delete", "Update"}
 
@@ -115,6 +137,39 @@ def transact_write_items(self: DynamoDBBackend, transact_items: list[dict[str, A
         raise TransactionCanceledException(errors)
 
 
+_tokens: dict[str, tuple[str, float]] = {}
+_tokens_lock = threading.Lock()
+
+
+def _with_client_request_token(handler: Any) -> Any:
+    def transact_write_items_response(self: DynamoHandler) -> Any:
+        token = self.body.get("ClientRequestToken")
+        if not token:
+            return handler(self)
+        digest = hashlib.sha256(
+            json.dumps(self.body["TransactItems"], sort_keys=True).encode("utf-8")
+        ).hexdigest()
+        now = time.monotonic()
+        with _tokens_lock:
+            for stale in [t for t, (_, expires) in _tokens.items() if expires < now]:
+                del _tokens[stale]
+            seen = _tokens.get(token)
+        if seen is not None:
+            if seen[0] != digest:
+                raise IdempotentParameterMismatch()
+            return ActionResult({"ConsumedCapacity": [], "ItemCollectionMetrics": {}})
+        result = handler(self)  # raises if the transaction is cancelled: nothing remembered
+        with _tokens_lock:
+            _tokens[token] = (digest, now + TOKEN_SECONDS)
+        return result
+
+    transact_write_items_response.__wrapped__ = handler  # type: ignore[attr-defined]
+    return transact_write_items_response
+
+
 def install() -> None:
     """Replace moto's TransactWriteItems (idempotent)."""
     DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
+    if not hasattr(DynamoHandler.transact_write_items, "__wrapped__"):
+        DynamoHandler.transact_write_items = _with_client_request_token(  # type: ignore[method-assign]
+            DynamoHandler.transact_write_items)

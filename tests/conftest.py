@@ -398,3 +398,20 @@ def live_server(aws_endpoint, provider_env, tmp_path_factory):
                                str(tmp_path_factory.mktemp("live") / "server.log"))
     yield server
     stop_live_server(server)
+
+
+@pytest.fixture
+def dynamodb_faults(aws_endpoint):
+    """Fault injection on the embedded AWS's DynamoDB (tests/faults.py); cleared after the test.
+
+    Fresh boto3 clients before and after: botocore's retry quota starts full, so a test's
+    faults have the same effect whatever ran before it.
+    """
+    from tests.faults import DynamoDBFaults
+
+    faults = DynamoDBFaults(aws_endpoint)
+    faults.clear()
+    reset_process_caches()
+    yield faults
+    faults.clear()
+    reset_process_caches()
