@@ -30,6 +30,7 @@ from moto.core.responses import ActionResult
 from moto.dynamodb.comparisons import get_filter_expression
 from moto.dynamodb.exceptions import (
     ConditionalCheckFailed,
+    DynamodbException,
     MockValidationException,
     MultipleTransactionsException,
     TooManyTransactionsException,
@@ -42,12 +43,10 @@ from moto.dynamodb.responses import DynamoHandler
 TOKEN_SECONDS = 600  # how long DynamoDB remembers a ClientRequestToken
 
 
-class IdempotentParameterMismatch(MockValidationException):
-    error_type = "com.amazonaws.dynamodb.v20120810#IdempotentParameterMismatchException"
-
+class IdempotentParameterMismatch(DynamodbException):
     def __init__(self) -> None:
-        super().__init__("The ClientRequestToken was already used with different parameters")
-        self.error_type = IdempotentParameterMismatch.error_type
+        super().__init__("com.amazonaws.dynamodb.v20120810#IdempotentParameterMismatchException",
+                         message="The ClientRequestToken was already used with different parameters")
 
 _OPERATIONS = {"ConditionCheck", "Put", "Delete", "Update"}
 
