@@ -65,18 +65,36 @@ def test_metadata_is_bounded():
         ledger._metadata({"a": "x" * (ledger.MAX_METADATA_BYTES + 1)})
 
 
-@pytest.mark.parametrize("call", [
-    lambda: ledger.reserve("u", 5, reservation_id="r", purpose="p", ref_id="x", ttl_seconds=0),
-    lambda: ledger.reserve("u", 5, reservation_id="r", purpose="p", ref_id="x", ttl_seconds=9,
-                           slot=("credits_balance", 2)),
-    lambda: ledger.settle("r", -1, service_type="x"),
-    lambda: ledger.grant("u", 0, source="admin", record_id="r"),
-    lambda: ledger.clawback("u", 1, source="", record_id="r"),
-    lambda: ledger.complete_purchase("t", user_id="u", credits=1, amount=1, currency="usd",
-                                     stripe_fields={"status": "completed"}),
+@pytest.mark.parametrize("call, names", [
+    (lambda: ledger.reserve("u", 5, reservation_id="r", purpose="p", ref_id="x", ttl_seconds=0),
+     "ttl_seconds"),
+    (lambda: ledger.reserve("u", 0, reservation_id="r", purpose="p", ref_id="x", ttl_seconds=9), "amount"),
+    (lambda: ledger.reserve("u", 5, reservation_id="", purpose="p", ref_id="x", ttl_seconds=9),
+     "reservation_id"),
+    (lambda: ledger.reserve("u", 5, reservation_id="r", purpose="p", ref_id="x", ttl_seconds=9,
+                            slot=("credits_balance", 2)), "slot name"),
+    (lambda: ledger.settle("r", -1, service_type="x"), "actual_cost"),
+    (lambda: ledger.settle("r", 1, service_type=""), "service_type"),
+    (lambda: ledger.release("r", reason=""), "reason"),
+    (lambda: ledger.grant("u", 0, source="admin", record_id="r"), "credits"),
+    (lambda: ledger.grant("u", 1, source="", record_id="r"), "source"),
+    (lambda: ledger.grant("u", 1, source="admin", record_id=""), "record_id"),
+    (lambda: ledger.clawback("u", 1, source="", record_id="r"), "source"),
+    (lambda: ledger.clawback("u", 1, source="admin", record_id=""), "record_id"),
+    (lambda: ledger.clawback("u", 0, source="admin", record_id="r"), "credits"),
+    (lambda: ledger.charge("u", 0, service_type="ask", request_id="r"), "cost"),
+    (lambda: ledger.charge("u", 1, service_type="", request_id="r"), "service_type"),
+    (lambda: ledger.charge("u", 1, service_type="ask", request_id=""), "request_id"),
+    (lambda: ledger.complete_purchase("", user_id="u", credits=1, amount=1, currency="usd",
+                                      stripe_fields={}), "transaction_id"),
+    (lambda: ledger.complete_purchase("t", user_id="u", credits=0, amount=1, currency="usd",
+                                      stripe_fields={}), "credits"),
+    (lambda: ledger.complete_purchase("t", user_id="u", credits=1, amount=1, currency="usd",
+                                      stripe_fields={"status": "completed"}), "stripe field"),
 ])
-def test_programming_errors_are_refused_before_any_request(call):
-    with pytest.raises(ValueError):
+def test_programming_errors_are_refused_before_any_request(call, names):
+    """Refused before any request, with the argument named (the message is for the developer)."""
+    with pytest.raises(ValueError, match=f"^{names}"):
         call()
 
 
@@ -123,3 +141,23 @@ def test_header_lookup_is_case_insensitive():
     assert idempotency.key_from({"idempotency-key": "k1"}) == "k1"
     assert idempotency.key_from({"other": "x"}) is None
     assert idempotency.request_id({"Idempotency-Key": "k"}, "u", "f").startswith("idem-")
+
+
+LEDGER_ATTRIBUTES = ["user_id", "credits_balance", "total_usage", "total_credits_purchased",
+                     "ledger_seq", "email", "role", "is_active", "subscription_tier"]
+PURCHASE_ATTRIBUTES = ["transaction_id", "user_id", "kind", "status", "credits", "amount", "currency",
+                       "created_at", "completed_at", "balance_after", "source"]
+
+
+@pytest.mark.parametrize("name", LEDGER_ATTRIBUTES + ["Bad-Name", "", "x" * 65])
+def test_a_slot_can_never_be_a_ledger_attribute_or_an_odd_name(name):
+    """A slot counter moved by `ADD #slot :step` must never touch the balance or the identity."""
+    with pytest.raises(ValueError):
+        ledger.reserve("u", 5, reservation_id="r", purpose="p", ref_id="x", ttl_seconds=9, slot=(name, 2))
+
+
+@pytest.mark.parametrize("name", PURCHASE_ATTRIBUTES + ["Bad-Name"])
+def test_stripe_fields_can_never_overwrite_the_purchase_itself(name):
+    with pytest.raises(ValueError):
+        ledger.complete_purchase("t", user_id="u", credits=1, amount=1, currency="usd",
+                                 stripe_fields={name: "x"})

@@ -1,0 +1,42 @@
+"""Fulfilment paths the mutation run found unguarded (scripts/mutation.py).
+
+Each test names the behaviour a planted fault broke without any other test failing.
+"""
+from __future__ import annotations
+
+import json
+
+from devstack.fakes.stripe_signing import build_event
+from tests.billing.conftest import deliver, user_item
+from tests.billing.test_fulfilment import SIGNUP, _completed_purchase, _row
+from tests.conftest import assert_books_balance, balance, post_json
+
+
+def test_a_refund_naming_our_purchase_but_paid_by_another_payment_is_orphaned(client, stripe_fake, buyer, tap):
+    """Metadata can be copied onto any charge: the PaymentIntent must be the purchase's own."""
+    user = buyer()
+    purchase, session = _completed_purchase(client, stripe_fake, tap, user)
+    charge = {"id": "ch_elsewhere", "object": "charge", "amount": 999, "amount_refunded": 999,
+              "payment_intent": "pi_someone_else",
+              "metadata": {"transaction_id": purchase["transaction_id"]}}
+    status, body = deliver(client, build_event("charge.refunded", charge))
+    assert (status, body["status"]) == (200, "orphaned")
+    assert balance(user.user_id) == SIGNUP + 2000
+    assert not _row(purchase["transaction_id"]).get("refunded_amount")
+    assert_books_balance(user.user_id)
+
+
+def test_a_paid_invoice_alone_makes_the_tier_active(client, stripe_fake, buyer, tap):
+    """Stripe promises no order: the invoice may be the first event that arrives."""
+    user = buyer()
+    status, body = post_json(client, "/credits/subscribe", user.token, {"plan_id": "basic_monthly"})
+    assert status == 200, body
+    stripe_fake.pay(body["session_id"])
+    [invoice] = tap.take("invoice.paid")
+    assert deliver(client, invoice)[1]["status"] == "processed"
+    state = user_item(user.user_id)
+    assert (state["subscription_tier"], state["subscription_status"]) == ("basic", "active")
+    response = client.http.get("/credits/balance", headers={"Authorization": f"Bearer {user.token}"})
+    assert response.status_code == 200
+    assert json.loads(response.body) == {"balance": SIGNUP + 1500, "subscription_tier": "basic",
+                                         "total_credits_purchased": 1500, "total_usage": 0}
