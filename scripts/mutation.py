@@ -43,11 +43,12 @@ TARGETS = ("chalicelib/ledger.py", "chalicelib/billing/fulfilment.py")
 # Cheapest and most telling first: a run stops at the first failure. Left out for time:
 # the hypothesis state machine and the request-count benchmark (tests/ledger), and the
 # end-to-end billing run over a live server (the same flows as test_fulfilment).
-DEFAULT_TESTS = ("tests/ledger/test_units.py", "tests/ledger/test_operations.py",
+DEFAULT_TESTS = ("tests/ledger/test_units.py", "tests/ledger/test_operations.py", "tests/ledger/test_records.py",
                  "tests/ledger/test_operator_signals.py", "tests/ledger/test_faults.py",
                  "tests/ledger/test_idempotency.py", "tests/ledger/test_credits_api.py",
                  "tests/billing/test_fulfilment.py", "tests/billing/test_faults.py",
-                 "tests/billing/test_purchase.py", "tests/billing/test_catalogue.py",
+                 "tests/billing/test_fulfilment_guards.py", "tests/billing/test_purchase.py",
+                 "tests/billing/test_catalogue.py",
                  "tests/billing/test_webhook_security.py", "tests/catchup/test_faults.py",
                  "tests/ledger/test_concurrency.py")
 EQUIVALENTS = os.path.join(ROOT, "scripts", "mutation_equivalents.json")

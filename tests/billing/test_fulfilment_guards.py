@@ -8,7 +8,7 @@ import json
 
 from devstack.fakes.stripe_signing import build_event
 from tests.billing.conftest import deliver, user_item
-from tests.billing.test_fulfilment import SIGNUP, _completed_purchase, _row
+from tests.billing.test_fulfilment import SIGNUP, _completed_purchase, _record, _row
 from tests.conftest import assert_books_balance, balance, post_json
 
 
@@ -40,3 +40,22 @@ def test_a_paid_invoice_alone_makes_the_tier_active(client, stripe_fake, buyer, 
     assert response.status_code == 200
     assert json.loads(response.body) == {"balance": SIGNUP + 1500, "subscription_tier": "basic",
                                          "total_credits_purchased": 1500, "total_usage": 0}
+
+
+def test_a_subscription_that_never_started_is_ignored_and_says_why(client, stripe_fake, buyer, tap):
+    user = buyer()
+    status, body = post_json(client, "/credits/subscribe", user.token, {"plan_id": "basic_monthly"})
+    assert status == 200, body
+    stripe_fake.pay(body["session_id"])
+    created = tap.take("customer.subscription.created")[0]
+    incomplete = build_event(created["type"], {**created["data"]["object"], "status": "incomplete"})
+    assert deliver(client, incomplete) == (200, {"received": True, "status": "ignored"})
+    assert _record(incomplete)["reason"] == "not_started"
+    assert user_item(user.user_id).get("subscription_tier", "free") == "free"
+
+
+def test_a_stripe_reference_is_an_id_or_an_expanded_object_never_anything_else():
+    from chalicelib.billing.fulfilment import _id
+
+    assert _id("cus_1") == "cus_1" and _id({"id": "cus_1", "object": "customer"}) == "cus_1"
+    assert [_id(value) for value in ("", None, 7, {"id": ""}, {"id": 7}, ["cus_1"])] == [None] * 6
