@@ -74,6 +74,7 @@ REQUEST_ERRORS = {
 }
 TIMEOUT = "timeout"
 ERRORS = set(CANCELLATION_CODES) | set(REQUEST_ERRORS) | {TIMEOUT}
+SPEC_FIELDS = {"operation", "error", "table", "count", "skip", "probability", "seed", "delay"}
 
 
 @dataclass
@@ -215,9 +216,9 @@ class DynamoDBFaults:
         if method == "POST":
             try:
                 spec = json.loads(_read_body(environ) or b"{}")
-                if not isinstance(spec, dict):
-                    raise ValueError("a JSON object is required")
-                fault = Fault(**{k: v for k, v in spec.items() if not k.startswith("_")})
+                if not isinstance(spec, dict) or not set(spec) <= SPEC_FIELDS:
+                    raise ValueError(f"a JSON object with fields among {sorted(SPEC_FIELDS)}")
+                fault = Fault(**spec)
             except (ValueError, TypeError) as error:
                 return _json_response(start_response, "400 Bad Request", {"error": str(error)})
             with self.lock:
