@@ -108,3 +108,41 @@ def test_no_answer_at_all_is_busy_not_an_internal_error(make_user, dynamodb_faul
     with pytest.raises(StorageBusy) as busy:
         ledger.get_balance(user_id)
     assert busy.value.status == 503 and busy.value.body()["code"] == "storage_busy"
+
+
+def test_a_client_gets_a_clear_503_and_keeps_its_credits(client, new_user, provider_env, fake_openai,
+                                                        dynamodb_faults):
+    """POST /transcription/ask while every reservation is cancelled by a conflict: 503 with
+    Retry-After in the envelope, OpenAI never called, nothing charged; then it works."""
+    import json
+
+    from tests.conftest import ORIGIN, json_headers
+
+    session = new_user()
+    headers = json_headers(session["token"], origin=ORIGIN)
+    body = json.dumps({"question": "What happened?", "transcript": "A speedrun of Celeste."})
+    chats = len(fake_openai.requests_to("/v1/chat/completions"))
+    dynamodb_faults.inject(TRANSACT, "TransactionConflict", table="reservations")
+    response = client.http.post("/transcription/ask", headers=headers, body=body)
+    assert response.status_code == 503 and response.headers["Retry-After"] == "1"
+    envelope = json.loads(response.body)
+    assert envelope == {"error": "The balance is busy; please retry", "message": "The balance is busy; please retry",
+                        "code": "ledger_busy", "retry_after": 1}
+    assert len(fake_openai.requests_to("/v1/chat/completions")) == chats
+    dynamodb_faults.clear()
+    assert ledger.get_balance(session["user"]["user_id"])["balance"] == 200
+    response = client.http.post("/transcription/ask", headers=headers, body=body)
+    assert response.status_code == 200, response.body
+    assert_books(session["user"]["user_id"])
+
+
+def test_a_read_that_is_throttled_past_botocores_retries_is_503_not_500(client, new_user, dynamodb_faults):
+    import json
+
+    from tests.conftest import ORIGIN, json_headers
+
+    session = new_user()
+    dynamodb_faults.inject("GetItem", "ProvisionedThroughputExceededException", table="users")
+    response = client.http.get("/credits/balance", headers=json_headers(session["token"], origin=ORIGIN))
+    assert response.status_code == 503 and response.headers["Retry-After"] == "1"
+    assert json.loads(response.body)["code"] == "storage_busy"
