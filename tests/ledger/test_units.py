@@ -161,3 +161,19 @@ def test_stripe_fields_can_never_overwrite_the_purchase_itself(name):
     with pytest.raises(ValueError):
         ledger.complete_purchase("t", user_id="u", credits=1, amount=1, currency="usd",
                                  stripe_fields={name: "x"})
+
+
+def test_backoff_is_full_jitter_doubling_from_5ms_capped_at_320ms(monkeypatch):
+    import random
+    import time
+
+    slept: list[float] = []
+    monkeypatch.setattr(time, "sleep", slept.append)
+    random.seed(5)
+    for losses in range(1, 10):
+        slept.clear()
+        for _ in range(200):
+            ledger._backoff(losses)
+        bound = 0.005 * 2 ** min(losses, 6)
+        assert all(0 <= delay <= bound for delay in slept), losses
+        assert min(slept) < bound * 0.05 and max(slept) > bound * 0.95  # the whole range is used
