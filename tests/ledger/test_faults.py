@@ -59,9 +59,11 @@ def test_transient_refusals_do_not_consume_a_lost_balance_guess(make_user, dynam
     """A stale balance guess (another writer) and a conflict in one call: both are handled."""
     user_id = make_user()
     ledger.clear_caches()  # cold process: the first attempt doubles as the read
-    dynamodb_faults.inject(TRANSACT, "TransactionConflict", count=2, skip=1)
+    fault = dynamodb_faults.inject(TRANSACT, "TransactionConflict", count=2, skip=1)
     result = ledger.grant(user_id, 5, source="admin", record_id=new_id())
     assert (result.balance_after, result.replayed) == (205, False)
+    # the read (refused: balance unknown), two conflicts, the commit
+    assert {k: dynamodb_faults.get(fault)[k] for k in ("matched", "fired")} == {"matched": 4, "fired": 2}
     assert_books(user_id)
 
 
