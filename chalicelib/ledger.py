@@ -282,7 +282,9 @@ def _commit(
 
     Returns `_Committed` or `_Refused` (a record already exists / is not held: a replay);
     raises InsufficientCredits, Conflict(too_many_sessions), NotFound (no account),
-    TransactionConflict (an extra item's condition) or ServiceUnavailable (kept losing).
+    TransactionConflict (an extra item's condition) or ServiceUnavailable `ledger_busy` (kept
+    losing to other writers for CONTENTION_SECONDS, or DynamoDB cancelled or throttled the
+    transaction TRANSIENT_ATTEMPTS times: errors.StorageBusy; nothing was written either way).
     """
     lock = _USER_LOCKS[zlib.crc32(user_id.encode("utf-8")) % len(_USER_LOCKS)]
     if not lock.acquire(timeout=CONTENTION_SECONDS):
