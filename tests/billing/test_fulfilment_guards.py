@@ -59,3 +59,24 @@ def test_a_stripe_reference_is_an_id_or_an_expanded_object_never_anything_else()
 
     assert _id("cus_1") == "cus_1" and _id({"id": "cus_1", "object": "customer"}) == "cus_1"
     assert [_id(value) for value in ("", None, 7, {"id": ""}, {"id": 7}, ["cus_1"])] == [None] * 6
+
+
+def test_a_subscription_event_for_another_customer_is_orphaned_for_review(client, stripe_fake, buyer, tap):
+    """Metadata naming our user on another Stripe customer's subscription grants nothing."""
+    user = buyer()
+    status, body = post_json(client, "/credits/subscribe", user.token, {"plan_id": "basic_monthly"})
+    assert status == 200, body
+    stripe_fake.pay(body["session_id"])
+    for event in tap.take():
+        deliver(client, event)
+    assert user_item(user.user_id)["stripe_customer_id"]
+    before = balance(user.user_id)
+    created = tap.take("customer.subscription.created")[0]
+    [invoice] = tap.take("invoice.paid")
+    for original in (created, invoice):
+        forged = build_event(original["type"], {**original["data"]["object"], "id": original["data"]["object"]["id"] + "x",
+                                                "customer": "cus_someone_else"})
+        assert deliver(client, forged) == (200, {"received": True, "status": "orphaned"})
+        record = _record(forged)
+        assert (record["reason"], record["user_id"]) == ("customer_mismatch", user.user_id)
+    assert balance(user.user_id) == before
