@@ -110,3 +110,16 @@ def test_reservation_through_settle_and_release(make_user):
         0, 8, 188, True, "released", None)
     assert ledger.reserve(user_id, 8, reservation_id=released_id, purpose="live", ref_id="s",
                           ttl_seconds=60).state == "released"
+
+
+def test_a_charge_whose_guard_belongs_to_another_account_is_a_conflict(make_user):
+    user_id, other = make_user(), make_user()
+    request_id = new_id()
+    store.ddb().put_item(TableName=store.table_name("reservations"), Item=store.to_item({
+        "reservation_id": f"charge#{user_id}#{request_id}", "kind": "charge", "user_id": other,
+        "state": "charged", "amount": 1, "credits_used": 1, "balance_after": 0,
+        "usage_timestamp": "t"}))
+    with pytest.raises(ledger.Conflict) as conflict:
+        ledger.charge(user_id, 5, service_type="ask", request_id=request_id)
+    assert (conflict.value.status, conflict.value.code) == (409, "ledger_record_conflict")
+    assert ledger.get_balance(user_id)["balance"] == 200 and usage_rows(user_id) == []

@@ -177,3 +177,20 @@ def test_backoff_is_full_jitter_doubling_from_5ms_capped_at_320ms(monkeypatch):
         bound = 0.005 * 2 ** min(losses, 6)
         assert all(0 <= delay <= bound for delay in slept), losses
         assert min(slept) < bound * 0.05 and max(slept) > bound * 0.95  # the whole range is used
+
+
+@pytest.mark.parametrize("value", [
+    ledger.LedgerResult(1, False, "r"),
+    ledger.Reservation("r", "u", 1, "held", "", 0),
+    ledger.SettleResult(1, 0, 0, False),
+    ledger.InvariantReport(True, 0, 0, 0, 0, 0, 0, 0, True),
+    ledger._Held("r", "u", 1, None, None, 0),
+    ledger._UserChange(delta=1),
+])
+def test_results_and_cached_facts_are_immutable(value):
+    """Results are handed to callers and `_Held` facts are shared across threads by the cache."""
+    import dataclasses
+
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        value.state = "changed"
+    hash(value)
