@@ -94,3 +94,53 @@ def test_totals_start_from_zero_on_a_user_item_without_them(make_user):
                                            "total_credits_purchased": 70, "total_usage": 7}
     report = ledger.check_invariant(user_id)
     assert report.ok, report
+
+
+def test_every_balance_change_is_logged_with_its_figures(make_user, warnings):
+    user_id = make_user()
+    grant_id, claw_id, request_id, held_id, freed_id, purchase_id = (new_id() for _ in range(6))
+    ledger.grant(user_id, 10, source="admin", record_id=grant_id)
+    ledger.clawback(user_id, 4, source="refund", record_id=claw_id)
+    ledger.complete_purchase(purchase_id, user_id=user_id, credits=50, amount=99, currency="usd",
+                             stripe_fields={})
+    ledger.charge(user_id, 6, service_type="ask", request_id=request_id)
+    ledger.reserve(user_id, 20, reservation_id=held_id, purpose="catchup", ref_id="j", ttl_seconds=60)
+    ledger.settle(held_id, 5, service_type="catchup")
+    ledger.reserve(user_id, 3, reservation_id=freed_id, purpose="live", ref_id="s", ttl_seconds=60)
+    ledger.release(freed_id, reason="provider_failed")
+    info = logging.INFO
+    assert warnings("ledger.grant") == [(info, {"user_id": user_id, "source": "admin", "credits": 10,
+                                                "balance_after": 210})]
+    assert warnings("ledger.clawback") == [(info, {"user_id": user_id, "source": "refund", "credits": 4,
+                                                   "balance_after": 206})]
+    assert warnings("ledger.purchase") == [(info, {"user_id": user_id, "transaction_id": purchase_id,
+                                                   "credits": 50, "balance_after": 256})]
+    assert warnings("ledger.charge") == [(info, {"user_id": user_id, "service_type": "ask", "credits": 6,
+                                                 "balance_after": 250})]
+    assert warnings("ledger.reserve") == [
+        (info, {"user_id": user_id, "reservation_id": held_id, "credits": 20, "balance_after": 230}),
+        (info, {"user_id": user_id, "reservation_id": freed_id, "credits": 3, "balance_after": 242})]
+    assert warnings("ledger.settled") == [(info, {"user_id": user_id, "reservation_id": held_id,
+                                                  "credits_used": 5, "credits_refunded": 15,
+                                                  "balance_after": 245})]
+    assert warnings("ledger.released") == [(info, {"user_id": user_id, "reservation_id": freed_id,
+                                                   "credits_used": 0, "credits_refunded": 3,
+                                                   "balance_after": 245})]
+    # replays change nothing and log nothing new
+    ledger.grant(user_id, 10, source="admin", record_id=grant_id)
+    ledger.charge(user_id, 6, service_type="ask", request_id=request_id)
+    assert len(warnings("ledger.grant")) == len(warnings("ledger.charge")) == 1
+
+
+def test_a_broken_invariant_is_an_error_for_the_operator(make_user, warnings):
+    user_id = make_user()
+    assert ledger.check_invariant(user_id).ok and warnings("ledger.invariant_broken") == []
+    store.ddb().update_item(  # a balance changed outside the ledger
+        TableName=store.table_name("users"), Key=store.key(user_id=user_id),
+        UpdateExpression="SET credits_balance = credits_balance + :one",
+        ExpressionAttributeValues=store.values(one=1),
+    )
+    report = ledger.check_invariant(user_id)
+    assert (report.ok, report.expected, report.actual, report.quiescent) == (False, 200, 201, True)
+    assert warnings("ledger.invariant_broken") == [(logging.ERROR, {
+        "user_id": user_id, "expected": 200, "actual": 201, "quiescent": True})]

@@ -61,7 +61,7 @@ def test_lru_keeps_the_most_recent():
 
 def test_metadata_is_bounded():
     assert ledger._metadata({"a": 1}) == {"a": 1}
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="^metadata must be at most 8192 bytes"):
         ledger._metadata({"a": "x" * (ledger.MAX_METADATA_BYTES + 1)})
 
 
