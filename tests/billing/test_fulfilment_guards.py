@@ -8,7 +8,7 @@ import json
 
 from devstack.fakes.stripe_signing import build_event
 from tests.billing.conftest import deliver, user_item
-from tests.billing.test_fulfilment import SIGNUP, _completed_purchase, _record, _row
+from tests.billing.test_fulfilment import SIGNUP, _completed_purchase, _purchase, _record, _row
 from tests.conftest import assert_books_balance, balance, post_json
 
 
@@ -80,3 +80,59 @@ def test_a_subscription_event_for_another_customer_is_orphaned_for_review(client
         record = _record(forged)
         assert (record["reason"], record["user_id"]) == ("customer_mismatch", user.user_id)
     assert balance(user.user_id) == before
+
+
+def _paid_session_event(client, stripe_fake, tap, user, **changes) -> tuple[dict, dict]:
+    purchase = _purchase(client, user, "popular")
+    stripe_fake.pay(purchase["session_id"])
+    completed = tap.one("checkout.session.completed", purchase["session_id"])
+    return purchase, build_event(completed["type"], {**completed["data"]["object"], **changes})
+
+
+def test_the_buyer_is_the_client_reference_else_the_metadata_user(client, stripe_fake, buyer, tap):
+    user, other = buyer(), buyer()
+    # Payment Links and older integrations carry only the metadata
+    purchase, event = _paid_session_event(client, stripe_fake, tap, user, client_reference_id=None)
+    assert deliver(client, event)[1]["status"] == "processed"
+    assert balance(user.user_id) == SIGNUP + 2000
+    # the client reference wins over the metadata: a session for someone else grants nothing
+    purchase, event = _paid_session_event(client, stripe_fake, tap, user, client_reference_id=other.user_id)
+    assert deliver(client, event)[1]["status"] == "orphaned"
+    assert _record(event)["reason"] == "user_mismatch"
+    assert balance(user.user_id) == SIGNUP + 2000 and balance(other.user_id) == SIGNUP
+    assert _row(purchase["transaction_id"])["status"] == "pending"
+
+
+def test_subscription_events_are_recorded_with_their_user_and_reason(client, stripe_fake, buyer, tap):
+    user = buyer()
+    status, body = post_json(client, "/credits/subscribe", user.token, {"plan_id": "basic_monthly"})
+    assert status == 200, body
+    stripe_fake.pay(body["session_id"])
+    events = tap.take()
+    for event in events:
+        deliver(client, event)
+    [session] = [e for e in events if e["type"] == "checkout.session.completed"]
+    assert (_record(session)["status"], _record(session)["reason"]) == ("ignored", "subscription_session")
+    created = next(e for e in events if e["type"] == "customer.subscription.created")
+    assert (_record(created)["status"], _record(created)["user_id"]) == ("processed", user.user_id)
+    items = {**created["data"]["object"]["items"]}
+    items["data"] = [{**item, "price": {"id": "price_unknown"}} for item in items["data"]]
+    unknown = build_event("customer.subscription.updated",
+                          {**created["data"]["object"], "items": items, "metadata": {"user_id": user.user_id}})
+    assert deliver(client, unknown)[1]["status"] == "orphaned"
+    assert _record(unknown)["reason"] == "unknown_plan"
+
+
+def test_a_dispute_is_recorded_with_its_ids_and_flags_the_account_for_the_operator(
+    client, stripe_fake, buyer, tap, captured_logs
+):
+    user = buyer()
+    purchase, session = _completed_purchase(client, stripe_fake, tap, user)
+    charge_id = stripe_fake.get(session["payment_intent"])["latest_charge"]
+    stripe_fake.dispute(charge_id)
+    dispute = tap.one("charge.dispute.created")
+    assert deliver(client, dispute)[1]["status"] == "processed"
+    record = _record(dispute)
+    assert (record["dispute_id"], record["charge_id"], record["transaction_id"], record["user_id"]) == (
+        dispute["data"]["object"]["id"], charge_id, purchase["transaction_id"], user.user_id)
+    assert captured_logs("billing.account_flagged") == [{"user_id": user.user_id, "reason": "dispute"}]
