@@ -136,3 +136,23 @@ def test_a_dispute_is_recorded_with_its_ids_and_flags_the_account_for_the_operat
     assert (record["dispute_id"], record["charge_id"], record["transaction_id"], record["user_id"]) == (
         dispute["data"]["object"]["id"], charge_id, purchase["transaction_id"], user.user_id)
     assert captured_logs("billing.account_flagged") == [{"user_id": user.user_id, "reason": "dispute"}]
+
+
+def test_an_invoice_in_the_pre_2025_shape_grants_its_allowance_once(client, stripe_fake, buyer, tap):
+    """Webhook endpoints pinned to an API version before 2025-03 get `invoice.subscription`
+    and `invoice.subscription_details` instead of `invoice.parent.subscription_details`."""
+    user = buyer()
+    status, body = post_json(client, "/credits/subscribe", user.token, {"plan_id": "basic_monthly"})
+    assert status == 200, body
+    stripe_fake.pay(body["session_id"])
+    [invoice] = tap.take("invoice.paid")
+    current = invoice["data"]["object"]
+    details = current["parent"]["subscription_details"]
+    legacy = {k: v for k, v in current.items() if k != "parent"}
+    legacy.update(subscription=details["subscription"], subscription_details={"metadata": details["metadata"]})
+    event = build_event("invoice.paid", legacy)
+    assert deliver(client, event)[1]["status"] == "processed"
+    assert deliver(client, build_event("invoice.paid", legacy))[1]["status"] == "processed"
+    assert balance(user.user_id) == SIGNUP + 1500
+    assert _record(event)["subscription_id"] == details["subscription"]
+    assert user_item(user.user_id)["subscription_tier"] == "basic"
