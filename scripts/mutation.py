@@ -47,7 +47,9 @@ DEFAULT_TESTS = ("tests/ledger/test_units.py", "tests/ledger/test_operations.py"
                  "tests/ledger/test_operator_signals.py", "tests/ledger/test_faults.py",
                  "tests/ledger/test_idempotency.py", "tests/ledger/test_credits_api.py",
                  "tests/billing/test_fulfilment.py", "tests/billing/test_faults.py",
-                 "tests/billing/test_fulfilment_guards.py", "tests/billing/test_purchase.py",
+                 "tests/billing/test_fulfilment_guards.py", "tests/billing/test_fulfilment_rules.py",
+                 "tests/billing/test_event_orders.py", "tests/billing/test_webhook_shapes.py",
+                 "tests/billing/test_purchase.py",
                  "tests/billing/test_catalogue.py",
                  "tests/billing/test_webhook_security.py", "tests/catchup/test_faults.py",
                  "tests/ledger/test_concurrency.py")
