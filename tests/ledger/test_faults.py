@@ -12,6 +12,7 @@ import pytest
 from chalicelib import ledger
 from chalicelib.errors import ServiceUnavailable, StorageBusy
 from tests.conftest import usage_rows
+from tests.faults import BOTOCORE_ATTEMPTS
 from tests.ledger.conftest import new_id
 
 pytestmark = pytest.mark.usefixtures("private_tables")
@@ -78,10 +79,11 @@ def test_whole_request_throttling_is_absorbed_by_botocore_then_surfaces_as_busy(
     assert dynamodb_faults.get(absorbed)["matched"] == 2  # botocore retried it once
     dynamodb_faults.clear()
     monkeypatch.setattr(ledger, "TRANSIENT_ATTEMPTS", 1)  # one botocore round is enough here
-    dynamodb_faults.inject(TRANSACT, "ThrottlingException")
+    throttled = dynamodb_faults.inject(TRANSACT, "ThrottlingException")
     with pytest.raises(ServiceUnavailable) as busy:
         ledger.grant(user_id, 5, source="admin", record_id=new_id())
     assert busy.value.status == 503 and busy.value.headers["Retry-After"] == "1"
+    assert dynamodb_faults.get(throttled)["fired"] == BOTOCORE_ATTEMPTS  # botocore tried them all
     dynamodb_faults.clear()
     assert ledger.get_balance(user_id)["balance"] == 205
     assert_books(user_id)
