@@ -26,7 +26,7 @@ def test_a_settle_that_keeps_conflicting_is_redelivered_and_bills_once(stack, ne
     assert dynamodb_faults.get(fault)["fired"] == ledger.TRANSIENT_ATTEMPTS
     job = catchup.load_job(body["job_id"])
     assert job["status"] == "queued" and job["last_error"] == "processing_failed"
-    assert stack.balance(user["token"]) == 200 - 3 * PRICE  # still reserved, nothing settled
+    assert stack.balance(user["token"]) == 200 - PRICE  # the measured minute is still reserved
 
     dynamodb_faults.clear()
     stack.run_worker(message)  # SQS redelivers it
