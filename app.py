@@ -16,11 +16,13 @@ from chalicelib import (
     ask,
     audio_uploads,
     catchup,
+    console,
     credits,
     health,
     history,
     privacy,
     streaming,
+    support,
     twitch_lookup,
 )
 from chalicelib import catchup_worker as catchup_jobs
@@ -30,7 +32,16 @@ from chalicelib.billing import catalogue as billing_catalogue
 from chalicelib.billing import checkout as billing_checkout
 from chalicelib.billing import webhooks as billing_webhooks
 from chalicelib.settings import APP_NAME, get_settings, resource_name
-from chalicelib.web import client_ip, handle, identity, json_body, preflight, query_param, respond
+from chalicelib.web import (
+    client_ip,
+    handle,
+    identity,
+    json_body,
+    preflight,
+    query_param,
+    respond,
+    respond_text,
+)
 
 # configure_logs=False: Chalice would otherwise add its own plain-text stdout handler to
 # app.log, printing every record (tracebacks included) a second time, unredacted.
@@ -238,6 +249,104 @@ def analytics_usage() -> Response:
 @app.route("/analytics/costs", methods=["GET"], authorizer=jwt_auth)
 def analytics_costs() -> Response:
     return respond(analytics.costs(identity(request()), request().query_params))
+
+
+# --- operator console -----------------------------------------------------------------
+# The page and its assets are public (they hold no data); every /admin/api route needs an
+# admin's token (support.actor_of) and appends to the audit log.
+
+
+@app.route("/admin", methods=["GET"])
+def admin_console() -> Response:
+    return respond_text(console.page(), console.PAGE_HEADERS)
+
+
+@app.route("/admin/assets/{name}", methods=["GET"])
+def admin_console_asset(name: str) -> Response:
+    body, headers = console.asset(name)
+    return respond_text(body, headers)
+
+
+def admin() -> support.Actor:
+    return support.actor_of(identity(request()))
+
+
+@app.route("/admin/api/users", methods=["GET"], authorizer=jwt_auth)
+def admin_find_users() -> Response:
+    return respond(support.find_users(admin(), request().query_params))
+
+
+@app.route("/admin/api/users/{user_id}", methods=["GET"], authorizer=jwt_auth)
+def admin_user(user_id: str) -> Response:
+    return respond(support.user_detail(admin(), user_id))
+
+
+@app.route("/admin/api/users/{user_id}/ledger", methods=["GET"], authorizer=jwt_auth)
+def admin_user_ledger(user_id: str) -> Response:
+    return respond(support.user_ledger(admin(), user_id, request().query_params))
+
+
+@app.route("/admin/api/users/{user_id}/grant", methods=["POST"], authorizer=jwt_auth)
+def admin_grant(user_id: str) -> Response:
+    return _adjust(user_id, "grant")
+
+
+@app.route("/admin/api/users/{user_id}/deduct", methods=["POST"], authorizer=jwt_auth)
+def admin_deduct(user_id: str) -> Response:
+    return _adjust(user_id, "deduct")
+
+
+def _adjust(user_id: str, direction: str) -> Response:
+    actor = admin()
+    body = json_body(request(), support.ADJUST_SCHEMA)
+    status, payload = support.idempotent(
+        request().headers, actor, f"admin.{direction}.{user_id}", body,
+        lambda key: support.adjust_credits(actor, user_id, direction, body, key), target=user_id)
+    return respond(payload, status=status)
+
+
+@app.route("/admin/api/users/{user_id}/suspend", methods=["POST"], authorizer=jwt_auth)
+def admin_suspend(user_id: str) -> Response:
+    actor = admin()
+    body = json_body(request(), support.STATUS_SCHEMA)
+    return respond(support.set_status(actor, user_id, "suspended", body["reason"]))
+
+
+@app.route("/admin/api/users/{user_id}/reactivate", methods=["POST"], authorizer=jwt_auth)
+def admin_reactivate(user_id: str) -> Response:
+    actor = admin()
+    body = json_body(request(), support.STATUS_SCHEMA)
+    return respond(support.set_status(actor, user_id, "active", body["reason"]))
+
+
+@app.route("/admin/api/purchases/{transaction_id}/refund", methods=["POST"], authorizer=jwt_auth)
+def admin_refund(transaction_id: str) -> Response:
+    actor = admin()
+    body = json_body(request(), support.REFUND_SCHEMA)
+    status, payload = support.idempotent(
+        request().headers, actor, f"admin.refund.{transaction_id}", body,
+        lambda key: support.refund(actor, transaction_id, body, key))
+    return respond(payload, status=status)
+
+
+@app.route("/admin/api/attention", methods=["GET"], authorizer=jwt_auth)
+def admin_attention() -> Response:
+    return respond(support.attention(admin()))
+
+
+@app.route("/admin/api/audit", methods=["GET"], authorizer=jwt_auth)
+def admin_audit() -> Response:
+    return respond(support.audit_log(admin(), request().query_params))
+
+
+@app.route("/admin/api/audit/export", methods=["GET"], authorizer=jwt_auth)
+def admin_audit_export() -> Response:
+    return respond_text(support.audit_export(admin()), console.CSV_HEADERS)
+
+
+@app.route("/admin/api/business", methods=["GET"], authorizer=jwt_auth)
+def admin_business() -> Response:
+    return respond(support.business(admin(), request().query_params))
 
 
 # --- scheduled cleanup ----------------------------------------------------------------

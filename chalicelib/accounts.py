@@ -7,7 +7,7 @@ import uuid
 from typing import Any
 
 from chalicelib import ledger, lockout, store
-from chalicelib.errors import Conflict, Unauthorized
+from chalicelib.errors import Conflict, Forbidden, NotFound, Unauthorized
 from chalicelib.logs import log_event, register_secret
 from chalicelib.passwords import (
     check_password_rules,
@@ -175,6 +175,8 @@ def login(
         lockout.failed(settings, attempt)
         raise Unauthorized(INVALID_LOGIN, code="invalid_credentials")
     lockout.succeeded(settings, attempt)
+    if is_suspended(user):  # only after the right password: says nothing to a guesser
+        raise _suspended_error()
     now = store.iso()
     family_id = uuid.uuid4().hex
     refresh_token, token_puts = _refresh_token_puts(settings, user["user_id"], family_id)
@@ -223,6 +225,8 @@ def refresh(settings: Settings, refresh_token: str) -> dict[str, Any]:
     user = store.get("users", user_id=record["user_id"])
     if user is None or not user.get("is_active", True):
         raise invalid
+    if is_suspended(user):
+        raise _suspended_error()
     new_token, token_puts = _refresh_token_puts(settings, user["user_id"], record["family_id"])
     table = store.table_name("refresh-tokens")
     try:
@@ -279,3 +283,58 @@ def get_user(user_id: str) -> dict[str, Any]:
     if user is None or not user.get("is_active", True):
         raise Unauthorized("Account no longer exists", code="account_not_found")
     return user
+
+
+# --- suspension ---------------------------------------------------------------------------
+# A suspended account keeps its data and its balance but can do nothing: login and refresh
+# are refused, every spend is refused by the ledger's own condition (ledger.SUSPENDED), and
+# the bumped `token_generation` is what the authorizer compares with the one in a token, so
+# access tokens already issued stop working within the authorizer's cache time.
+
+ACTIVE, SUSPENDED = "active", "suspended"
+
+
+def _suspended_error() -> Forbidden:
+    return Forbidden("This account is suspended", code="account_suspended")
+
+
+def is_suspended(user: dict[str, Any]) -> bool:
+    return user.get("account_status") == SUSPENDED
+
+
+def set_account_status(user_id: str, status: str) -> tuple[dict[str, Any], bool]:
+    """Suspend or reactivate an account: (the user item after, whether anything changed).
+
+    One conditional UpdateItem on the user item; a suspension also bumps `token_generation`.
+    Doing it twice changes nothing the second time (no second bump). Raises NotFound for
+    an unknown or deleted account.
+    """
+    if status not in (ACTIVE, SUSPENDED):
+        raise ValueError(f"unknown account status {status!r}")
+    now = store.iso()
+    update = "SET account_status = :status, account_status_at = :now"
+    if status == SUSPENDED:
+        update += " ADD token_generation :one"
+    values = store.values(status=status, now=now, active=True)
+    if status == SUSPENDED:
+        values.update(store.values(one=1))
+    try:
+        response = store.ddb().update_item(
+            TableName=store.table_name("users"),
+            Key=store.key(user_id=user_id),
+            UpdateExpression=update,
+            ConditionExpression="attribute_exists(user_id) AND "
+                                "(attribute_not_exists(is_active) OR is_active = :active) AND "
+                                "(attribute_not_exists(account_status) OR account_status <> :status)",
+            ExpressionAttributeValues=values,
+            ReturnValues="ALL_NEW",
+            ReturnValuesOnConditionCheckFailure="ALL_OLD",
+        )
+    except store.ddb().exceptions.ConditionalCheckFailedException as error:
+        user = store.from_item(error.response.get("Item"))
+        if user is None or not user.get("is_active", True):
+            raise NotFound("User not found", code="user_not_found") from None
+        return user, False  # already in that state
+    user = store.from_item(response["Attributes"]) or {}
+    log_event(logger, "account.status_changed", user_id=user_id, account_status=status)
+    return user, True

@@ -293,6 +293,9 @@ def costs(caller: Identity, params: Mapping[str, str] | None) -> dict[str, Any]:
         daily.append({
             "date": date,
             "revenue": revenue["total"],
+            "refunds": revenue["refunds"],
+            "credits_sold": day.credits.get(stats.CREDITS_SOLD, 0),
+            "credits_used": day.credits.get(stats.CREDITS_USED, 0),
             "provider_cost": provider["total"],
             "assemblyai": provider["assemblyai"],
             "openai": provider["openai"],
@@ -326,6 +329,8 @@ def costs(caller: Identity, params: Mapping[str, str] | None) -> dict[str, Any]:
     active_users, top_users = _top_users(settings, user_items)
     return {
         "period": period,
+        "credits": {"sold": sum(day["credits_sold"] for day in daily),
+                    "used": sum(day["credits_used"] for day in daily)},
         "revenue": revenue,
         "provider_costs": provider_costs,
         "margin": _margin(revenue["total"], provider_costs["total"]),

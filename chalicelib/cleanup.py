@@ -53,7 +53,8 @@ STATE_KEY = {"stat_key": "cleanup", "shard": "state"}
 DEFAULT_LOOKBACK_SECONDS = 3600  # the schedule's period: used when there is no previous run
 MAX_LOOKBACK_DAYS = 7
 STUCK_JOB_REASON = "cleanup_stuck_job"
-LAMBDA_MARGIN_MS = 30_000  # kept free at the end of an invocation to log and return
+LAMBDA_MARGIN_MS = 30_000
+MAX_BREACHES_KEPT = 50  # kept free at the end of an invocation to log and return
 # Counts of things this run changed; a run right after another reports zero for all.
 ACTIONS = (
     "live_settled",
@@ -81,6 +82,7 @@ class _Run:
     deadline: float | None
     counts: Counter = field(default_factory=Counter)
     touched: set[str] = field(default_factory=set)
+    breaches: list[dict[str, Any]] = field(default_factory=list)  # kept for the operator console
 
     def out_of_time(self) -> bool:
         return self.deadline is not None and time.monotonic() > self.deadline
@@ -125,7 +127,7 @@ def run(now_epoch: int | None = None, *, budget_seconds: float | None = None) ->
     for shard in purchases.pending_shards():
         state.attempt("pending_index", lambda s=shard: _expire_checkouts(state, s))
     state.attempt("invariants", lambda: _check_invariants(state, since))
-    _remember_run(now)
+    _remember_run(now, state.breaches)
     counts = {name: state.counts.get(name, 0) for name in COUNTS}
     log_event(logger, "cleanup.finished", duration_ms=round((time.monotonic() - started) * 1000),
               **counts)
@@ -283,14 +285,15 @@ def _previous_run(now: int) -> int:
     return previous if 0 < previous < now else now - DEFAULT_LOOKBACK_SECONDS
 
 
-def _remember_run(now: int) -> None:
+def _remember_run(now: int, breaches: list[dict[str, Any]]) -> None:
+    """The run's start, and its invariant breaches (what the operator console shows)."""
     try:
         store.ddb().update_item(
             TableName=store.table_name(stats.TABLE),
             Key=store.key(**STATE_KEY),
-            UpdateExpression="SET last_run_epoch = :now",
+            UpdateExpression="SET last_run_epoch = :now, last_breaches = :breaches",
             ConditionExpression="attribute_not_exists(last_run_epoch) OR last_run_epoch < :now",
-            ExpressionAttributeValues=store.values(now=now),
+            ExpressionAttributeValues=store.values(now=now, breaches=breaches[:MAX_BREACHES_KEPT]),
         )
     except store.ddb().exceptions.ConditionalCheckFailedException:
         pass  # a concurrent or later run already recorded a newer start
@@ -323,6 +326,9 @@ def _check_invariants(state: _Run, since: int) -> None:
         if report.ok:
             continue
         state.counts["invariant_breaches" if report.quiescent else "invariant_unsettled"] += 1
+        if report.quiescent:
+            state.breaches.append({"user_id": user_id, "expected": report.expected,
+                                   "actual": report.actual, "checked_epoch": state.now})
     if state.counts["invariant_breaches"]:
         log_event(logger, "cleanup.invariant_breach", logging.ERROR,
                   checked=state.counts["invariant_checked"], breaches=state.counts["invariant_breaches"])

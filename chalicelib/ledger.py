@@ -44,6 +44,11 @@ wrong under concurrency unless conditioned exactly like this anyway); a bare
 Balance rules. Only `clawback` may drive a balance negative (a refund or dispute takes
 back credits already spent); every spend (`charge`, `reserve`) needs `balance >= cost`
 with cost >= 1, so a negative or zero balance refuses all spends until it is positive.
+Every spend is also conditional on the account not being suspended (`account_status`),
+refused with Forbidden(account_suspended) in the same request.
+
+Credits sold (purchases, paid allowances) and used (charges, settlements) are added to the
+day's counters (`stats.credits_item`) inside the same transaction: exactly once.
 
 Invariant, for every user at every moment (`check_invariant`):
     grants (signup, subscription, admin, ...) + completed purchases - clawbacks
@@ -66,13 +71,21 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Callable, Generic, Iterator, Mapping, Sequence, TypeVar
 
-from chalicelib import store
-from chalicelib.errors import Conflict, InsufficientCredits, NotFound, ServiceUnavailable, StorageBusy
+from chalicelib import stats, store
+from chalicelib.errors import (
+    Conflict,
+    Forbidden,
+    InsufficientCredits,
+    NotFound,
+    ServiceUnavailable,
+    StorageBusy,
+)
 from chalicelib.logs import log_event
 
 logger = logging.getLogger(__name__)
 
 SIGNUP = "signup"
+SUSPENDED = "suspended"  # the user item's `account_status` while an operator has suspended it
 HELD, SETTLED, RELEASED, CHARGED = "held", "settled", "released", "charged"
 GRANT, PURCHASE, CLAWBACK, COMPLETED = "grant", "purchase", "clawback", "completed"
 
@@ -86,7 +99,8 @@ TRANSIENT_ATTEMPTS = 4
 MAX_METADATA_BYTES = 8 * 1024
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _LEDGER_ATTRIBUTES = {"user_id", "credits_balance", "total_usage", "total_credits_purchased",
-                      "ledger_seq", "email", "role", "is_active", "subscription_tier"}
+                      "ledger_seq", "email", "role", "is_active", "subscription_tier",
+                      "account_status", "token_generation"}
 _PURCHASE_ATTRIBUTES = {"transaction_id", "user_id", "kind", "status", "credits", "amount",
                         "currency", "created_at", "completed_at", "balance_after", "source"}
 
@@ -215,7 +229,8 @@ class _UserChange:
     """What an operation does to the user item besides writing its records."""
 
     delta: int  # signed change of credits_balance
-    required: int | None = None  # a spend: the balance must cover this
+    required: int | None = None  # the balance must cover this
+    spend: bool = False  # a use of the service: refused while the account is suspended
     usage: int = 0  # added to total_usage
     purchased: int = 0  # added to total_credits_purchased
     slot: str | None = None  # a per-user counter moved by `slot_step`
@@ -245,6 +260,9 @@ def _user_update(user_id: str, change: _UserChange, expected: int) -> dict[str, 
     if change.required is not None:
         conditions.append("credits_balance >= :required")
         values["required"] = change.required
+    if change.spend:
+        conditions.append("(attribute_not_exists(account_status) OR account_status <> :suspended)")
+        values["suspended"] = SUSPENDED
     if change.usage:
         sets.append("total_usage = if_not_exists(total_usage, :zero) + :usage")
         values.update(usage=change.usage, zero=0)
@@ -365,6 +383,8 @@ def _refusal(user_id: str, change: _UserChange, raw_item: dict[str, Any] | None)
         raise NotFound("Account not found", code="account_not_found")
     balance = user["credits_balance"]
     _balances.put(user_id, balance)
+    if change.spend and user.get("account_status") == SUSPENDED:
+        raise Forbidden("This account is suspended", code="account_suspended")
     if change.required is not None and balance < change.required:
         raise InsufficientCredits(balance=balance, required=change.required)
     if change.slot and change.slot_max is not None and int(user.get(change.slot) or 0) >= change.slot_max:
@@ -487,7 +507,7 @@ def grant(
             "source": source, "credits": credits, "amount": amount, "currency": currency,
             "status": COMPLETED, "purchased": purchased, "balance_after": balance_after,
             "metadata": meta, "created_at": now, "completed_at": now,
-        })]
+        }), *([stats.credits_item(stats.CREDITS_SOLD, credits)] if purchased else [])]
 
     outcome = _commit(user_id, _UserChange(delta=credits, purchased=credits if purchased else 0),
                       records, extra_items)
@@ -545,7 +565,7 @@ def complete_purchase(
                 "ExpressionAttributeValues": values,
                 "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
             }
-        }]
+        }, stats.credits_item(stats.CREDITS_SOLD, credits)]
 
     outcome = _commit(user_id, _UserChange(delta=credits, purchased=credits), records, extra_items)
     if isinstance(outcome, _Refused):
@@ -565,8 +585,13 @@ def clawback(
     record_id: str,
     metadata: Mapping[str, Any] | None = None,
     extra_items: Sequence[dict[str, Any]] = (),
+    allow_negative: bool = True,
 ) -> LedgerResult:
-    """Take credits back (refund, dispute), at most once per record id; may go negative."""
+    """Take credits back (refund, dispute), at most once per record id; may go negative.
+
+    `allow_negative=False` (an operator's deduction) needs the balance to cover it, and is
+    refused with InsufficientCredits otherwise.
+    """
     _positive(credits, "credits")
     _identifier(source, "source", 64)
     transaction_id = f"{CLAWBACK}#{source}#{_identifier(record_id, 'record_id')}"
@@ -581,7 +606,8 @@ def clawback(
             "completed_at": now,
         })]
 
-    outcome = _commit(user_id, _UserChange(delta=-credits), records, extra_items)
+    change = _UserChange(delta=-credits, required=None if allow_negative else credits)
+    outcome = _commit(user_id, change, records, extra_items)
     if isinstance(outcome, _Refused):
         return _transaction_replay(outcome.item, user_id, transaction_id, credits)
     log_event(logger, "ledger.clawback", user_id=user_id, source=source, credits=credits,
@@ -631,10 +657,11 @@ def charge(
                 "credits_used": cost, "balance_after": balance_after, "metadata": meta,
                 "request_id": request_id,
             }),
+            stats.credits_item(stats.CREDITS_USED, cost),
         ]
 
-    outcome = _commit(user_id, _UserChange(delta=-cost, required=cost, usage=cost), records,
-                      extra_items)
+    outcome = _commit(user_id, _UserChange(delta=-cost, required=cost, usage=cost, spend=True),
+                      records, extra_items)
     if isinstance(outcome, _Refused):
         stored = outcome.item
         if outcome.index != 0 or stored is None or stored.get("user_id") != user_id:
@@ -709,7 +736,8 @@ def reserve(
     def records(balance_after: int) -> list[dict[str, Any]]:
         return [_put("reservations", "reservation_id", {**record, "balance_after": balance_after})]
 
-    change = _UserChange(delta=-amount, required=amount, slot=slot_name, slot_step=1, slot_max=slot_max)
+    change = _UserChange(delta=-amount, required=amount, spend=True, slot=slot_name, slot_step=1,
+                         slot_max=slot_max)
     outcome = _commit(user_id, change, records, extra_items)
     if isinstance(outcome, _Refused):
         stored = outcome.item
@@ -796,6 +824,8 @@ def _close(
                     "credits_used": credits_used, "balance_after": balance_after,
                     "metadata": metadata, "reservation_id": reservation_id, "ref_id": held.ref_id,
                 }))
+                if credits_used:
+                    items.append(stats.credits_item(stats.CREDITS_USED, credits_used))
             return items
 
         change = _UserChange(delta=refund, usage=credits_used,

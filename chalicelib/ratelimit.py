@@ -53,6 +53,20 @@ ROUTE_CLASSES: dict[tuple[str, str], str] = {
     ("GET", "/twitch/stream"): "write",  # a provider call, though not a paid one
     ("GET", "/analytics/usage"): "read",
     ("GET", "/analytics/costs"): "read",
+    ("GET", "/admin"): "public",  # the console's page and assets: static, no data
+    ("GET", "/admin/assets/{name}"): "public",
+    ("GET", "/admin/api/users"): "read",
+    ("GET", "/admin/api/users/{user_id}"): "read",
+    ("GET", "/admin/api/users/{user_id}/ledger"): "read",
+    ("POST", "/admin/api/users/{user_id}/grant"): "write",
+    ("POST", "/admin/api/users/{user_id}/deduct"): "write",
+    ("POST", "/admin/api/users/{user_id}/suspend"): "write",
+    ("POST", "/admin/api/users/{user_id}/reactivate"): "write",
+    ("POST", "/admin/api/purchases/{transaction_id}/refund"): "write",
+    ("GET", "/admin/api/attention"): "read",
+    ("GET", "/admin/api/audit"): "read",
+    ("GET", "/admin/api/audit/export"): "account",  # reads the whole log
+    ("GET", "/admin/api/business"): "read",
 }
 
 

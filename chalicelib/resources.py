@@ -101,7 +101,11 @@ TABLES: tuple[Table, ...] = (
     Table(
         "jobs",
         "job_id",
-        indexes=(Index("user_id-index", "user_id", "created_at"),),
+        indexes=(
+            Index("user_id-index", "user_id", "created_at"),
+            # the operator console's "failed or stuck" list: few jobs a day, keys only
+            Index("status-index", "status", "created_at", projection="KEYS_ONLY"),
+        ),
         ttl_attribute="expires_at_epoch",
         purpose="catch-up jobs and their results",
     ),
@@ -128,6 +132,8 @@ TABLES: tuple[Table, ...] = (
     Table(
         "stripe-events",
         "event_id",
+        # the operator console's orphaned (and any other non-final) events, newest first
+        indexes=(Index("status-index", "status", "handled_at"),),
         ttl_attribute="expires_at_epoch",
         purpose="processed Stripe event ids and events kept for an operator",
     ),
@@ -137,6 +143,13 @@ TABLES: tuple[Table, ...] = (
         "shard",
         ttl_attribute="expires_at_epoch",
         purpose="sharded daily aggregates for operator analytics",
+    ),
+    Table(
+        "audit",
+        "log",
+        "entry_id",
+        indexes=(Index("target-index", "target", "entry_id"),),
+        purpose="append-only log of operator actions (chalicelib.audit is its only writer)",
     ),
 )
 

@@ -12,6 +12,7 @@ Items in the `stats` table (`stat_key` is the partition key, `shard` the sort ke
     day#<YYYY-MM-DD>#<n>     revenue     purchases__<currency>, purchases__count,
                                          subscriptions__<currency>, subscriptions__count,
                                          refunds__<currency>, refunds__count
+    day#<YYYY-MM-DD>#<n>     credits     sold, used (credits, not money)
     users#<YYYY-MM-DD>#<m>   <user_id>   calls, <metric>, revenue__<currency>,
                                          refunds__<currency>, last_epoch
 
@@ -51,7 +52,7 @@ import random
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any, Iterable, Mapping, Sequence
@@ -63,7 +64,8 @@ from chalicelib.settings import get_settings
 logger = logging.getLogger(__name__)
 
 TABLE = "stats"
-USAGE, REVENUE = "usage", "revenue"
+USAGE, REVENUE, CREDITS = "usage", "revenue", "credits"
+CREDITS_SOLD, CREDITS_USED = "sold", "used"
 PURCHASES, SUBSCRIPTIONS, REFUNDS = "purchases", "subscriptions", "refunds"
 INCOME_KINDS = (PURCHASES, SUBSCRIPTIONS)  # money received, gross
 REVENUE_KINDS = (*INCOME_KINDS, REFUNDS)  # REFUNDS: money given back, subtracted when reported
@@ -234,16 +236,32 @@ def revenue_items(
     ]
 
 
+def credits_item(kind: str, credits: int, at: datetime | None = None) -> dict[str, Any]:
+    """A transaction item adding `credits` to the day's credits sold or used.
+
+    The ledger puts it in the transaction that sells (a completed purchase, a paid
+    subscription allowance) or uses (a charge, a settlement) the credits, so a replay,
+    refused by the ledger, adds nothing. No condition: it can never make a spend fail.
+    """
+    if kind not in (CREDITS_SOLD, CREDITS_USED):
+        raise ValueError(f"unknown credits kind {kind!r}")  # a programming error, not input
+    day = day_of(at)
+    return {"Update": _add_update(_day_key(day, random.randrange(_shards()), CREDITS),
+                                  {kind: max(int(credits), 0)}, {"expires_at_epoch": _expires(day)})}
+
+
 # --- reads ----------------------------------------------------------------------------------
 
 
 @dataclass
 class DayTotals:
-    """The summed shards of one day: `usage[service][metric or "calls"]`, `revenue[name]`."""
+    """The summed shards of one day: `usage[service][metric or "calls"]`, `revenue[name]`,
+    `credits["sold" | "used"]`."""
 
     day: str
     usage: dict[str, dict[str, Decimal]]
     revenue: dict[str, Decimal]
+    credits: dict[str, int] = field(default_factory=dict)
 
 
 def _split(name: str) -> tuple[str, str] | None:
@@ -270,12 +288,17 @@ def _batch_get(keys: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def day_totals(days: Sequence[str]) -> dict[str, DayTotals]:
-    """Usage and revenue of each day, every shard added up: 2 x STATS_SHARDS items a day."""
+    """Usage, revenue and credits of each day, every shard added up: 3 x STATS_SHARDS items a day."""
     shards = _shards()
-    keys = [_day_key(day, n, item) for day in days for n in range(shards) for item in (USAGE, REVENUE)]
+    keys = [_day_key(day, n, item) for day in days for n in range(shards)
+            for item in (USAGE, REVENUE, CREDITS)]
     totals = {day: DayTotals(day, {}, {}) for day in days}
     for item in _batch_get(keys):
         day = item["stat_key"].split("#")[1]
+        if item["shard"] == CREDITS:
+            for kind in (CREDITS_SOLD, CREDITS_USED):
+                totals[day].credits[kind] = totals[day].credits.get(kind, 0) + int(item.get(kind) or 0)
+            continue
         for name, value in item.items():
             parts = _split(name)
             if parts is None or not isinstance(value, (int, float)):

@@ -56,6 +56,11 @@ def respond(body: Any = None, status: int = 200, headers: dict[str, str] | None 
     return Response(body=jsonutil.dumps(body), status_code=status, headers=merged)
 
 
+def respond_text(text: str, headers: dict[str, str], status: int = 200) -> Response:
+    """A non-JSON answer (the console's page and assets, a CSV export); headers name its type."""
+    return Response(body=text, status_code=status, headers=headers)
+
+
 def error_response(error: ApiError) -> Response:
     return respond(error.body(), status=error.status, headers=error.headers)
 
