@@ -1,5 +1,5 @@
 /* A small SVG chart for the operator console: grouped bars and lines over days.
- * Built with DOM calls only (no innerHTML, no inline style), so the page's strict
+ * Built with DOM calls only (no HTML parsing, no inline style), so the page's strict
  * Content-Security-Policy holds. Charts.draw(container, {title, labels, series, unit}),
  * series: [{name, values, kind: "bar" | "line", color}]. */
 (function () {
