@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | 
 
 STAGE ?= dev
 
-.PHONY: run test venv clean deploy package
+.PHONY: run test venv clean deploy package admin
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ venv: $(STAMP)
 
 run: $(STAMP)
 	$(PY) -m devstack.run
+
+# The operator command against the running `make run` (or STAGE=...): make admin ARGS="find a@b.c"
+admin: $(STAMP)
+	$(PY) -m chalicelib.admin $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -13,6 +13,7 @@ process is left behind.
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import os
 import signal
@@ -89,8 +90,45 @@ def _wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 6
     raise SystemExit(f"the API did not become healthy at {url} within {timeout:.0f}s")
 
 
+STATE_FILE_VARIABLE = "DEVSTACK_STATE_FILE"  # tests point it elsewhere
+
+
+def state_file() -> str:
+    return os.environ.get(STATE_FILE_VARIABLE) or os.path.join(ROOT, ".local", "devstack.json")
+# What an operator tool needs to reach this stack (python -m chalicelib.admin reads it).
+STATE_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION",
+                   "STAGE")
+
+
+def write_state(env: dict[str, str], api_url: str, sandboxed_stripe: bool) -> None:
+    """Where this stack runs, for `python -m chalicelib.admin` (git-ignored, owner-only, removed
+    at exit). The sandbox Stripe's key and address are included; a real key never is."""
+    names = list(STATE_VARIABLES) + [name for name in env if name.endswith("_TABLE")]
+    if sandboxed_stripe:
+        names += ["STRIPE_SECRET_KEY", "STRIPE_API_BASE"]
+    state = {"pid": os.getpid(), "api_url": api_url,
+             "env": {name: env[name] for name in names if env.get(name)}}
+    path = state_file()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    descriptor = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        json.dump(state, handle, indent=2)
+    os.replace(path + ".tmp", path)
+
+
+def remove_state() -> None:
+    try:
+        with open(state_file(), encoding="utf-8") as handle:
+            if json.load(handle).get("pid") != os.getpid():
+                return  # another `make run` wrote it since
+        os.remove(state_file())
+    except (OSError, ValueError):
+        pass
+
+
 def main() -> int:
     env = dict(os.environ)
+    sandboxed_stripe = not env.get("STRIPE_SECRET_KEY")
     env["STAGE"] = "local"
     port = env.setdefault("PORT", "8000")
     host = env.setdefault("HOST", "127.0.0.1")
@@ -128,7 +166,8 @@ def main() -> int:
     url = f"http://{host}:{port}"
     try:
         _wait_healthy(url, api)
-        _say(f"API:       {url}   (try {url}/health)")
+        write_state(env, url, sandboxed_stripe)
+        _say(f"API:       {url}   (try {url}/health; operator console: {url}/admin)")
         _say(f"AWS:       {env['AWS_ENDPOINT_URL']}  ({'embedded moto' if aws else 'from AWS_ENDPOINT_URL'})")
         _say(f"Resources: created {sum(len(v) for v in created.values())} missing (tables, bucket, queues)")
         for name, status in providers.items():
@@ -144,6 +183,7 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 os.killpg(api.pid, signal.SIGKILL)
                 api.wait()
+        remove_state()
         loops.stop()
         for server in servers:
             server.stop()

@@ -341,6 +341,7 @@ class LiveServer:
         self.url = url
         self.process = process
         self.log_path = log_path
+        self.state_file = log_path + ".devstack.json"  # what `make run` writes for operator tools
 
     def log(self) -> str:
         with open(self.log_path, encoding="utf-8", errors="replace") as handle:
@@ -355,7 +356,8 @@ def start_live_server(env_overrides: dict[str, str], log_path: str, timeout: flo
     import requests
 
     port = free_port()
-    env = {**os.environ, **env_overrides, "PORT": str(port), "AUTORELOAD": "0", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, **env_overrides, "PORT": str(port), "AUTORELOAD": "0", "PYTHONUNBUFFERED": "1",
+           "DEVSTACK_STATE_FILE": log_path + ".devstack.json"}  # never a developer's own file
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     log = open(log_path, "wb")
     process = subprocess.Popen(
