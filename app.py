@@ -309,14 +309,14 @@ def _adjust(user_id: str, direction: str) -> Response:
 def admin_suspend(user_id: str) -> Response:
     actor = admin()
     body = json_body(request(), support.STATUS_SCHEMA)
-    return respond(support.set_status(actor, user_id, "suspended", body["reason"]))
+    return respond(support.set_status(actor, user_id, accounts.SUSPENDED, body["reason"]))
 
 
 @app.route("/admin/api/users/{user_id}/reactivate", methods=["POST"], authorizer=jwt_auth)
 def admin_reactivate(user_id: str) -> Response:
     actor = admin()
     body = json_body(request(), support.STATUS_SCHEMA)
-    return respond(support.set_status(actor, user_id, "active", body["reason"]))
+    return respond(support.set_status(actor, user_id, accounts.ACTIVE, body["reason"]))
 
 
 @app.route("/admin/api/purchases/{transaction_id}/refund", methods=["POST"], authorizer=jwt_auth)

@@ -7,7 +7,7 @@ import uuid
 from typing import Any
 
 from chalicelib import ledger, lockout, store
-from chalicelib.errors import Conflict, Forbidden, NotFound, Unauthorized
+from chalicelib.errors import Conflict, Forbidden, Unauthorized
 from chalicelib.logs import log_event, register_secret
 from chalicelib.passwords import (
     check_password_rules,
@@ -47,6 +47,8 @@ REGISTER_SCHEMA = Schema(
     name="register",
 )
 LOGIN_SCHEMA = Schema({"email": EMAIL_FIELD, "password": PASSWORD_FIELD}, name="login")
+ACTIVE, SUSPENDED = "active", "suspended"
+USER_STATUSES = (ACTIVE, SUSPENDED)
 REFRESH_SCHEMA = Schema(
     {"refresh_token": Field(str, required=True, max_length=256, min_length=1)}, name="refresh"
 )
@@ -65,6 +67,10 @@ def public_user(user: dict[str, Any]) -> dict[str, Any]:
 
 def _identity(user: dict[str, Any]) -> Identity:
     return Identity(user_id=user["user_id"], email=user["email"], role=user.get("role", "user"))
+
+
+def _may_sign_in(user: dict[str, Any] | None) -> bool:
+    return user is not None and user.get("is_active", True) and user.get("status", ACTIVE) == ACTIVE
 
 
 def _refresh_token_puts(settings: Settings, user_id: str, family_id: str) -> tuple[str, list[dict[str, Any]]]:
@@ -167,7 +173,7 @@ def login(
     time.sleep(attempt.delay_seconds(settings))
     claim = store.get("emails", email=email)
     user = store.get("users", user_id=claim["user_id"]) if claim else None
-    if user is None or not user.get("is_active", True):
+    if not _may_sign_in(user):
         verify_password(password, dummy_hash(settings.bcrypt_rounds))
         lockout.failed(settings, attempt)
         raise Unauthorized(INVALID_LOGIN, code="invalid_credentials")
@@ -175,8 +181,6 @@ def login(
         lockout.failed(settings, attempt)
         raise Unauthorized(INVALID_LOGIN, code="invalid_credentials")
     lockout.succeeded(settings, attempt)
-    if is_suspended(user):  # only after the right password: says nothing to a guesser
-        raise _suspended_error()
     now = store.iso()
     family_id = uuid.uuid4().hex
     refresh_token, token_puts = _refresh_token_puts(settings, user["user_id"], family_id)
@@ -223,10 +227,8 @@ def refresh(settings: Settings, refresh_token: str) -> dict[str, Any]:
         log_event(logger, "refresh_token.reuse_detected", logging.WARNING, user_id=record["user_id"])
         raise Unauthorized("Refresh token reuse detected; please log in again", code="refresh_token_reused")
     user = store.get("users", user_id=record["user_id"])
-    if user is None or not user.get("is_active", True):
+    if not _may_sign_in(user):
         raise invalid
-    if is_suspended(user):
-        raise _suspended_error()
     new_token, token_puts = _refresh_token_puts(settings, user["user_id"], record["family_id"])
     table = store.table_name("refresh-tokens")
     try:
@@ -277,64 +279,37 @@ def logout(refresh_token: str) -> None:
         log_event(logger, "account.logout", user_id=record["user_id"])
 
 
+def end_access_tokens(user_id: str, **also_set: Any) -> None:
+    """Bump the user's token generation (and set `also_set` attributes in the same write):
+    every access token issued before is refused from the authorizer's next check on."""
+    assignments = "".join(f", #{name} = :{name}" for name in also_set)
+    try:
+        store.ddb().update_item(
+            TableName=store.table_name("users"),
+            Key=store.key(user_id=user_id),
+            UpdateExpression="SET token_generation = if_not_exists(token_generation, :zero) + :one"
+            + assignments,
+            ConditionExpression="attribute_exists(user_id)",
+            ExpressionAttributeValues=store.values(zero=0, one=1, **also_set),
+            **({"ExpressionAttributeNames": {f"#{name}": name for name in also_set}} if also_set else {}),
+        )
+    except store.ddb().exceptions.ConditionalCheckFailedException:
+        pass  # no such user (deleted): nothing left to end
+
+
+def set_status(user_id: str, status: str) -> None:
+    """Suspend or reinstate an account (the operator's switch). Suspending ends its tokens
+    within the authorizer's cache time and refuses login and refresh; reinstating lets the
+    user log in again (old tokens stay ended)."""
+    if status not in USER_STATUSES:
+        raise ValueError(f"status must be one of {USER_STATUSES}")
+    end_access_tokens(user_id, status=status)
+    log_event(logger, "account.status_changed", user_id=user_id, status=status)
+
+
 def get_user(user_id: str) -> dict[str, Any]:
     """The caller's own user item; a deleted account's still-valid access token gets 401."""
     user = store.get("users", user_id=user_id)
     if user is None or not user.get("is_active", True):
         raise Unauthorized("Account no longer exists", code="account_not_found")
     return user
-
-
-# --- suspension ---------------------------------------------------------------------------
-# A suspended account keeps its data and its balance but can do nothing: login and refresh
-# are refused, every spend is refused by the ledger's own condition (ledger.SUSPENDED), and
-# the bumped `token_generation` is what the authorizer compares with the one in a token, so
-# access tokens already issued stop working within the authorizer's cache time.
-
-ACTIVE, SUSPENDED = "active", "suspended"
-
-
-def _suspended_error() -> Forbidden:
-    return Forbidden("This account is suspended", code="account_suspended")
-
-
-def is_suspended(user: dict[str, Any]) -> bool:
-    return user.get("account_status") == SUSPENDED
-
-
-def set_account_status(user_id: str, status: str) -> tuple[dict[str, Any], bool]:
-    """Suspend or reactivate an account: (the user item after, whether anything changed).
-
-    One conditional UpdateItem on the user item; a suspension also bumps `token_generation`.
-    Doing it twice changes nothing the second time (no second bump). Raises NotFound for
-    an unknown or deleted account.
-    """
-    if status not in (ACTIVE, SUSPENDED):
-        raise ValueError(f"unknown account status {status!r}")
-    now = store.iso()
-    update = "SET account_status = :status, account_status_at = :now"
-    if status == SUSPENDED:
-        update += " ADD token_generation :one"
-    values = store.values(status=status, now=now, active=True)
-    if status == SUSPENDED:
-        values.update(store.values(one=1))
-    try:
-        response = store.ddb().update_item(
-            TableName=store.table_name("users"),
-            Key=store.key(user_id=user_id),
-            UpdateExpression=update,
-            ConditionExpression="attribute_exists(user_id) AND "
-                                "(attribute_not_exists(is_active) OR is_active = :active) AND "
-                                "(attribute_not_exists(account_status) OR account_status <> :status)",
-            ExpressionAttributeValues=values,
-            ReturnValues="ALL_NEW",
-            ReturnValuesOnConditionCheckFailure="ALL_OLD",
-        )
-    except store.ddb().exceptions.ConditionalCheckFailedException as error:
-        user = store.from_item(error.response.get("Item"))
-        if user is None or not user.get("is_active", True):
-            raise NotFound("User not found", code="user_not_found") from None
-        return user, False  # already in that state
-    user = store.from_item(response["Attributes"]) or {}
-    log_event(logger, "account.status_changed", user_id=user_id, account_status=status)
-    return user, True

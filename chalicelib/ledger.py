@@ -44,7 +44,7 @@ wrong under concurrency unless conditioned exactly like this anyway); a bare
 Balance rules. Only `clawback` may drive a balance negative (a refund or dispute takes
 back credits already spent); every spend (`charge`, `reserve`) needs `balance >= cost`
 with cost >= 1, so a negative or zero balance refuses all spends until it is positive.
-Every spend is also conditional on the account not being suspended (`account_status`),
+Every spend is also conditional on the account not being suspended (`status`),
 refused with Forbidden(account_suspended) in the same request.
 
 Credits sold (purchases, paid allowances) and used (charges, settlements) are added to the
@@ -85,7 +85,7 @@ from chalicelib.logs import log_event
 logger = logging.getLogger(__name__)
 
 SIGNUP = "signup"
-SUSPENDED = "suspended"  # the user item's `account_status` while an operator has suspended it
+SUSPENDED = "suspended"  # the user item's `status` while an operator has suspended it (accounts)
 HELD, SETTLED, RELEASED, CHARGED = "held", "settled", "released", "charged"
 GRANT, PURCHASE, CLAWBACK, COMPLETED = "grant", "purchase", "clawback", "completed"
 
@@ -100,7 +100,7 @@ MAX_METADATA_BYTES = 8 * 1024
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _LEDGER_ATTRIBUTES = {"user_id", "credits_balance", "total_usage", "total_credits_purchased",
                       "ledger_seq", "email", "role", "is_active", "subscription_tier",
-                      "account_status", "token_generation"}
+                      "status", "token_generation"}
 _PURCHASE_ATTRIBUTES = {"transaction_id", "user_id", "kind", "status", "credits", "amount",
                         "currency", "created_at", "completed_at", "balance_after", "source"}
 
@@ -261,7 +261,8 @@ def _user_update(user_id: str, change: _UserChange, expected: int) -> dict[str, 
         conditions.append("credits_balance >= :required")
         values["required"] = change.required
     if change.spend:
-        conditions.append("(attribute_not_exists(account_status) OR account_status <> :suspended)")
+        names["#status"] = "status"
+        conditions.append("(attribute_not_exists(#status) OR #status <> :suspended)")
         values["suspended"] = SUSPENDED
     if change.usage:
         sets.append("total_usage = if_not_exists(total_usage, :zero) + :usage")
@@ -383,7 +384,7 @@ def _refusal(user_id: str, change: _UserChange, raw_item: dict[str, Any] | None)
         raise NotFound("Account not found", code="account_not_found")
     balance = user["credits_balance"]
     _balances.put(user_id, balance)
-    if change.spend and user.get("account_status") == SUSPENDED:
+    if change.spend and user.get("status") == SUSPENDED:
         raise Forbidden("This account is suspended", code="account_suspended")
     if change.required is not None and balance < change.required:
         raise InsufficientCredits(balance=balance, required=change.required)

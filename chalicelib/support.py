@@ -51,8 +51,8 @@ SEARCH_SCHEMA = Schema({"q": Field(str, required=True, min_length=1, max_length=
 PROFILE_FIELDS = (
     "user_id", "email", "name", "role", "created_at", "last_login", "credits_balance",
     "total_credits_purchased", "total_usage", "subscription_tier", "subscription_status",
-    "account_status", "account_status_at", "flagged", "flagged_reason", "flagged_at",
-    "active_streams", "is_active",
+    "status", "token_generation", "flagged", "flagged_reason", "flagged_at", "active_streams",
+    "is_active",
 )
 
 
@@ -77,7 +77,7 @@ def _summary(user: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "user_id": user["user_id"], "email": user.get("email"), "name": user.get("name"),
         "credits_balance": user.get("credits_balance"), "created_at": user.get("created_at"),
-        "account_status": user.get("account_status") or accounts.ACTIVE,
+        "status": user.get("status", accounts.ACTIVE),
         "flagged": bool(user.get("flagged")), "role": user.get("role", "user"),
     }
 
@@ -127,7 +127,7 @@ def user_detail(actor: Actor, user_id: str) -> dict[str, Any]:
     """Profile, balance, holds, subscription, flags and the ledger invariant of one user."""
     user = _user(user_id)
     profile = {name: user.get(name) for name in PROFILE_FIELDS if user.get(name) is not None}
-    profile["account_status"] = user.get("account_status") or accounts.ACTIVE
+    profile["status"] = user.get("status", accounts.ACTIVE)
     detail = {
         "user": profile,
         "balance": {"balance": user.get("credits_balance", 0),
@@ -137,7 +137,7 @@ def user_detail(actor: Actor, user_id: str) -> dict[str, Any]:
         "subscription": {"tier": user.get("subscription_tier") or "free",
                          "status": user.get("subscription_status"),
                          "subscription_id": user.get("subscription_id")},
-        "flags": {"suspended": accounts.is_suspended(user), "flagged": bool(user.get("flagged")),
+        "flags": {"suspended": user.get("status") == accounts.SUSPENDED, "flagged": bool(user.get("flagged")),
                   "flagged_reason": user.get("flagged_reason"), "is_admin": user.get("role") == "admin"},
         "invariant": _invariant(user_id),
     }
@@ -299,13 +299,13 @@ def adjust_credits(actor: Actor, user_id: str, direction: str, body: Mapping[str
 
 
 def set_status(actor: Actor, user_id: str, status: str, reason: str) -> dict[str, Any]:
-    """Suspend or reactivate an account (accounts.set_account_status), audited."""
-    _user(user_id)
-    user, changed = accounts.set_account_status(user_id, status)
+    """Suspend or reactivate an account (accounts.set_status: the status and a new token
+    generation in one write, so the user's tokens stop within the authorizer's cache time)."""
+    previous = _user(user_id).get("status", accounts.ACTIVE)
+    accounts.set_status(user_id, status)
     action = "account.suspend" if status == accounts.SUSPENDED else "account.reactivate"
-    audit.record(actor, action, target=user_id, reason=reason, details={"changed": changed})
-    return {"user_id": user_id, "account_status": user.get("account_status") or accounts.ACTIVE,
-            "changed": changed}
+    audit.record(actor, action, target=user_id, reason=reason, details={"previous": previous})
+    return {"user_id": user_id, "status": status, "previous": previous}
 
 
 def refund(actor: Actor, transaction_id: str, body: Mapping[str, Any],

@@ -108,7 +108,7 @@
         open.type = "button";
         open.addEventListener("click", function () { openUser(u.user_id); });
         li.appendChild(open);
-        li.appendChild(node("span", " · " + u.credits_balance + " credits · " + u.account_status));
+        li.appendChild(node("span", " · " + u.credits_balance + " credits · " + u.status));
         list.appendChild(li);
       });
       if (data.items.length === 1) { openUser(data.items[0].user_id); }
@@ -122,7 +122,7 @@
       $("detail-email").textContent = detail.user.email + " — " + detail.user.user_id;
       var facts = $("detail-profile");
       clear(facts);
-      [["Name", detail.user.name], ["Role", detail.user.role], ["Status", detail.user.account_status],
+      [["Name", detail.user.name], ["Role", detail.user.role], ["Status", detail.user.status],
        ["Created", detail.user.created_at], ["Last login", detail.user.last_login],
        ["Subscription", detail.subscription.tier + (detail.subscription.status ? " (" + detail.subscription.status + ")" : "")],
        ["Purchased", detail.balance.total_credits_purchased], ["Used", detail.balance.total_usage],
@@ -199,7 +199,7 @@
     api("POST", "admin/api/users/" + state.user.user_id + "/" + action, {reason: $("status-reason").value})
       .then(function (result) {
         $("status-reason").value = "";
-        return openUser(state.user.user_id).then(function () { say("Account is now " + result.account_status + "."); });
+        return openUser(state.user.user_id).then(function () { say("Account is now " + result.status + "."); });
       }).catch(failed);
   });
   function startRefund(transactionId) {
