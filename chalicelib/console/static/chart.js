@@ -27,9 +27,9 @@
   function draw(container, spec) {
     var all = [];
     spec.series.forEach(function (s) { all = all.concat(s.values); });
-    var top = niceMax(Math.max.apply(null, all.concat([0])));
-    var bottom = -niceMax(-Math.min.apply(null, all.concat([0]))) ;
-    if (bottom > -1e-9) { bottom = 0; }
+    var high = Math.max.apply(null, all.concat([0])), low = Math.min.apply(null, all.concat([0]));
+    var top = high > 0 || low >= 0 ? niceMax(high) : 0;
+    var bottom = low < 0 ? -niceMax(-low) : 0;
     var plotW = W - LEFT - RIGHT, plotH = H - TOP - BOTTOM;
     var n = Math.max(spec.labels.length, 1);
     var step = plotW / n;
@@ -63,7 +63,7 @@
     });
     var every = Math.ceil(n / 8);
     spec.labels.forEach(function (label, i) {
-      if (i % every === 0 || i === n - 1) {
+      if (i % every === 0 || (i === n - 1 && i % every >= every / 2)) {
         svg.appendChild(el("text", {x: LEFT + i * step + step / 2, y: H - BOTTOM + 16,
                                     "text-anchor": "middle", "class": "tick"}, label.slice(5)));
       }

@@ -222,22 +222,27 @@
   });
 
   // --- business -----------------------------------------------------------------------------
-  function dollars(cents) { return (cents / 100).toFixed(2); }
-  function microDollars(micro) { return (micro / 1e6).toFixed(2); }
+  // Provider costs are fractions of a cent: small amounts keep two significant digits.
+  function money(usd) {
+    var size = Math.abs(usd);
+    var text = size === 0 ? "0" : size < 0.01 ? size.toPrecision(2) : size.toFixed(2);
+    return (usd < 0 ? "-$" : "$") + text;
+  }
+  function dollars(cents) { return money(cents / 100); }
+  function microDollars(micro) { return money(micro / 1e6); }
   function loadBusiness() {
     api("GET", "admin/api/business?days=" + $("business-days").value).then(function (r) {
       var labels = r.daily.map(function (d) { return d.date; });
       var pick = function (name, scale) { return r.daily.map(function (d) { return d[name] / (scale || 1); }); };
       var totals = $("business-totals");
       clear(totals);
-      [["Net revenue", "$" + dollars(r.revenue.total)], ["Refunds", "$" + dollars(r.revenue.refunds)],
-       ["Provider cost", "$" + microDollars(r.provider_costs.total)],
-       ["Margin", "$" + microDollars(r.margin.amount) + (r.margin.percent === null ? "" : " (" + r.margin.percent + "%)")],
+      [["Net revenue", dollars(r.revenue.total)], ["Refunds", dollars(r.revenue.refunds)],
+       ["Provider cost", microDollars(r.provider_costs.total)],
+       ["Margin", microDollars(r.margin.amount) + (r.margin.percent === null ? "" : " (" + r.margin.percent + "%)")],
        ["Active users", r.active_users], ["Credits sold", r.credits.sold], ["Credits used", r.credits.used]]
         .forEach(function (f) { var d = node("div"); d.appendChild(node("strong", f[0] + ": ")); d.appendChild(node("span", f[1])); totals.appendChild(d); });
       var charts = $("charts");
       clear(charts);
-      var money = function (v) { return "$" + v.toFixed(2); };
       Charts.draw(charts, {id: "revenue", title: "Revenue and refunds by day ($)", labels: labels, format: money, series: [
         {name: "net revenue", values: pick("revenue", 100), kind: "bar", color: "#4a7"},
         {name: "refunds", values: pick("refunds", 100), kind: "bar", color: "#d64"}]});
