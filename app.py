@@ -288,20 +288,17 @@ def admin_user_ledger(user_id: str) -> Response:
 
 @app.route("/admin/api/users/{user_id}/grant", methods=["POST"], authorizer=jwt_auth)
 def admin_grant(user_id: str) -> Response:
-    return _adjust(user_id, "grant")
+    actor = admin()
+    body = json_body(request(), support.ADJUST_SCHEMA)
+    status, payload = support.grant_once(request().headers, actor, user_id, body)
+    return respond(payload, status=status)
 
 
 @app.route("/admin/api/users/{user_id}/deduct", methods=["POST"], authorizer=jwt_auth)
 def admin_deduct(user_id: str) -> Response:
-    return _adjust(user_id, "deduct")
-
-
-def _adjust(user_id: str, direction: str) -> Response:
     actor = admin()
     body = json_body(request(), support.ADJUST_SCHEMA)
-    status, payload = support.idempotent(
-        request().headers, actor, f"admin.{direction}.{user_id}", body,
-        lambda key: support.adjust_credits(actor, user_id, direction, body, key), target=user_id)
+    status, payload = support.deduct_once(request().headers, actor, user_id, body)
     return respond(payload, status=status)
 
 
@@ -323,9 +320,7 @@ def admin_reactivate(user_id: str) -> Response:
 def admin_refund(transaction_id: str) -> Response:
     actor = admin()
     body = json_body(request(), support.REFUND_SCHEMA)
-    status, payload = support.idempotent(
-        request().headers, actor, f"admin.refund.{transaction_id}", body,
-        lambda key: support.refund(actor, transaction_id, body, key))
+    status, payload = support.refund_once(request().headers, actor, transaction_id, body)
     return respond(payload, status=status)
 
 

@@ -18,7 +18,7 @@ import uuid
 from datetime import timedelta
 from typing import Any, Mapping
 
-from chalicelib import accounts, audit, credits, ledger, store
+from chalicelib import accounts, audit, credits, idempotency, ledger, store
 from chalicelib.audit import Actor
 from chalicelib.billing import events as stripe_events
 from chalicelib.billing import purchases, stripe_api
@@ -447,18 +447,41 @@ def business(actor: Actor, params: Mapping[str, str] | None) -> dict[str, Any]:
 
 
 
-def idempotent(headers: Mapping[str, str] | None, actor: Actor, route: str, body: Mapping[str, Any],
-               operation: Any, target: str | None = None) -> tuple[int, Any]:
-    """`idempotency.run` for an admin action; a replayed answer is audited as such."""
-    from chalicelib import idempotency
 
-    ran: list[bool] = []
-
-    def run() -> Any:
-        ran.append(True)
-        return operation(idempotency.key_from(headers))
-
-    status, payload = idempotency.run(headers, actor.actor_id, route, body, run)
+def _replay_noted(actor: Actor, ran: list[bool], route: str, target: str | None) -> None:
+    """An Idempotency-Key replay runs nothing, but it is a call: audited as such."""
     if not ran:
         audit.record(actor, "request.replayed", target=target, details={"route": route})
-    return status, payload
+
+
+def grant_once(headers: Mapping[str, str] | None, actor: Actor, user_id: str,
+               body: Mapping[str, Any]) -> tuple[int, Any]:
+    """`POST /admin/api/users/{user_id}/grant` with Idempotency-Key semantics."""
+    ran: list[bool] = []
+    answer = idempotency.run(headers, actor.actor_id, "POST /admin/api/users/{user_id}/grant",
+                             {**body, "user_id": user_id}, lambda: ran.append(True) or adjust_credits(
+                                 actor, user_id, "grant", body, idempotency.key_from(headers)))
+    _replay_noted(actor, ran, "grant", user_id)
+    return answer
+
+
+def deduct_once(headers: Mapping[str, str] | None, actor: Actor, user_id: str,
+                body: Mapping[str, Any]) -> tuple[int, Any]:
+    """`POST /admin/api/users/{user_id}/deduct` with Idempotency-Key semantics."""
+    ran: list[bool] = []
+    answer = idempotency.run(headers, actor.actor_id, "POST /admin/api/users/{user_id}/deduct",
+                             {**body, "user_id": user_id}, lambda: ran.append(True) or adjust_credits(
+                                 actor, user_id, "deduct", body, idempotency.key_from(headers)))
+    _replay_noted(actor, ran, "deduct", user_id)
+    return answer
+
+
+def refund_once(headers: Mapping[str, str] | None, actor: Actor, transaction_id: str,
+                body: Mapping[str, Any]) -> tuple[int, Any]:
+    """`POST /admin/api/purchases/{transaction_id}/refund` with Idempotency-Key semantics."""
+    ran: list[bool] = []
+    answer = idempotency.run(headers, actor.actor_id, "POST /admin/api/purchases/{transaction_id}/refund",
+                             {**body, "transaction_id": transaction_id}, lambda: ran.append(True) or refund(
+                                 actor, transaction_id, body, idempotency.key_from(headers)))
+    _replay_noted(actor, ran, "refund", None)
+    return answer

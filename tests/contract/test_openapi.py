@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from chalicelib import analytics, catchup, credits, history, idempotency, ratelimit, twitch_lookup
+from chalicelib import analytics, audit, catchup, credits, history, idempotency, ratelimit, support, twitch_lookup
 from chalicelib.validation import Field, Schema
 from devstack.fakes.audio import make_wav
 from devstack.fakes.stripe_signing import build_event, encode_event, sign
@@ -71,7 +71,7 @@ def reads_query(entry: Any) -> bool:
     return "query_param(" in source or "query_params" in source
 
 
-IDEMPOTENT_ROUTE = re.compile(r'idempotency\.run\(\s*headers,\s*user_id,\s*"([A-Z]+) (/[^" ]*)')
+IDEMPOTENT_ROUTE = re.compile(r'idempotency\.run\(\s*headers,\s*[\w.]+,\s*"([A-Z]+) (/[^" ]*)')
 
 
 def idempotent_operations_in_code() -> set[tuple[str, str]]:
@@ -287,7 +287,14 @@ def test_query_parameters_carry_the_limits_the_code_enforces(spec):
     days = {"days": {"type": "integer", "minimum": 1, "maximum": analytics.MAX_DAYS,
                      "default": analytics.DEFAULT_DAYS}}
     channel = twitch_lookup.QUERY_SCHEMA.fields["channel"]
+    search = support.SEARCH_SCHEMA.fields["q"]
     expected = {
+        ("get", "/admin/api/users"): {"q": expected_property(search, nullable=False)},
+        ("get", "/admin/api/users/{user_id}/ledger"): paging(credits),
+        ("get", "/admin/api/audit"): {
+            **paging(credits), "cursor": {"type": "string", "maxLength": audit.MAX_CURSOR_CHARS},
+            "target": {"type": "string", "pattern": anchored(support.USER_ID.pattern)}},
+        ("get", "/admin/api/business"): days,
         ("get", "/credits/transactions"): paging(credits),
         ("get", "/transcription/history"): paging(history),
         ("get", "/analytics/usage"): days,
@@ -301,7 +308,7 @@ def test_query_parameters_carry_the_limits_the_code_enforces(spec):
         assert {name: project(p["schema"]) for name, p in described.items()} == expected.get((method, path), {}), \
             f"{method} {path}"
         for name, parameter in described.items():
-            assert parameter.get("required", False) == (name == "channel"), f"{method} {path} {name}"
+            assert parameter.get("required", False) == (name in ("channel", "q")), f"{method} {path} {name}"
 
 
 def test_path_parameters_match_the_templates_and_the_job_id_format(spec):
@@ -475,10 +482,11 @@ def test_every_operation_answers_as_described(api, spec, fake_twitch, stripe_fak
     assert usage.status == 200 and usage.body["total_credits_used"] > 0
     assert api.get("/auth/user/export", token=token).status == 200
 
-    # The admin-only costs report, then logout.
+    # The admin-only costs report and the operator console, then logout.
     admin.set_role(aws_client("dynamodb"), "local", email, "admin")
     as_admin = api.post("/auth/refresh", {"refresh_token": rotated.body["refresh_token"]})
     assert api.get("/analytics/costs?days=2", token=as_admin.body["token"]).status == 200
+    console_tour(api, as_admin.body["token"], stripe_fake)
     assert api.post("/auth/logout", {"refresh_token": as_admin.body["refresh_token"]}).status == 204
 
     # Deleting an account (a second one, with nothing in flight).
@@ -487,6 +495,41 @@ def test_every_operation_answers_as_described(api, spec, fake_twitch, stripe_fak
 
     succeeded = {(method, path) for method, path, status in api.seen if 200 <= status < 300}
     assert {(method, path) for method, path, _ in operations(spec)} - succeeded == set()
+
+
+def console_tour(api: Any, token: str, stripe_fake: Any) -> None:
+    """Every operator-console operation once, on a customer who bought a pack."""
+    from tests.billing.conftest import EventTap, deliver
+
+    assert api.get("/admin").status == 200
+    assert api.get("/admin/assets/console.js").status == 200
+    customer = api.post("/auth/register", {"email": unique_email("contract"), "password": PASSWORD})
+    user_id = customer.body["user"]["user_id"]
+    purchase = api.post("/credits/purchase", {"package_id": "starter"}, token=customer.body["token"])
+    tap = EventTap(stripe_fake)
+    stripe_fake.pay(purchase.body["session_id"])
+    completed = tap.one("checkout.session.completed", purchase.body["session_id"])
+    assert deliver(api.client, completed)[0] == 200
+    found = api.get(f"/admin/api/users?q={customer.body['user']['email']}", token=token)
+    assert found.status == 200 and found.body["items"][0]["user_id"] == user_id
+    assert api.get(f"/admin/api/users/{user_id}", token=token).status == 200
+    ledger_page = api.get(f"/admin/api/users/{user_id}/ledger?limit=1", token=token)
+    assert ledger_page.status == 200 and ledger_page.body["next_cursor"]
+    reason = {"reason": "contract tour"}
+    assert api.post(f"/admin/api/users/{user_id}/grant", {"credits": 5, **reason}, token=token,
+                    headers={idempotency.HEADER: "tour-grant"}).status == 200
+    assert api.post(f"/admin/api/users/{user_id}/deduct", {"credits": 5, **reason}, token=token).status == 200
+    assert api.post(f"/admin/api/users/{user_id}/suspend", reason, token=token).status == 200
+    assert api.post(f"/admin/api/users/{user_id}/reactivate", reason, token=token).status == 200
+    refunded = api.post(f"/admin/api/purchases/{purchase.body['transaction_id']}/refund",
+                        {"amount": 100, **reason}, token=token)
+    assert refunded.status == 200 and refunded.body["amount"] == 100
+    assert api.get("/admin/api/attention", token=token).status == 200
+    page = api.get(f"/admin/api/audit?limit=2&target={user_id}", token=token)
+    assert page.status == 200 and len(page.body["items"]) == 2
+    assert api.get("/admin/api/audit/export", token=token).status == 200
+    business = api.get("/admin/api/business?days=2", token=token)
+    assert business.status == 200 and business.body["credits"]["sold"] >= 500
 
 
 def test_errors_are_the_envelope_with_documented_statuses(api, provider_env, fake_openai):
@@ -508,6 +551,9 @@ def test_errors_are_the_envelope_with_documented_statuses(api, provider_env, fak
     refused(api.post("/auth/login", {"email": unique_email(), "password": PASSWORD}), 401, "invalid_credentials")
     refused(api.get("/auth/user", token="not-a-token"), 401, "unauthorized")
     refused(api.get("/analytics/costs", token=token), 403, "forbidden")
+    refused(api.post(f"/admin/api/users/{'0' * 32}/grant", {"credits": 1, "reason": "nope"}, token=token), 403,
+            "forbidden")
+    refused(api.get("/admin/assets/missing.js"), 404, "not_found")
     refused(api.delete("/auth/user", {"password": "not the password"}, token=token), 403, "invalid_password")
     refused(api.get("/transcription/catchup/" + "0" * 32, token=token), 404, "job_not_found")
     refused(api.get("/transcription/history?limit=0", token=token), 422, "validation_error")
@@ -547,11 +593,23 @@ def test_operations_with_idempotency_key_refuse_a_malformed_one(api, spec, new_u
                                              "audio_key": f"uploads/someone/{'0' * 32}.wav"},
         ("post", "/credits/purchase"): {"package_id": "starter"},
         ("post", "/credits/subscribe"): {"plan_id": "basic_monthly"},
+        ("post", "/admin/api/users/{user_id}/grant"): {"credits": 1, "reason": "a reason"},
+        ("post", "/admin/api/users/{user_id}/deduct"): {"credits": 1, "reason": "a reason"},
+        ("post", "/admin/api/purchases/{transaction_id}/refund"): {"reason": "a reason"},
     }
     declared = {(method, path) for method, path, operation in operations(spec)
                 if idempotency.HEADER in parameters(spec, operation, "header")}
     assert set(valid_bodies) == declared
-    token = new_user()["token"]
+    from chalicelib import admin
+    from chalicelib.aws import client as aws_client
+
+    session = new_user()
+    token = session["token"]
+    admin.set_role(aws_client("dynamodb"), "local", session["user"]["email"], "admin")
+    admin_token = api.post("/auth/refresh", {"refresh_token": session["refresh_token"]}).body["token"]
     for (method, path), body in valid_bodies.items():
-        answer = api.call(method, path, body, token=token, headers={idempotency.HEADER: "has spaces"})
+        as_admin = path.startswith("/admin/")
+        path = path.replace("{user_id}", session["user"]["user_id"]).replace("{transaction_id}", "t1")
+        answer = api.call(method, path, body, token=admin_token if as_admin else token,
+                          headers={idempotency.HEADER: "has spaces"})
         assert (answer.status, answer.body["code"]) == (400, "invalid_idempotency_key"), (path, answer.body)
