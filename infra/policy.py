@@ -55,6 +55,9 @@ SQS_EVENT_SOURCE_ACTIONS = ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQ
 # stage), so the functions only create streams and write events.
 LOG_ACTIONS = ("logs:CreateLogStream", "logs:PutLogEvents")
 BUCKET_LEVEL_ACTIONS = frozenset({"s3:ListBucket"})
+# Tables whose items are written once and never changed or removed by the functions.
+APPEND_ONLY_TABLES = ("audit",)
+APPEND_ONLY_DENIED = ("dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem")
 # The key prefix the code writes under, per bucket (chalicelib.audio_uploads.PREFIX); the
 # recorded calls in tests/deploy prove every key the code touches starts with it.
 OBJECT_KEY_PREFIXES = {"audio": "uploads/"}
@@ -340,6 +343,10 @@ def render_policy(stage: str, actions: Iterable[str]) -> dict[str, Any]:
 
     allow("Logs", by_service.get("logs", ()), arns["logs"])
     allow("Tables", by_service.get("dynamodb", ()), arns["dynamodb"])
+    statements.append({  # the audit log is append-only, whatever the code does (chalicelib.audit)
+        "Sid": "AuditLogAppendOnly", "Effect": "Deny", "Action": sorted(APPEND_ONLY_DENIED),
+        "Resource": [f"arn:aws:dynamodb:*:*:table/{resource_name(stage, suffix)}" for suffix in APPEND_ONLY_TABLES],
+    })
     s3 = by_service.get("s3", set())
     allow("AudioObjects", s3 - BUCKET_LEVEL_ACTIONS, arns["s3_objects"])
     prefixes = sorted(f"{OBJECT_KEY_PREFIXES[b.suffix]}*" for b in resources.BUCKETS)
