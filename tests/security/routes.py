@@ -10,7 +10,17 @@ import re
 import urllib.parse
 from dataclasses import dataclass, field
 
-from chalicelib import accounts, analytics, ask, audio_uploads, catchup, privacy, streaming, twitch_lookup
+from chalicelib import (
+    accounts,
+    analytics,
+    ask,
+    audio_uploads,
+    catchup,
+    privacy,
+    streaming,
+    support,
+    twitch_lookup,
+)
 from chalicelib.billing import checkout
 from chalicelib.validation import Field, Schema
 
@@ -53,6 +63,20 @@ INPUTS: dict[tuple[str, str], Inputs] = {
     ("POST", "/credits/subscribe"): Inputs(checkout.SUBSCRIBE_SCHEMA),
     ("POST", "/credits/portal"): Inputs(),
     ("POST", "/webhooks/stripe"): Inputs(RAW),
+    ("GET", "/admin"): Inputs(),
+    ("GET", "/admin/assets/{name}"): Inputs(),
+    ("GET", "/admin/api/users"): Inputs(query=dict(support.SEARCH_SCHEMA.fields)),
+    ("GET", "/admin/api/users/{user_id}"): Inputs(),
+    ("GET", "/admin/api/users/{user_id}/ledger"): Inputs(query=HISTORY_QUERY),
+    ("POST", "/admin/api/users/{user_id}/grant"): Inputs(support.ADJUST_SCHEMA),
+    ("POST", "/admin/api/users/{user_id}/deduct"): Inputs(support.ADJUST_SCHEMA),
+    ("POST", "/admin/api/users/{user_id}/suspend"): Inputs(support.STATUS_SCHEMA),
+    ("POST", "/admin/api/users/{user_id}/reactivate"): Inputs(support.STATUS_SCHEMA),
+    ("POST", "/admin/api/purchases/{transaction_id}/refund"): Inputs(support.REFUND_SCHEMA),
+    ("GET", "/admin/api/attention"): Inputs(),
+    ("GET", "/admin/api/audit"): Inputs(query={**HISTORY_QUERY, "target": Field(str, max_length=64)}),
+    ("GET", "/admin/api/audit/export"): Inputs(),
+    ("GET", "/admin/api/business"): Inputs(query=dict(analytics.QUERY_SCHEMA.fields)),
 }
 
 

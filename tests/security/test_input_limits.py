@@ -15,6 +15,25 @@ BODY_ROUTES = [r for r in all_routes() if r.method in ("POST", "PUT", "DELETE")]
 SCHEMA_ROUTES = [r for r in BODY_ROUTES if isinstance(r.inputs.body, Schema)]
 
 
+@pytest.fixture
+def admin_token(client, new_user) -> str:
+    """The operator console's routes refuse non-admins first: their bodies are checked as admin."""
+    from chalicelib import admin
+    from chalicelib.aws import client as aws_client
+
+    session = new_user()
+    admin.set_role(aws_client("dynamodb"), "local", session["user"]["email"], "admin")
+    response = client.http.post("/auth/refresh", headers=json_headers(),
+                                body=json.dumps({"refresh_token": session["refresh_token"]}))
+    return json.loads(response.body)["token"]
+
+
+def token_for(route, user_token: str, admin_token: str) -> str | None:
+    if not route.authenticated:
+        return None
+    return admin_token if route.path.startswith("/admin/api/") else user_token
+
+
 def send(client, route, body: bytes, token: str | None):
     return client.http.request(route.method, route.url(), headers=json_headers(token), body=body)
 
@@ -32,30 +51,29 @@ def test_every_body_schema_is_bounded_and_strict():
 
 
 @pytest.mark.parametrize("route", SCHEMA_ROUTES, ids=[r.id for r in SCHEMA_ROUTES])
-def test_a_body_past_the_route_limit_is_413(route, client, new_user, env_override):
+def test_a_body_past_the_route_limit_is_413(route, client, new_user, env_override, admin_token):
     env_override(RATE_LIMITS_ENABLED="false")
-    token = new_user()["token"] if route.authenticated else None
+    token = token_for(route, new_user()["token"], admin_token)
     limit = route.inputs.body.max_body_bytes
     r = send(client, route, json.dumps({"x": "a" * limit}).encode(), token)
     assert r.status_code == 413, r.body
     assert json.loads(r.body)["code"] == "payload_too_large"
 
 
-def test_the_global_cap_applies_to_every_route(client, new_user, env_override):
+def test_the_global_cap_applies_to_every_route(client, new_user, env_override, admin_token):
     env_override(RATE_LIMITS_ENABLED="false")
     token = new_user()["token"]
     oversized = b"{" + b" " * GLOBAL_MAX_BODY_BYTES + b"}"
     for route in BODY_ROUTES:
-        r = send(client, route, oversized, token if route.authenticated else None)
+        r = send(client, route, oversized, token_for(route, token, admin_token))
         assert r.status_code == 413, route.id
 
 
-def test_unknown_fields_are_refused(client, new_user, env_override):
+def test_unknown_fields_are_refused(client, new_user, env_override, admin_token):
     env_override(RATE_LIMITS_ENABLED="false")
     token = new_user()["token"]
     for route in SCHEMA_ROUTES:
-        r = send(client, route, json.dumps({"is_admin": True}).encode(),
-                 token if route.authenticated else None)
+        r = send(client, route, json.dumps({"is_admin": True}).encode(), token_for(route, token, admin_token))
         assert r.status_code == 422, (route.id, r.body)
     # Even next to valid fields: a sign-up cannot smuggle in a role or a balance.
     r = client.http.post("/auth/register", headers=json_headers(), body=json.dumps(
