@@ -955,16 +955,21 @@ def _sums(user_id: str) -> tuple[int, int, int, int, int]:
         "ConsistentRead": True,
     }):
         used += int(row.get("credits_used") or 0)
-    for row in store.query_all({
+    for row in iter_user_held(user_id):
+        held += int(row.get("amount") or 0)
+    return granted, purchased, clawed_back, used, held
+
+
+def iter_user_held(user_id: str) -> Iterator[dict[str, Any]]:
+    """The user's reservations still held (the reservations table's user_id-index)."""
+    yield from store.query_all({
         "TableName": store.table_name("reservations"),
         "IndexName": "user_id-index",
         "KeyConditionExpression": "user_id = :user",
         "FilterExpression": "#state = :held",
         "ExpressionAttributeNames": {"#state": "state"},
         "ExpressionAttributeValues": store.values(user=user_id, held=HELD),
-    }):
-        held += int(row.get("amount") or 0)
-    return granted, purchased, clawed_back, used, held
+    })
 
 
 def check_invariant(user_id: str, attempts: int = 3) -> InvariantReport:

@@ -12,20 +12,30 @@ from the admin and the request's Idempotency-Key, so a retried grant never grant
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
+import json
 import re
 import uuid
 from datetime import timedelta
 from typing import Any, Mapping
 
-from chalicelib import accounts, audit, credits, idempotency, ledger, store
+from chalicelib import accounts, analytics, audit, cleanup, credits, idempotency, ledger, store
 from chalicelib.audit import Actor
 from chalicelib.billing import events as stripe_events
 from chalicelib.billing import purchases, stripe_api
-from chalicelib.errors import Conflict, Forbidden, InsufficientCredits, NotFound, ValidationFailed
+from chalicelib.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    InsufficientCredits,
+    NotFound,
+    ValidationFailed,
+)
 from chalicelib.settings import get_settings
 from chalicelib.tokens import Identity
-from chalicelib.validation import Field, Schema
+from chalicelib.validation import Field, Schema, validate
 
 ADMIN_SOURCE = "admin"
 MAX_ADJUST_CREDITS = 100_000  # one action; larger amounts are a typo, not a goodwill gesture
@@ -84,8 +94,6 @@ def _summary(user: Mapping[str, Any]) -> dict[str, Any]:
 
 def find_users(actor: Actor, params: Mapping[str, str] | None) -> dict[str, Any]:
     """A user by exact e-mail (case-insensitive) or user id: `{items: [summary]}` (0 or 1)."""
-    from chalicelib.validation import validate
-
     query = validate(SEARCH_SCHEMA, dict(params or {}))["q"]
     user_id = query.lower() if USER_ID.fullmatch(query.lower()) else None
     if user_id is None and "@" in query:
@@ -104,14 +112,7 @@ def _holds(user_id: str) -> list[dict[str, Any]]:
     return [
         {name: row.get(name) for name in ("reservation_id", "amount", "purpose", "ref_id",
                                           "created_at", "expires_at")}
-        for row in store.query_all({
-            "TableName": store.table_name("reservations"),
-            "IndexName": "user_id-index",
-            "KeyConditionExpression": "user_id = :user",
-            "FilterExpression": "#state = :held",
-            "ExpressionAttributeNames": {"#state": "state"},
-            "ExpressionAttributeValues": store.values(user=user_id, held=ledger.HELD),
-        })
+        for row in ledger.iter_user_held(user_id)
     ]
 
 
@@ -209,7 +210,8 @@ def user_ledger(actor: Actor, user_id: str, params: Mapping[str, str] | None) ->
     if before:
         rows = [row for row in rows if _order(row) < before]
     rows.sort(key=_order, reverse=True)
-    floor = rows[limit - 1]["at"] if len(rows) >= limit else ""
+    # Past a full page of them, older reservations belong to a later page.
+    floor = rows[limit - 1]["at"] if len(rows) > limit else ""
     rows += [_reservation_entry(row) for row in store.query_all({
         "TableName": store.table_name("reservations"), "IndexName": "user_id-index",
         "KeyConditionExpression": "user_id = :user",
@@ -233,20 +235,11 @@ def _newest(request: dict[str, Any], limit: int) -> list[dict[str, Any]]:
 
 
 def _encode_position(position: tuple[str, str]) -> str:
-    import base64
-    import json
-
     raw = json.dumps(list(position), separators=(",", ":")).encode("utf-8")
     return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
 
 
 def _decode_position(cursor: str) -> tuple[str, str]:
-    import base64
-    import binascii
-    import json
-
-    from chalicelib.errors import BadRequest
-
     invalid = BadRequest("Invalid cursor", code="invalid_cursor", field="cursor")
     if len(cursor) > 1024:
         raise invalid
@@ -372,8 +365,6 @@ def _jobs(status: str, condition: str, when: str) -> list[dict[str, Any]]:
 
 
 def _breaches() -> dict[str, Any]:
-    from chalicelib import cleanup
-
     state = store.get("stats", **cleanup.STATE_KEY) or {}
     return {"last_run_epoch": state.get("last_run_epoch"),
             "items": list(state.get("last_breaches") or [])}
@@ -439,8 +430,6 @@ def audit_export(actor: Actor) -> str:
 
 def business(actor: Actor, params: Mapping[str, str] | None) -> dict[str, Any]:
     """The figures behind the console's charts: GET /analytics/costs, by day."""
-    from chalicelib import analytics
-
     report = analytics.costs(Identity(actor.actor_id, actor.email, "admin"), params)
     audit.record(actor, "business.view", details={"days": report["period"]["days"]})
     return report
