@@ -172,9 +172,13 @@ def _usage_entry(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _reservation_entry(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A hold counts against the balance while held; once settled its usage row does, and
+    once released nothing does: so the `credits` of all entries add up to the balance."""
+    held = row.get("state") == ledger.HELD
     return _entry(row.get("created_at") or "", "reservation", id=row["reservation_id"],
                   source=row.get("purpose"), status=row.get("state"),
-                  credits=-int(row.get("amount") or 0), balance_after=row.get("balance_after"),
+                  credits=-int(row.get("amount") or 0) if held else 0,
+                  balance_after=row.get("balance_after"),
                   credits_used=row.get("credits_used"), credits_refunded=row.get("credits_refunded"))
 
 

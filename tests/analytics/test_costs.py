@@ -73,7 +73,8 @@ def test_costs_match_hand_computed_figures_with_known_unit_prices(client, admin,
     assert list(daily) == [_day(n) for n in range(6, -1, -1)]
     assert daily[_day(3)] == {"date": _day(3), "revenue": 0, "provider_cost": 362_000,
                               "assemblyai": 360_000, "openai": 2_000, "margin": -362_000,
-                              "active_users": 2, "calls": 3}
+                              "active_users": 2, "calls": 3, "refunds": 0, "credits_sold": 0,
+                              "credits_used": 0}
     assert daily[_day(1)]["provider_cost"] == 35_025 and daily[_day(1)]["active_users"] == 1
     assert daily[_day(2)]["provider_cost"] == 0 and daily[_day(2)]["active_users"] == 0
     assert body["active_users"] == 2
