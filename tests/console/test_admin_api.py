@@ -339,3 +339,18 @@ def test_a_spend_during_suspension_is_refused_even_with_a_stale_balance_guess(me
     accounts.set_status(user["user_id"], accounts.SUSPENDED)
     assert ledger.settle(held.reservation_id, 3, service_type="ask").credits_refunded == 7
     assert ledger.check_invariant(user["user_id"]).ok
+
+
+def test_parallel_grants_with_one_idempotency_key_grant_once(client, admin, member):
+    from tests.conftest import at_once
+
+    operator, user = admin(), member()
+    path = f"/admin/api/users/{user['user_id']}/grant"
+    answers = at_once(8, lambda: post_json(client, path, operator["token"], {"credits": 30, "reason": "double click"},
+                                           **{"Idempotency-Key": "same-click"}))
+    assert {status for status, _ in answers} == {200}
+    assert len({body["transaction_id"] for _, body in answers}) == 1
+    assert store.get("users", user_id=user["user_id"])["credits_balance"] == 230
+    assert [row for row in _transactions(user["user_id"]) if row.get("source") == "admin"][0]["credits"] == 30
+    assert len([row for row in _transactions(user["user_id"]) if row.get("source") == "admin"]) == 1
+    assert ledger.check_invariant(user["user_id"]).ok
