@@ -368,6 +368,18 @@ def _jobs(status: str, condition: str, when: str) -> list[dict[str, Any]]:
     return sorted(jobs, key=lambda job: job.get("created_at") or "", reverse=True)
 
 
+def _events(status: str) -> list[dict[str, Any]]:
+    """Webhook events left for an operator, newest first (stripe-events `status-index`)."""
+    items = store.ddb().query(
+        TableName=store.table_name(stripe_events.TABLE), IndexName="status-index",
+        KeyConditionExpression="#status = :status",
+        ExpressionAttributeNames={"#status": "status"},
+        ExpressionAttributeValues=store.values(status=status),
+        ScanIndexForward=False, Limit=ATTENTION_LIMIT,
+    ).get("Items", [])
+    return [{k: v for k, v in (store.from_item(item) or {}).items() if k != "expires_at_epoch"} for item in items]
+
+
 def _breaches() -> dict[str, Any]:
     state = store.get("stats", **cleanup.STATE_KEY) or {}
     return {"last_run_epoch": state.get("last_run_epoch"),
@@ -375,7 +387,8 @@ def _breaches() -> dict[str, Any]:
 
 
 def attention(actor: Actor) -> dict[str, Any]:
-    """Failed or stuck catch-up jobs, orphaned webhook events, overdue holds, invariant breaches.
+    """Failed or stuck catch-up jobs, orphaned or held-for-review webhook events, overdue holds,
+    invariant breaches.
 
     Index queries only (jobs and stripe-events `status-index`, the ledger's held-index, the
     cleanup's last report), each bounded to ATTENTION_LIMIT items.
@@ -384,13 +397,7 @@ def attention(actor: Actor) -> dict[str, Any]:
     stuck_before = store.iso(now - timedelta(seconds=STUCK_JOB_SECONDS))
     failed_since = store.iso(now - timedelta(days=FAILED_JOB_DAYS))
     stuck = _jobs("queued", "<", stuck_before) + _jobs("processing", "<", stuck_before)
-    events = [store.from_item(item) or {} for item in store.ddb().query(
-        TableName=store.table_name(stripe_events.TABLE), IndexName="status-index",
-        KeyConditionExpression="#status = :status",
-        ExpressionAttributeNames={"#status": "status"},
-        ExpressionAttributeValues=store.values(status=stripe_events.ORPHANED),
-        ScanIndexForward=False, Limit=ATTENTION_LIMIT,
-    ).get("Items", [])]
+
     overdue = []
     for row in ledger.iter_expired_held(store.iso(now)):
         overdue.append({name: row.get(name) for name in ("reservation_id", "user_id", "amount",
@@ -400,7 +407,8 @@ def attention(actor: Actor) -> dict[str, Any]:
     report = {
         "failed_jobs": _jobs("failed", ">=", failed_since),
         "stuck_jobs": stuck[:ATTENTION_LIMIT],
-        "orphaned_events": [{k: v for k, v in event.items() if k != "expires_at_epoch"} for event in events],
+        "orphaned_events": _events(stripe_events.ORPHANED),
+        "review_events": _events(stripe_events.NEEDS_REVIEW),
         "overdue_reservations": overdue,
         "invariant_breaches": _breaches(),
         "thresholds": {"stuck_job_seconds": STUCK_JOB_SECONDS, "failed_job_days": FAILED_JOB_DAYS,
@@ -408,7 +416,7 @@ def attention(actor: Actor) -> dict[str, Any]:
     }
     audit.record(actor, "attention.view", details={
         name: len(report[name]) for name in ("failed_jobs", "stuck_jobs", "orphaned_events",
-                                             "overdue_reservations")})
+                                             "review_events", "overdue_reservations")})
     return report
 
 

@@ -297,6 +297,8 @@ def test_what_needs_attention(client, admin, member):
     events.record({"id": "evt_orphan", "type": "checkout.session.completed", "data": {"object": {"id": "cs_x"}}},
                   events.orphaned("unknown_transaction"))
     events.record({"id": "evt_ok", "type": "invoice.paid", "data": {"object": {"id": "in_x"}}}, events.processed())
+    events.record({"id": "evt_review", "type": "checkout.session.completed", "data": {"object": {"id": "cs_y"}}},
+                  events.needs_review("amount_mismatch"))
     ledger.reserve(user["user_id"], 5, reservation_id="res-overdue", purpose="ask", ref_id="q", ttl_seconds=1)
     cleanup._remember_run(store.epoch() + 10**6, [{"user_id": user["user_id"], "expected": 1, "actual": 2,
                                                   "checked_epoch": 1}])
@@ -308,6 +310,7 @@ def test_what_needs_attention(client, admin, member):
     assert body["failed_jobs"][0]["error"] == "transcription_failed"
     assert [job["job_id"] for job in body["stuck_jobs"]] == ["b" * 32]
     assert [event["event_id"] for event in body["orphaned_events"]] == ["evt_orphan"]
+    assert [(event["event_id"], event["reason"]) for event in body["review_events"]] == [("evt_review", "amount_mismatch")]
     assert "res-overdue" in [row["reservation_id"] for row in body["overdue_reservations"]]
     assert body["invariant_breaches"]["items"][0]["user_id"] == user["user_id"]
 

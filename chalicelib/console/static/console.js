@@ -281,6 +281,7 @@
       section(box, "Failed catch-up jobs (last " + r.thresholds.failed_job_days + " days)", r.failed_jobs, ["job_id", "user_id", "error", "created_at"]);
       section(box, "Stuck catch-up jobs", r.stuck_jobs, ["job_id", "user_id", "status", "attempts", "created_at"]);
       section(box, "Orphaned Stripe events", r.orphaned_events, ["event_id", "type", "reason", "handled_at"]);
+      section(box, "Stripe events held for review", r.review_events, ["event_id", "type", "reason", "handled_at"]);
       section(box, "Reservations past due", r.overdue_reservations, ["reservation_id", "user_id", "purpose", "amount", "expires_at"]);
       section(box, "Invariant breaches (last cleanup run)", r.invariant_breaches.items, ["user_id", "expected", "actual"]);
     }).catch(failed);
