@@ -7,7 +7,7 @@ import uuid
 from typing import Any
 
 from chalicelib import ledger, lockout, store
-from chalicelib.errors import Conflict, Forbidden, Unauthorized
+from chalicelib.errors import Conflict, Unauthorized
 from chalicelib.logs import log_event, register_secret
 from chalicelib.passwords import (
     check_password_rules,

@@ -53,8 +53,8 @@ STATE_KEY = {"stat_key": "cleanup", "shard": "state"}
 DEFAULT_LOOKBACK_SECONDS = 3600  # the schedule's period: used when there is no previous run
 MAX_LOOKBACK_DAYS = 7
 STUCK_JOB_REASON = "cleanup_stuck_job"
-LAMBDA_MARGIN_MS = 30_000
-MAX_BREACHES_KEPT = 50  # kept free at the end of an invocation to log and return
+LAMBDA_MARGIN_MS = 30_000  # kept free at the end of an invocation to log and return
+MAX_BREACHES_KEPT = 50  # on the state item, for the operator console
 # Counts of things this run changed; a run right after another reports zero for all.
 ACTIONS = (
     "live_settled",

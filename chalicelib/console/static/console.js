@@ -108,7 +108,7 @@
         open.type = "button";
         open.addEventListener("click", function () { openUser(u.user_id); });
         li.appendChild(open);
-        li.appendChild(node("span", " · " + u.credits_balance + " credits · " + u.status));
+        li.appendChild(node("span", " · created " + (u.created_at || "?").slice(0, 10)));
         list.appendChild(li);
       });
       if (data.items.length === 1) { openUser(data.items[0].user_id); }
