@@ -57,8 +57,10 @@ def respond(body: Any = None, status: int = 200, headers: dict[str, str] | None 
 
 
 def respond_text(text: str, headers: dict[str, str], status: int = 200) -> Response:
-    """A non-JSON answer (the console's page and assets, a CSV export); headers name its type."""
-    return Response(body=text, status_code=status, headers=headers)
+    """A non-JSON answer (the console's page and assets, a CSV export); headers name its type.
+
+    The headers are copied: the middleware adds per-request ones (CORS, request id) to them."""
+    return Response(body=text, status_code=status, headers=dict(headers))
 
 
 def error_response(error: ApiError) -> Response:

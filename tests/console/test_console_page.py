@@ -43,3 +43,15 @@ def test_an_unknown_asset_is_a_404_in_the_envelope(client):
         response = client.http.get(f"/admin/assets/{name}")
         assert response.status_code == 404, name
         assert b'"code":"not_found"' in response.body
+
+
+def test_one_answer_s_headers_never_reach_the_next(client, env_override):
+    """The page's headers are shared constants: CORS or a request id added to one answer
+    must not appear on the next (which has another origin, or none)."""
+    env_override(ALLOWED_ORIGINS="chrome-extension://abcdefghijklmnopabcdefghijklmnop")
+    allowed = client.http.get("/admin", headers={"Origin": "chrome-extension://abcdefghijklmnopabcdefghijklmnop"})
+    assert allowed.headers["Access-Control-Allow-Origin"].startswith("chrome-extension://")
+    for path in ("/admin", "/admin/assets/console.js"):
+        plain = client.http.get(path)
+        assert "Access-Control-Allow-Origin" not in plain.headers, path
+        assert plain.headers["X-Request-Id"] != allowed.headers["X-Request-Id"]
