@@ -53,6 +53,15 @@ ROUTE_CLASSES: dict[tuple[str, str], str] = {
     ("GET", "/twitch/stream"): "write",  # a provider call, though not a paid one
     ("GET", "/analytics/usage"): "read",
     ("GET", "/analytics/costs"): "read",
+    ("POST", "/auth/password"): "account",  # takes a password: guesses are bounded too
+    # chalicelib.legacy: 410 answers that do no work, counted per IP like any public route
+    ("GET", "/twitch/credentials"): "public",
+    ("POST", "/transcription/get-presigned-upload-url"): "public",
+    ("POST", "/transcription/process-s3-audio"): "public",
+    ("POST", "/transcription/process-audio"): "public",
+    ("POST", "/transcription/init-chunked-upload"): "public",
+    ("POST", "/transcription/upload-chunk"): "public",
+    ("POST", "/transcription/finalize-chunked-upload"): "public",
 }
 
 

@@ -10,7 +10,17 @@ import re
 import urllib.parse
 from dataclasses import dataclass, field
 
-from chalicelib import accounts, analytics, ask, audio_uploads, catchup, privacy, streaming, twitch_lookup
+from chalicelib import (
+    accounts,
+    analytics,
+    ask,
+    audio_uploads,
+    catchup,
+    legacy,
+    privacy,
+    streaming,
+    twitch_lookup,
+)
 from chalicelib.billing import checkout
 from chalicelib.validation import Field, Schema
 
@@ -53,6 +63,9 @@ INPUTS: dict[tuple[str, str], Inputs] = {
     ("POST", "/credits/subscribe"): Inputs(checkout.SUBSCRIBE_SCHEMA),
     ("POST", "/credits/portal"): Inputs(),
     ("POST", "/webhooks/stripe"): Inputs(RAW),
+    ("POST", "/auth/password"): Inputs(accounts.CHANGE_PASSWORD_SCHEMA),
+    # chalicelib.legacy: answered 410 without reading anything
+    **{route: Inputs() for route in legacy.GONE_ROUTES},
 }
 
 
