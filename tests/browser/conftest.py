@@ -165,6 +165,16 @@ class Browser:
         finally:
             session.detach()
 
+    def wake_service_worker_logged_in(self, page: Any, timeout: float = 10) -> None:
+        """Restart the extension's worker and wait until it has read the stored login."""
+        import time
+
+        self.stop_service_worker(page)
+        deadline = time.monotonic() + timeout
+        while not (self.send_message(page, {"type": "GET_TRANSCRIPTION_STATUS"}) or {}).get("isLoggedIn"):
+            assert time.monotonic() < deadline, "the extension's worker never read the login"
+            time.sleep(0.2)
+
     @staticmethod
     def send_message(page: Any, message: dict[str, Any]) -> Any:
         """chrome.runtime.sendMessage from an extension page: the extension's own path."""

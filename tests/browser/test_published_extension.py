@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 
+import jwt
 import requests
 from playwright.sync_api import expect
 
@@ -25,6 +26,21 @@ def balance_shown(page) -> int:
     page.wait_for_selector("#dashboard-section:not(.hidden)")
     expect(page.locator("#credits-balance")).not_to_have_text("0")
     return int(text_of(page, "#credits-balance").replace(",", ""))
+
+
+def api_get(browser, path: str, token: str) -> dict:
+    response = requests.get(browser.stack.url + path, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def wait_for(read, done, timeout: float = 15):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = read()
+        if done(value) or time.monotonic() > deadline:
+            return value
+        time.sleep(0.3)
 
 
 def test_sign_up_log_out_log_in_and_the_balance(browser):
@@ -97,17 +113,46 @@ def test_still_logged_in_after_the_access_token_lifetime(browser):
     page.close()
 
 
+def test_a_stop_after_the_access_token_lifetime_succeeds_and_bills_exactly(browser):
+    """The issue: a stop sent with a token older than the access-token lifetime got 401 and
+    the credits stayed held. Here the extension starts live captions through its own message
+    path (START_TRANSCRIPTION, as its popup sends it) with the token it stored at login,
+    long expired as a short access token. Its socket to wss://streaming.assemblyai.com
+    cannot open (that host resolves to nothing here until the sandbox's streaming socket
+    exists), so the extension stops the session itself: that stop must succeed, release what
+    was held, and the popup must show the balance minus exactly what the stop billed."""
+    page = browser.open_popup()
+    before = balance_shown(page)
+    browser.wake_service_worker_logged_in(page)
+    auth = page.evaluate("() => chrome.storage.local.get(['userAuth'])")["userAuth"]
+    issued = jwt.decode(auth["token"], options={"verify_signature": False})["iat"]
+    assert time.time() - issued > ACCESS_TOKEN_TTL_SECONDS + 5  # older than a short token lives
+    tab = browser.context.new_page()
+    tab.goto(browser.stack.url + "/health")
+    tab_id = page.evaluate("(url) => chrome.tabs.query({url}).then(tabs => tabs[0].id)", tab.url)
+    answer = browser.send_message(page, {"type": "START_TRANSCRIPTION", "tabId": tab_id,
+                                         "streamId": "unused-before-the-socket-opens",
+                                         "userToken": auth["token"]})
+    assert answer["success"] is False  # the socket, not our backend
+    history = wait_for(lambda: api_get(browser, "/transcription/history", auth["token"])["items"],
+                       bool)  # the stop writes the history entry
+    session = history[0]
+    assert session["kind"] == "stream" and session["credits_used"] > 0, session
+    page.reload()
+    assert balance_shown(page) == before - session["credits_used"]
+    assert api_get(browser, "/credits/balance", auth["token"])["balance"] == before - session["credits_used"]
+    browser.screenshot(page, "09-after-stop")
+    tab.close()
+    page.close()
+
+
 def test_catch_up_fallback_shows_what_to_do(browser):
     """background.js's catch-up: its own Twitch path needs the client secret (the old
     backend's /twitch/credentials, unreachable here), so it falls back to the server with
     {stream_url, duration_minutes, user_id, fallback_reason} and shows the error message."""
     page = browser.open_popup()
-    balance_shown(page)
-    browser.stop_service_worker(page)
-    deadline = time.monotonic() + 10
-    while not (browser.send_message(page, {"type": "GET_TRANSCRIPTION_STATUS"}) or {}).get("isLoggedIn"):
-        assert time.monotonic() < deadline, "the extension's worker never read the login"
-        time.sleep(0.2)
+    balance = balance_shown(page)
+    browser.wake_service_worker_logged_in(page)
     answer = browser.send_message(page, {"type": "REQUEST_CATCHUP",
                                          "streamUrl": "https://www.twitch.tv/somechannel", "duration": 30})
     assert answer["success"] is False
@@ -117,6 +162,6 @@ def test_catch_up_fallback_shows_what_to_do(browser):
     # for the screenshot only, the answer is written into the popup's own status line.
     page.evaluate("(text) => { const s = document.querySelector('#transcription-status');"
                   " s.textContent = text; s.className = 'status error'; }", answer["error"])
-    browser.screenshot(page, "09-catch-up-message")
-    assert balance_shown(page) == SIGNUP_CREDITS + STARTER_CREDITS  # nothing was reserved
+    browser.screenshot(page, "10-catch-up-message")
+    assert balance_shown(page) == balance  # nothing was reserved
     page.close()
