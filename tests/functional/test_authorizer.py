@@ -147,3 +147,36 @@ def test_suspension_ends_tokens_and_reinstatement_does_not_revive_them(settings,
 def test_unknown_status_is_refused():
     with pytest.raises(ValueError):
         accounts.set_status("someone", "deleted")
+
+
+class GatewayCache:
+    """API Gateway's authorizer cache: one answer per token for `ttl` seconds."""
+
+    def __init__(self, ttl: int) -> None:
+        self.ttl = ttl
+        self.answers: dict[str, tuple[float, AuthResponse]] = {}
+
+    def authorize(self, header: str, now: float) -> AuthResponse:
+        cached = self.answers.get(header)
+        if cached is None or now - cached[0] >= self.ttl:
+            cached = (now, authorize(header))
+            self.answers[header] = cached
+        return cached[1]
+
+
+def test_reads_per_active_user_per_hour(settings, user, dynamodb_calls):
+    """The figure in the README: an hour of requests every 30 s (the published extension
+    polls the balance that often while captioning) costs 12 GetItems for a client on the
+    session token, and 12 for a client that refreshes its 15-minute token (4 tokens,
+    3 cache periods each), with AUTHORIZER_TTL_SECONDS=300."""
+    cache = GatewayCache(ttl=300)
+    session_header = bearer(user["user"]["token"])
+    for second in range(0, 3600, 30):
+        assert "refusal" not in cache.authorize(session_header, now=second).context
+    assert dynamodb_calls == ["GetItem"] * 12
+    dynamodb_calls.clear()
+    identity = Identity(user["user"]["user_id"], user["user"]["email"])
+    short_tokens = {start: bearer(issue_access_token(settings, identity)) for start in range(0, 3600, 900)}
+    for second in range(0, 3600, 30):
+        cache.authorize(short_tokens[second - second % 900], now=second)
+    assert dynamodb_calls == ["GetItem"] * 12
