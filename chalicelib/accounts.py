@@ -53,6 +53,9 @@ REGISTER_SCHEMA = Schema(
     name="register",
 )
 LOGIN_SCHEMA = Schema({"email": EMAIL_FIELD, "password": PASSWORD_FIELD}, name="login")
+REFRESH_SCHEMA = Schema(
+    {"refresh_token": Field(str, required=True, max_length=256, min_length=1)}, name="refresh"
+)
 CHANGE_PASSWORD_SCHEMA = Schema(
     {"current_password": PASSWORD_FIELD, "new_password": PASSWORD_FIELD},
     name="change_password",
@@ -61,9 +64,6 @@ CHANGE_PASSWORD_SCHEMA = Schema(
 
 ACTIVE, SUSPENDED = "active", "suspended"
 USER_STATUSES = (ACTIVE, SUSPENDED)
-REFRESH_SCHEMA = Schema(
-    {"refresh_token": Field(str, required=True, max_length=256, min_length=1)}, name="refresh"
-)
 
 PUBLIC_USER_FIELDS = (
     "user_id", "email", "name", "credits_balance", "subscription_tier", "subscription_status",

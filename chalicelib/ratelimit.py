@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from chalicelib import store
 from chalicelib.errors import RateLimited, ServiceUnavailable
+from chalicelib.legacy import GONE_ROUTES
 from chalicelib.logs import log_event
 from chalicelib.settings import Settings
 
@@ -54,14 +55,8 @@ ROUTE_CLASSES: dict[tuple[str, str], str] = {
     ("GET", "/analytics/usage"): "read",
     ("GET", "/analytics/costs"): "read",
     ("POST", "/auth/password"): "account",  # takes a password: guesses are bounded too
-    # chalicelib.legacy: 410 answers that do no work, counted per IP like any public route
-    ("GET", "/twitch/credentials"): "public",
-    ("POST", "/transcription/get-presigned-upload-url"): "public",
-    ("POST", "/transcription/process-s3-audio"): "public",
-    ("POST", "/transcription/process-audio"): "public",
-    ("POST", "/transcription/init-chunked-upload"): "public",
-    ("POST", "/transcription/upload-chunk"): "public",
-    ("POST", "/transcription/finalize-chunked-upload"): "public",
+    # 410 answers that do no work, counted per IP like any public route
+    **dict.fromkeys(GONE_ROUTES, "public"),
 }
 
 
