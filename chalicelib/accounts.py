@@ -386,6 +386,11 @@ def change_password(settings: Settings, user_id: str, current: str, new: str) ->
     return _session_response(settings, user, refresh_token)
 
 
+# A half-deleted account (privacy.delete_account was interrupted): its token is refused as
+# `account_not_found` everywhere except the one request that finishes the deletion.
+DELETING = "account_deleting"
+FINISH_DELETION = ("DELETE", "/auth/user")
+
 # Why a correctly signed token is refused. The authorizer puts the code in its context and
 # the HTTP middleware answers 401 with it before any route runs: one mechanism for all.
 TOKEN_REFUSALS = {
@@ -399,7 +404,7 @@ TOKEN_REFUSALS = {
 def token_refusal(identity: Identity) -> tuple[str | None, str]:
     """(refusal code or None, current role) for a verified token: the authorizer's one read.
 
-    An eventually consistent GetItem of four small attributes (0.5 read units); API Gateway
+    An eventually consistent GetItem of five small attributes (0.5 read units); API Gateway
     caches the authorizer's answer per token for AUTHORIZER_TTL_SECONDS, so this runs at most
     once per token per cache period.
     """
@@ -408,13 +413,15 @@ def token_refusal(identity: Identity) -> tuple[str | None, str]:
         .get_item(
             TableName=store.table_name("users"),
             Key=store.key(user_id=identity.user_id),
-            ProjectionExpression="is_active, #status, token_generation, #role",
+            ProjectionExpression="is_active, #status, token_generation, #role, deletion_started_at",
             ExpressionAttributeNames={"#status": "status", "#role": "role"},
         )
         .get("Item")
     )
-    if item is None or not item.get("is_active", True):
+    if item is None:
         return "account_not_found", identity.role
+    if not item.get("is_active", True):
+        return (DELETING if item.get("deletion_started_at") else "account_not_found"), identity.role
     role = str(item.get("role", identity.role))
     if item.get("status", ACTIVE) != ACTIVE:
         return "account_suspended", role

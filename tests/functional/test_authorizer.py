@@ -180,3 +180,14 @@ def test_reads_per_active_user_per_hour(settings, user, dynamodb_calls):
     for second in range(0, 3600, 30):
         cache.authorize(short_tokens[second - second % 900], now=second)
     assert dynamodb_calls == ["GetItem"] * 12
+
+
+def test_a_half_deleted_account_may_only_finish_its_deletion(user):
+    """privacy.delete_account marks the account inactive first; if it is interrupted, the
+    same token may send DELETE /auth/user again (web.refuse_ended_session), nothing else."""
+    store.ddb().update_item(
+        TableName=store.table_name("users"), Key=store.key(user_id=user["user"]["user_id"]),
+        UpdateExpression="SET is_active = :no, deletion_started_at = :now",
+        ExpressionAttributeValues=store.values(no=False, now=store.iso()),
+    )
+    assert authorize(bearer(user["token"])).context["refusal"] == accounts.DELETING
