@@ -20,6 +20,7 @@ from chalicelib import (
     credits,
     health,
     history,
+    legacy,
     privacy,
     streaming,
     support,
@@ -100,6 +101,15 @@ def logout() -> Response:
     body = json_body(request(), accounts.REFRESH_SCHEMA)
     accounts.logout(body["refresh_token"])
     return respond(None, status=204)
+
+
+@app.route("/auth/password", methods=["POST"], authorizer=jwt_auth)
+def change_password() -> Response:
+    body = json_body(request(), accounts.CHANGE_PASSWORD_SCHEMA)
+    session = accounts.change_password(
+        get_settings(), identity(request()).user_id, body["current_password"], body["new_password"]
+    )
+    return respond(session)
 
 
 @app.route("/auth/user", methods=["GET"], authorizer=jwt_auth)
@@ -351,6 +361,22 @@ def admin_business() -> Response:
 @app.schedule(Rate(1, unit=Rate.HOURS))
 def cleanup(event) -> dict:  # type: ignore[no-untyped-def]
     return janitor.scheduled(event.context)
+
+
+# --- routes the published extension knows, answered 410 with what to do instead ----------
+
+
+def _gone(method: str, path: str):  # type: ignore[no-untyped-def]
+    def view() -> Response:
+        raise legacy.gone(method, path)
+
+    return view
+
+
+for _method, _path in legacy.GONE_ROUTES:
+    app.route(_path, methods=[_method], name="gone" + _path.replace("/", "_").replace("-", "_"))(
+        _gone(_method, _path)
+    )
 
 
 # --- preflight ------------------------------------------------------------------------

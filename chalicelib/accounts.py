@@ -1,4 +1,10 @@
-"""Registration, login, refresh-token rotation, logout and the user profile."""
+"""Registration, login, refresh-token rotation, logout, password change and the user profile.
+
+Every user item carries `status` (`active` or `suspended`) and `token_generation`. Access
+tokens are issued with the generation of their moment; logout, a password change and a
+suspension bump it, and deletion marks the item inactive, so the authorizer (which reads
+these through `token_refusal`) refuses every older token within its cache time.
+"""
 from __future__ import annotations
 
 import logging
@@ -7,7 +13,7 @@ import uuid
 from typing import Any
 
 from chalicelib import ledger, lockout, store
-from chalicelib.errors import Conflict, Unauthorized
+from chalicelib.errors import Conflict, Forbidden, Unauthorized
 from chalicelib.logs import log_event, register_secret
 from chalicelib.passwords import (
     check_password_rules,
@@ -47,11 +53,17 @@ REGISTER_SCHEMA = Schema(
     name="register",
 )
 LOGIN_SCHEMA = Schema({"email": EMAIL_FIELD, "password": PASSWORD_FIELD}, name="login")
-ACTIVE, SUSPENDED = "active", "suspended"
-USER_STATUSES = (ACTIVE, SUSPENDED)
 REFRESH_SCHEMA = Schema(
     {"refresh_token": Field(str, required=True, max_length=256, min_length=1)}, name="refresh"
 )
+CHANGE_PASSWORD_SCHEMA = Schema(
+    {"current_password": PASSWORD_FIELD, "new_password": PASSWORD_FIELD},
+    name="change_password",
+    max_body_bytes=4 * 1024,
+)
+
+ACTIVE, SUSPENDED = "active", "suspended"
+USER_STATUSES = (ACTIVE, SUSPENDED)
 
 PUBLIC_USER_FIELDS = (
     "user_id", "email", "name", "credits_balance", "subscription_tier", "subscription_status",
@@ -66,7 +78,12 @@ def public_user(user: dict[str, Any]) -> dict[str, Any]:
 
 
 def _identity(user: dict[str, Any]) -> Identity:
-    return Identity(user_id=user["user_id"], email=user["email"], role=user.get("role", "user"))
+    return Identity(
+        user_id=user["user_id"],
+        email=user["email"],
+        role=user.get("role", "user"),
+        token_generation=int(user.get("token_generation", 0)),
+    )
 
 
 def _may_sign_in(user: dict[str, Any] | None) -> bool:
@@ -110,10 +127,17 @@ def _family_put(settings: Settings, user_id: str, family_id: str) -> dict[str, A
 
 
 def _session_response(settings: Settings, user: dict[str, Any], refresh_token: str) -> dict[str, Any]:
-    access = issue_access_token(settings, _identity(user))
+    """Both kinds of session: `user.token` lives SESSION_TOKEN_TTL_SECONDS for clients that
+    keep only it and never refresh (the published extension); `token` is short and comes with
+    the `refresh_token` that renews it. Both end at logout, password change, deletion and
+    suspension (the authorizer checks the token generation)."""
+    identity = _identity(user)
+    session_token = issue_access_token(settings, identity, ttl_seconds=settings.session_token_ttl_seconds)
+    access = issue_access_token(settings, identity)
+    register_secret(session_token)
     register_secret(access)
     return {
-        "user": {**public_user(user), "token": access},
+        "user": {**public_user(user), "token": session_token},
         "token": access,
         "refresh_token": refresh_token,
         "expires_in": settings.access_token_ttl_seconds,
@@ -137,6 +161,8 @@ def register(settings: Settings, email: str, password: str, name: str | None) ->
         "subscription_tier": "free",
         "role": "user",
         "is_active": True,
+        "status": ACTIVE,
+        "token_generation": 0,
         "created_at": now,
         "last_login": now,
     }
@@ -271,11 +297,18 @@ def _try_revoke(family_id: str) -> None:
 
 
 def logout(refresh_token: str) -> None:
-    """Revoke the token's family; unknown tokens are fine (logout is idempotent)."""
+    """Revoke the token's family and end every access token issued so far; unknown tokens
+    are fine (logout is idempotent).
+
+    The generation is per user: the other devices' refresh tokens still work and get a new
+    access token on their next refresh, while a session token (a client that never
+    refreshes) ends everywhere. That is the price of one read per token in the authorizer.
+    """
     register_secret(refresh_token)
     record = store.get("refresh-tokens", token_id=refresh_token_id(refresh_token))
     if record is not None and record.get("kind") == "token":
         _try_revoke(record["family_id"])
+        end_access_tokens(record["user_id"])
         log_event(logger, "account.logout", user_id=record["user_id"])
 
 
@@ -305,6 +338,96 @@ def set_status(user_id: str, status: str) -> None:
         raise ValueError(f"status must be one of {USER_STATUSES}")
     end_access_tokens(user_id, status=status)
     log_event(logger, "account.status_changed", user_id=user_id, status=status)
+
+
+def revoke_all_refresh_tokens(user_id: str) -> None:
+    """Revoke every refresh-token family of the user (found through user_id-index)."""
+    for item in store.query_all(
+        {
+            "TableName": store.table_name("refresh-tokens"),
+            "IndexName": "user_id-index",
+            "KeyConditionExpression": "user_id = :u",
+            "ExpressionAttributeValues": store.values(u=user_id),
+        }
+    ):
+        if item["token_id"].startswith(family_id_key("")):
+            _try_revoke(item["token_id"][len(family_id_key("")):])
+
+
+def change_password(settings: Settings, user_id: str, current: str, new: str) -> dict[str, Any]:
+    """`POST /auth/password`: every earlier token and refresh token ends; the caller gets a
+    new session (same shape as login)."""
+    register_secret(current)
+    register_secret(new)
+    user = get_user(user_id)
+    if not verify_password(current, user.get("password_hash", "")):
+        raise Forbidden("The current password is not correct", code="invalid_password")
+    check_password_rules(new)
+    new_hash = hash_password(new, settings.bcrypt_rounds)
+    try:
+        store.ddb().update_item(
+            TableName=store.table_name("users"),
+            Key=store.key(user_id=user_id),
+            UpdateExpression="SET password_hash = :new, password_changed_at = :now, "
+            "token_generation = if_not_exists(token_generation, :zero) + :one",
+            ConditionExpression="password_hash = :old",  # a concurrent change wins once
+            ExpressionAttributeValues=store.values(
+                new=new_hash, old=user["password_hash"], now=store.iso(), zero=0, one=1
+            ),
+        )
+    except store.ddb().exceptions.ConditionalCheckFailedException:
+        raise Conflict("The password was changed meanwhile; log in again", code="password_changed") from None
+    revoke_all_refresh_tokens(user_id)
+    log_event(logger, "account.password_changed", user_id=user_id)
+    user = get_user(user_id)
+    family_id = uuid.uuid4().hex
+    refresh_token, token_puts = _refresh_token_puts(settings, user_id, family_id)
+    store.ddb().transact_write_items(TransactItems=[_family_put(settings, user_id, family_id), *token_puts])
+    return _session_response(settings, user, refresh_token)
+
+
+# A half-deleted account (privacy.delete_account was interrupted): its token is refused as
+# `account_not_found` everywhere except the one request that finishes the deletion.
+DELETING = "account_deleting"
+FINISH_DELETION = ("DELETE", "/auth/user")
+
+# Why a correctly signed token is refused. The authorizer puts the code in its context and
+# the HTTP middleware answers 401 with it before any route runs: one mechanism for all.
+TOKEN_REFUSALS = {
+    "token_expired": "Your session has expired; please refresh it or log in again",
+    "account_not_found": "Account no longer exists",
+    "account_suspended": "This account is suspended; contact support",
+    "token_revoked": "This session has ended; please log in again",
+}
+
+
+def token_refusal(identity: Identity) -> tuple[str | None, str]:
+    """(refusal code or None, current role) for a verified token: the authorizer's one read.
+
+    An eventually consistent GetItem of five small attributes (0.5 read units); API Gateway
+    caches the authorizer's answer per token for AUTHORIZER_TTL_SECONDS, so this runs at most
+    once per token per cache period.
+    """
+    item = store.from_item(
+        store.ddb()
+        .get_item(
+            TableName=store.table_name("users"),
+            Key=store.key(user_id=identity.user_id),
+            ProjectionExpression="is_active, #status, token_generation, #role, deletion_started_at",
+            ExpressionAttributeNames={"#status": "status", "#role": "role"},
+        )
+        .get("Item")
+    )
+    if item is None:
+        return "account_not_found", identity.role
+    if not item.get("is_active", True):
+        return (DELETING if item.get("deletion_started_at") else "account_not_found"), identity.role
+    role = str(item.get("role", identity.role))
+    if item.get("status", ACTIVE) != ACTIVE:
+        return "account_suspended", role
+    if identity.token_generation < int(item.get("token_generation", 0)):
+        return "token_revoked", role
+    return None, role
 
 
 def get_user(user_id: str) -> dict[str, Any]:

@@ -21,10 +21,9 @@ boto3 chain) and honours AWS_ENDPOINT_URL, so the same command works against the
 stack of `make run` and against a real stage. Table names derive from the stage exactly as
 the app derives them (`USERS_TABLE` / `EMAILS_TABLE` override them, as for the app).
 
-The role travels in the access token (chalicelib.tokens issues it from the user item, the
-authorizer passes it to routes as context), so it takes effect when the user next logs in
-or refreshes their session. A revoked admin's current access token keeps working as admin
-until it expires (ACCESS_TOKEN_TTL_SECONDS, 15 minutes by default).
+The authorizer reads the role from the user item (with its account check) and passes it to
+routes as context, so a grant or a revocation reaches every token of the user within the
+authorizer's cache time (AUTHORIZER_TTL_SECONDS, 5 minutes by default).
 """
 from __future__ import annotations
 

@@ -1,10 +1,21 @@
-"""The JWT custom authorizer: verifies the access token without touching DynamoDB."""
+"""The JWT custom authorizer: verifies the access token, then the account's standing.
+
+A token whose signature or claims are wrong is refused here (the gateway's 401). A correctly
+signed token is checked against the user item (one read, `accounts.token_refusal`): a
+deleted or suspended account, or a token older than the user's token generation, is allowed
+through with a `refusal` code in the context, and the HTTP middleware (`web.handle`) answers
+401 with that code before any route runs. So every authenticated route refuses such a token
+the same way, in our envelope, with CORS for every allowed origin; API Gateway caches either
+answer per token for AUTHORIZER_TTL_SECONDS, which bounds how long a revoked token lasts.
+An expired token of ours takes the same path (`token_expired`), without the read.
+"""
 from __future__ import annotations
 
 import sys
 
 from chalice.app import AuthResponse
 
+from chalicelib.accounts import token_refusal
 from chalicelib.errors import Unauthorized
 from chalicelib.settings import get_settings
 from chalicelib.tokens import bearer_token, verify_access_token
@@ -32,12 +43,19 @@ def _unauthorized() -> Exception:
 
 
 def authorize(authorization_header: str | None) -> AuthResponse:
+    settings = get_settings()
     try:
-        identity = verify_access_token(get_settings(), bearer_token(authorization_header))
-    except Unauthorized:
-        raise _unauthorized() from None
-    return AuthResponse(
-        routes=["*"],
-        principal_id=identity.user_id,
-        context={"user_id": identity.user_id, "email": identity.email, "role": identity.role},
-    )
+        token = bearer_token(authorization_header)
+        identity = verify_access_token(settings, token)
+        refusal, role = token_refusal(identity)
+    except Unauthorized as error:
+        if error.code != "token_expired":
+            raise _unauthorized() from None
+        # Ours but too old: answered by the app, so a client on any allowed origin can read
+        # the 401 and refresh (the gateway's own 401 carries only one origin). No read needed.
+        identity = verify_access_token(settings, token, verify_exp=False)
+        refusal, role = error.code, identity.role
+    context = {"user_id": identity.user_id, "email": identity.email, "role": role}
+    if refusal:
+        context["refusal"] = refusal
+    return AuthResponse(routes=["*"], principal_id=identity.user_id, context=context)

@@ -77,6 +77,12 @@ SUBMIT_SCHEMA = Schema(
     },
     max_body_bytes=INLINE_MAX_BASE64_CHARS + 16 * 1024,
     name="catchup",
+    # The published extension's server fallback also sends these; never read.
+    ignored=frozenset({"user_id", "fallback_reason"}),
+)
+AUDIO_REQUIRED = (
+    "Catch-up needs the audio: the server does not record streams. Record it in the browser, "
+    "upload it (POST /transcription/catchup/upload), then submit its audio_key here."
 )
 
 _queue_urls: dict[str, str] = {}
@@ -122,10 +128,11 @@ def _validate(body: Mapping[str, Any]) -> None:
     if not body.get("stream_url") and not body.get("channel"):
         raise ValidationFailed("Give the stream: 'stream_url' or 'channel'", code="missing_field",
                                field="stream_url")
-    if bool(body.get("audio_key")) == bool(body.get("audio")):
-        raise ValidationFailed("Give the audio: either 'audio_key' (uploaded) or 'audio' (base64)",
-                               code="missing_field" if not body.get("audio") else "invalid_body",
-                               field="audio_key")
+    if not body.get("audio_key") and not body.get("audio"):
+        raise ValidationFailed(AUDIO_REQUIRED, code="audio_required", field="audio_key")
+    if body.get("audio_key") and body.get("audio"):
+        raise ValidationFailed("Give the audio once: either 'audio_key' (uploaded) or 'audio' (base64)",
+                               code="invalid_body", field="audio_key")
     if body["duration_minutes"] > settings.catchup_max_minutes:
         raise ValidationFailed(f"'duration_minutes' must be at most {settings.catchup_max_minutes}",
                                field="duration_minutes")

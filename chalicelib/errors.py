@@ -61,6 +61,10 @@ class Forbidden(ApiError):
     status, code, default_message = 403, "forbidden", "Forbidden"
 
 
+class Gone(ApiError):
+    status, code, default_message = 410, "gone", "This endpoint is no longer available"
+
+
 class NotFound(ApiError):
     status, code, default_message = 404, "not_found", "Not found"
 

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from chalicelib import store
 from chalicelib.errors import RateLimited, ServiceUnavailable
+from chalicelib.legacy import GONE_ROUTES
 from chalicelib.logs import log_event
 from chalicelib.settings import Settings
 
@@ -67,6 +68,9 @@ ROUTE_CLASSES: dict[tuple[str, str], str] = {
     ("GET", "/admin/api/audit"): "read",
     ("GET", "/admin/api/audit/export"): "account",  # reads the whole log
     ("GET", "/admin/api/business"): "read",
+    ("POST", "/auth/password"): "account",  # takes a password: guesses are bounded too
+    # 410 answers that do no work, counted per IP like any public route
+    **dict.fromkeys(GONE_ROUTES, "public"),
 }
 
 

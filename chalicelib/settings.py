@@ -95,6 +95,7 @@ class Settings:
     jwt_issuer: str
     jwt_audience: str
     access_token_ttl_seconds: int
+    session_token_ttl_seconds: int
     refresh_token_ttl_seconds: int
     bcrypt_rounds: int
     allowed_origins: tuple[str, ...]
@@ -281,7 +282,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         jwt_secret=_jwt_secret(env, stage),
         jwt_issuer=_str(env, "JWT_ISSUER", APP_NAME),
         jwt_audience=_str(env, "JWT_AUDIENCE", f"{APP_NAME}-extension"),
-        access_token_ttl_seconds=_int(env, "ACCESS_TOKEN_TTL_SECONDS", 900, minimum=60),
+        access_token_ttl_seconds=_int(env, "ACCESS_TOKEN_TTL_SECONDS", 900, minimum=5),
+        session_token_ttl_seconds=_int(env, "SESSION_TOKEN_TTL_SECONDS", 7 * 24 * 3600, minimum=5),
         refresh_token_ttl_seconds=_int(
             env, "REFRESH_TOKEN_TTL_SECONDS", 30 * 24 * 3600, minimum=300
         ),

@@ -1,6 +1,10 @@
 """Access tokens (JWT HS256) and refresh tokens (random, stored hashed, rotated).
 
-Access tokens are verified statelessly by the authorizer, so they are short-lived.
+Two lifetimes of one access token type: short ones (ACCESS_TOKEN_TTL_SECONDS) for clients
+that refresh, and session ones (SESSION_TOKEN_TTL_SECONDS, 7 days) for the published
+extension, which never refreshes. Both carry the user's token generation (`gen`): the
+authorizer compares it with the user item, so logout, a password change, deletion or a
+suspension ends every token within the authorizer's cache time, however long it has left.
 Refresh tokens belong to a family: each use rotates the token, and presenting a token
 that was already rotated means it leaked, so the whole family is revoked.
 """
@@ -25,16 +29,21 @@ class Identity:
     user_id: str
     email: str
     role: str = "user"
+    token_generation: int = 0  # the user's generation when the token was issued
 
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
 
 
-def issue_access_token(settings: Settings, identity: Identity, now: float | None = None) -> str:
+def issue_access_token(
+    settings: Settings, identity: Identity, now: float | None = None, ttl_seconds: int | None = None
+) -> str:
+    """A signed access token; `ttl_seconds` defaults to the short ACCESS_TOKEN_TTL_SECONDS."""
     import jwt
 
     issued = int(time.time() if now is None else now)
+    lifetime = settings.access_token_ttl_seconds if ttl_seconds is None else ttl_seconds
     claims = {
         "iss": settings.jwt_issuer,
         "aud": settings.jwt_audience,
@@ -43,15 +52,20 @@ def issue_access_token(settings: Settings, identity: Identity, now: float | None
         "role": identity.role,
         "iat": issued,
         "nbf": issued,
-        "exp": issued + settings.access_token_ttl_seconds,
+        "exp": issued + lifetime,
         "jti": uuid.uuid4().hex,
         "typ": ACCESS_TYPE,
+        "gen": identity.token_generation,
     }
     return jwt.encode(claims, settings.jwt_secret, algorithm="HS256")
 
 
-def verify_access_token(settings: Settings, token: str) -> Identity:
-    """Verify signature, algorithm, issuer, audience, expiry and type; any failure is 401."""
+def verify_access_token(settings: Settings, token: str, verify_exp: bool = True) -> Identity:
+    """Verify signature, algorithm, issuer, audience, expiry and type; any failure is 401.
+
+    A token that is correct in every way but its age raises code `token_expired`;
+    `verify_exp=False` then reads who it was issued to (the authorizer answers it in-app).
+    """
     import jwt
 
     try:
@@ -61,15 +75,25 @@ def verify_access_token(settings: Settings, token: str) -> Identity:
             algorithms=["HS256"],
             audience=settings.jwt_audience,
             issuer=settings.jwt_issuer,
-            options={"require": REQUIRED_CLAIMS},
+            options={"require": REQUIRED_CLAIMS, "verify_exp": verify_exp},
             leeway=5,
         )
+    except jwt.ExpiredSignatureError:
+        raise Unauthorized("Invalid or expired token", code="token_expired") from None
     except jwt.PyJWTError:
         raise Unauthorized("Invalid or expired token", code="invalid_token") from None
-    if claims.get("typ") != ACCESS_TYPE or not isinstance(claims.get("sub"), str):
+    generation = claims.get("gen", 0)  # tokens issued before generations existed: 0
+    if (
+        claims.get("typ") != ACCESS_TYPE
+        or not isinstance(claims.get("sub"), str)
+        or type(generation) is not int
+    ):
         raise Unauthorized("Invalid or expired token", code="invalid_token")
     return Identity(
-        user_id=claims["sub"], email=str(claims.get("email", "")), role=str(claims.get("role", "user"))
+        user_id=claims["sub"],
+        email=str(claims.get("email", "")),
+        role=str(claims.get("role", "user")),
+        token_generation=generation,
     )
 
 

@@ -36,6 +36,9 @@ class Field:
 class Schema:
     fields: Mapping[str, Field]
     allow_unknown: bool = False
+    # Fields an installed client sends that we accept and drop, unread (identity comes only
+    # from the token, never from a body's `user_id`). Every other unknown field is refused.
+    ignored: frozenset[str] = frozenset()
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     name: str = ""
     compiled: dict[str, re.Pattern[str]] = field(default_factory=dict, compare=False)
@@ -142,7 +145,7 @@ def _check(name: str, spec: Field, value: Any, compiled: re.Pattern[str] | None)
 
 def validate(schema: Schema, data: Mapping[str, Any]) -> dict[str, Any]:
     """Return the validated (and normalised) fields; absent optional fields get their default."""
-    unknown = sorted(set(data) - set(schema.fields))
+    unknown = sorted(set(data) - set(schema.fields) - schema.ignored)
     if unknown and not schema.allow_unknown:
         raise ValidationFailed(
             f"Unknown field: '{unknown[0][:64]}'", code="unknown_field", field=unknown[0][:64]

@@ -12,6 +12,7 @@ from typing import Any, Callable
 from chalice.app import Request, Response
 
 from chalicelib import jsonutil, logs, ratelimit
+from chalicelib.accounts import DELETING, FINISH_DELETION, TOKEN_REFUSALS
 from chalicelib.errors import ApiError, ConfigurationError, PayloadTooLarge, Unauthorized
 from chalicelib.settings import get_settings
 from chalicelib.tokens import Identity
@@ -38,6 +39,19 @@ def identity(request: Request) -> Identity:
     if not user_id:
         raise Unauthorized()
     return Identity(user_id=user_id, email=context.get("email", ""), role=context.get("role", "user"))
+
+
+def refuse_ended_session(authorizer_context: dict[str, Any], route: tuple[str, str]) -> None:
+    """401 for a correctly signed token the authorizer found unusable (deleted or suspended
+    account, ended session): every authenticated route, before any work."""
+    refusal = authorizer_context.get("refusal")
+    if not refusal:
+        return
+    if refusal == DELETING:
+        if route == FINISH_DELETION:
+            return  # an interrupted deletion is sent again (privacy.delete_account)
+        refusal = "account_not_found"
+    raise Unauthorized(TOKEN_REFUSALS.get(refusal, "Authentication required"), code=refusal)
 
 
 def client_ip(request: Request) -> str | None:
@@ -156,6 +170,7 @@ def handle(request: Request, get_response: Callable[[Request], Response]) -> Res
         settings = get_settings()
         logs.configure(settings.log_level)
         logs.register_settings_secrets(settings)
+        refuse_ended_session(authorizer, (request.method, context.get("resourcePath", request.path)))
         # Before the view and before reading the body: over the limit, no work is done.
         limited = ratelimit.check(
             settings,

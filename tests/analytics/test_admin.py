@@ -37,20 +37,21 @@ def test_costs_are_forbidden_to_users_and_need_a_token(client, new_user):
     assert status == 401
 
 
-def test_grant_admin_command_then_refresh_gives_an_admin_token(client, new_user):
+def test_grant_admin_command_reaches_existing_tokens(client, new_user):
+    """The authorizer reads the role from the user item: a grant or a revocation reaches
+    every token of the user (short, session or refreshed) without a new login."""
     session = new_user()
     email = session["user"]["email"]
+    assert get_json(client, "/analytics/costs", session["token"])[0] == 403
     result = _admin_command("grant-admin", email.upper(), "--stage", "local")
     assert result.returncode == 0, result.stderr
     assert "user -> admin" in result.stdout and session["user"]["user_id"] in result.stdout
 
-    # the token issued before the grant still carries the old role ...
-    assert get_json(client, "/analytics/costs", session["token"])[0] == 403
-    # ... a refreshed one carries the new role
+    for token in (session["token"], session["user"]["token"]):
+        status, body = get_json(client, "/analytics/costs?days=3", token)
+        assert status == 200, body
+        assert len(body["daily"]) == 3
     token, refresh_token = refreshed_token(client, session["refresh_token"])
-    status, body = get_json(client, "/analytics/costs?days=3", token)
-    assert status == 200, body
-    assert len(body["daily"]) == 3
     assert get_json(client, "/auth/user", token)[1]["user"]["is_admin"] is True
 
     again = _admin_command("grant-admin", email, "--stage", "local")
@@ -58,8 +59,8 @@ def test_grant_admin_command_then_refresh_gives_an_admin_token(client, new_user)
 
     revoked = _admin_command("revoke-admin", email, "--stage", "local")
     assert revoked.returncode == 0 and "admin -> user" in revoked.stdout
-    token, _ = refreshed_token(client, refresh_token)
-    assert get_json(client, "/analytics/costs", token)[0] == 403
+    for token in (token, session["user"]["token"]):
+        assert get_json(client, "/analytics/costs", token)[0] == 403
 
 
 def test_admin_command_refuses_unknown_accounts_and_bad_input(aws_endpoint):

@@ -103,7 +103,18 @@ def test_submit_without_audio_is_refused(stack, new_user):
     user = new_user()
     status, body = stack.post("/transcription/catchup", user["token"],
                               {"channel": "catchupchan", "duration_minutes": 2})
-    assert status == 422 and body["code"] == "missing_field"
+    assert status == 422 and body["code"] == "audio_required"
+    assert "POST /transcription/catchup/upload" in body["message"]  # what to do instead
+
+
+def test_a_body_user_id_is_never_read(stack, new_user):
+    """The published extension sends `user_id` (and `fallback_reason`): accepted, ignored."""
+    user, victim = new_user(), new_user()
+    status, body = stack.submit(user["token"], user_id=victim["user"]["user_id"], fallback_reason="x")
+    assert status == 202, body
+    assert stack.get(f"/transcription/catchup/{body['job_id']}", victim["token"])[0] == 404
+    assert stack.get(f"/transcription/catchup/{body['job_id']}", user["token"])[0] == 200
+    assert stack.balance(victim["token"]) == 200
 
 
 def test_insufficient_credits_is_402_and_nothing_is_queued(stack, new_user, settings):

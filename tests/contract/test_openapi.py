@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from chalicelib import analytics, audit, catchup, credits, history, idempotency, ratelimit, support, twitch_lookup
+from chalicelib import analytics, audit, catchup, credits, history, idempotency, legacy, ratelimit, support, twitch_lookup
 from chalicelib.validation import Field, Schema
 from devstack.fakes.audio import make_wav
 from devstack.fakes.stripe_signing import build_event, encode_event, sign
@@ -136,8 +136,11 @@ def body_mismatches(spec: dict[str, Any], operation: dict[str, Any], schema: Sch
     if sorted(described.get("required", [])) != required:
         problems.append(f"required {sorted(described.get('required', []))} != {required}")
     properties = described.get("properties", {})
-    if set(properties) != set(schema.fields):
-        problems.append(f"properties {sorted(properties)} != fields {sorted(schema.fields)}")
+    if set(properties) != set(schema.fields) | schema.ignored:
+        problems.append(f"properties {sorted(properties)} != fields {sorted(schema.fields | schema.ignored)}")
+    for name in schema.ignored & set(properties):
+        if resolve(spec, properties[name]).get("x-ignored") is not True or project(properties[name]):
+            problems.append(f"{name}: an ignored field is marked x-ignored, without type constraints")
     for name, spec_field in schema.fields.items():
         if name in properties:
             got = project(resolve(spec, properties[name]))
@@ -224,6 +227,9 @@ def test_success_statuses_match_the_code(spec):
                ("post", "/auth/logout"): "204", ("delete", "/auth/user"): "204"}
     for method, path, operation in operations(spec):
         successes = [status for status in operation["responses"] if status.startswith("2")]
+        if (method.upper(), path) in legacy.GONE_ROUTES:
+            assert successes == [] and "410" in operation["responses"], f"{method} {path}"
+            continue
         assert successes == [special.get((method, path), "200")], f"{method} {path}: {successes}"
         if successes == ["204"]:
             assert "content" not in operation["responses"]["204"]
@@ -339,6 +345,7 @@ EXT_OPERATIONS = {
     ("post", "/auth/register"), ("post", "/auth/login"), ("get", "/auth/user"), ("get", "/credits/balance"),
     ("post", "/credits/purchase"), ("post", "/transcription/stream"), ("post", "/transcription/ask"),
     ("post", "/transcription/catchup"),
+    *((method.lower(), path) for method, path in legacy.GONE_ROUTES),
 }
 EXT_REQUEST_FIELDS = {
     ("post", "/auth/register"): {"email", "password", "name"},
@@ -346,7 +353,8 @@ EXT_REQUEST_FIELDS = {
     ("post", "/credits/purchase"): {"package_id"},
     ("post", "/transcription/stream"): {"action", "session_id", "max_minutes", "sample_rate"},
     ("post", "/transcription/ask"): {"question", "transcript"},
-    ("post", "/transcription/catchup"): {"stream_url", "channel", "duration_minutes", "audio_key", "audio"},
+    ("post", "/transcription/catchup"): {"stream_url", "channel", "duration_minutes", "audio_key", "audio",
+                                         "user_id", "fallback_reason"},
 }
 EXT_RESPONSE_FIELDS = {
     "Session": {"user", "token", "refresh_token", "expires_in"},
@@ -481,6 +489,15 @@ def test_every_operation_answers_as_described(api, spec, fake_twitch, stripe_fak
     usage = api.get("/analytics/usage?days=7", token=token)
     assert usage.status == 200 and usage.body["total_credits_used"] > 0
     assert api.get("/auth/user/export", token=token).status == 200
+    changed = api.post("/auth/password", {"current_password": PASSWORD, "new_password": PASSWORD + "!"},
+                       token=token)
+    assert changed.status == 200
+    token, rotated = changed.body["token"], changed  # every earlier token has ended
+
+    # The published extension's removed routes: a documented 410 each.
+    for method, path in legacy.GONE_ROUTES:
+        gone = api.call(method, path, {"metadata": {}} if method == "POST" else None, token=token)
+        assert gone.status == 410 and "update the extension" in gone.body["message"], gone.body
 
     # The admin-only costs report and the operator console, then logout.
     admin.set_role(aws_client("dynamodb"), "local", email, "admin")
@@ -493,7 +510,7 @@ def test_every_operation_answers_as_described(api, spec, fake_twitch, stripe_fak
     leaving = api.post("/auth/register", {"email": unique_email("contract"), "password": PASSWORD})
     assert api.delete("/auth/user", {"password": PASSWORD}, token=leaving.body["token"]).status == 204
 
-    succeeded = {(method, path) for method, path, status in api.seen if 200 <= status < 300}
+    succeeded = {(method, path) for method, path, status in api.seen if 200 <= status < 300 or status == 410}
     assert {(method, path) for method, path, _ in operations(spec)} - succeeded == set()
 
 

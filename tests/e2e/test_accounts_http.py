@@ -42,7 +42,8 @@ def test_register_login_and_user(api):
     assert registered.status_code == 201, registered.text
     body = registered.json()
     assert SESSION_USER_FIELDS <= set(body["user"])
-    assert body["user"]["token"] == body["token"] and body["user"]["credits_balance"] == 200
+    assert body["user"]["token"] != body["token"] and body["user"]["credits_balance"] == 200
+    assert api.call("GET", "/auth/user", token=body["user"]["token"]).status_code == 200  # session token
     assert body["expires_in"] == 900 and body["refresh_token"]
     assert registered.headers["Access-Control-Allow-Origin"] == ORIGIN
     assert "Origin" in registered.headers["Vary"]
@@ -51,7 +52,7 @@ def test_register_login_and_user(api):
     assert logged_in.status_code == 200, logged_in.text
     session = logged_in.json()
     assert session["user"]["user_id"] == body["user"]["user_id"]
-    assert session["user"]["token"] == session["token"]
+    assert jwt.get_unverified_header(session["user"]["token"])["alg"] == "HS256"
     assert jwt.get_unverified_header(session["token"])["alg"] == "HS256"
 
     user = api.call("GET", "/auth/user", token=session["token"], origin=ORIGIN)

@@ -50,3 +50,15 @@ def test_an_unknown_path_is_404_and_never_echoes_the_authorization_header(live_s
 )
 def test_gateway_response_types(code, headers, expected):
     assert gateway_response_type(code, headers) == expected
+
+
+def test_gateway_answers_name_only_the_first_allowed_origin():
+    """The documented limitation (README, API Gateway's own responses): a gateway response
+    is static, so a missing or forged token and an unknown path name the first origin only.
+    Refused tokens of ours are answered in-app with every origin (tests/functional/test_sessions.py)."""
+    from devstack.local_gateway import render
+    from tests.conftest import OTHER_ORIGIN
+
+    for kind in ("UNAUTHORIZED", "MISSING_AUTHENTICATION_TOKEN"):
+        _, headers, _ = render(kind, "req-1", (ORIGIN, OTHER_ORIGIN))
+        assert headers["Access-Control-Allow-Origin"] == ORIGIN

@@ -44,7 +44,11 @@ def record_transactions(monkeypatch) -> list[list[dict]]:
 
 def assert_session(body: dict, settings) -> None:
     assert SESSION_USER_FIELDS <= set(body["user"]), body
-    assert body["user"]["token"] == body["token"]
+    # user.token: the long session token the published extension keeps; token: the short one
+    assert body["user"]["token"] != body["token"]
+    session = jwt.decode(body["user"]["token"], settings.jwt_secret, algorithms=["HS256"],
+                         audience=settings.jwt_audience, issuer=settings.jwt_issuer)
+    assert session["exp"] - session["iat"] == settings.session_token_ttl_seconds
     assert isinstance(body["refresh_token"], str) and len(body["refresh_token"]) >= 40
     assert body["expires_in"] == settings.access_token_ttl_seconds == 900
     assert body["user"]["is_admin"] is False

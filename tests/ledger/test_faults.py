@@ -146,7 +146,8 @@ def test_a_read_that_is_throttled_past_botocores_retries_is_503_not_500(client, 
     from tests.conftest import ORIGIN, json_headers
 
     session = new_user()
-    dynamodb_faults.inject("GetItem", "ProvisionedThroughputExceededException", table="users")
+    # skip=1: the authorizer's account read comes first (a failure there is the gateway's 5xx)
+    dynamodb_faults.inject("GetItem", "ProvisionedThroughputExceededException", table="users", skip=1)
     response = client.http.get("/credits/balance", headers=json_headers(session["token"], origin=ORIGIN))
     assert response.status_code == 503 and response.headers["Retry-After"] == "1"
     assert json.loads(response.body)["code"] == "storage_busy"

@@ -16,6 +16,7 @@ from chalicelib import (
     ask,
     audio_uploads,
     catchup,
+    legacy,
     privacy,
     streaming,
     support,
@@ -77,6 +78,9 @@ INPUTS: dict[tuple[str, str], Inputs] = {
     ("GET", "/admin/api/audit"): Inputs(query={**HISTORY_QUERY, "target": Field(str, max_length=64)}),
     ("GET", "/admin/api/audit/export"): Inputs(),
     ("GET", "/admin/api/business"): Inputs(query=dict(analytics.QUERY_SCHEMA.fields)),
+    ("POST", "/auth/password"): Inputs(accounts.CHANGE_PASSWORD_SCHEMA),
+    # chalicelib.legacy: answered 410 without reading anything
+    **{route: Inputs() for route in legacy.GONE_ROUTES},
 }
 
 

@@ -57,5 +57,7 @@ def test_requires_authentication(client, live):
     assert client.http.get("/twitch/stream?channel=x", headers=json_headers()).status_code == 401
 
 
-def test_there_is_no_credentials_route(caller):
-    assert caller().get("/twitch/credentials").status in (403, 404)
+def test_the_credentials_route_is_gone_and_serves_no_secret(caller):
+    answer = caller().get("/twitch/credentials")
+    assert answer.status == 410 and answer.body["code"] == "twitch_credentials_removed"
+    assert "client_secret" not in answer.body and "client_id" not in answer.body

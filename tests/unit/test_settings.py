@@ -20,6 +20,7 @@ def test_defaults():
     s = load()
     assert s.stage == "local"
     assert s.access_token_ttl_seconds == 900
+    assert s.session_token_ttl_seconds == 7 * 24 * 3600
     assert s.refresh_token_ttl_seconds == 30 * 24 * 3600
     assert s.bcrypt_rounds == 12
     assert s.signup_credits == 200
@@ -42,6 +43,7 @@ ISSUE_VARIABLES = {
     "JWT_ISSUER": ("jwt_issuer", "issuer-x", "issuer-x"),
     "JWT_AUDIENCE": ("jwt_audience", "audience-x", "audience-x"),
     "ACCESS_TOKEN_TTL_SECONDS": ("access_token_ttl_seconds", "600", 600),
+    "SESSION_TOKEN_TTL_SECONDS": ("session_token_ttl_seconds", "86400", 86400),
     "REFRESH_TOKEN_TTL_SECONDS": ("refresh_token_ttl_seconds", "86400", 86400),
     "BCRYPT_ROUNDS": ("bcrypt_rounds", "10", 10),
     "ALLOWED_ORIGINS": (
@@ -91,7 +93,9 @@ def test_integer_minimums():
     with pytest.raises(ConfigurationError, match="BCRYPT_ROUNDS"):
         load(BCRYPT_ROUNDS="3")
     with pytest.raises(ConfigurationError, match="ACCESS_TOKEN_TTL_SECONDS"):
-        load(ACCESS_TOKEN_TTL_SECONDS="10")
+        load(ACCESS_TOKEN_TTL_SECONDS="4")
+    with pytest.raises(ConfigurationError, match="SESSION_TOKEN_TTL_SECONDS"):
+        load(SESSION_TOKEN_TTL_SECONDS="4")
 
 
 def test_local_stage_generates_a_jwt_secret_with_a_warning(caplog):

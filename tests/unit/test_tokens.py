@@ -119,7 +119,24 @@ def test_wrong_secret_and_tampering_are_rejected():
 
 def test_expired_token_is_rejected():
     token = issue_access_token(SETTINGS, ALICE, now=time.time() - SETTINGS.access_token_ttl_seconds - 60)
-    assert rejected(token).code == "invalid_token"
+    assert rejected(token).code == "token_expired"
+    # ...and still readable, for the authorizer's in-app 401
+    assert verify_access_token(SETTINGS, token, verify_exp=False) == ALICE
+
+
+def test_generation_is_carried_and_must_be_an_integer():
+    token = issue_access_token(SETTINGS, dataclasses.replace(ALICE, token_generation=3))
+    assert verify_access_token(SETTINGS, token).token_generation == 3
+    key = SETTINGS.jwt_secret.encode()
+    assert rejected(forge({"alg": "HS256", "typ": "JWT"}, valid_claims(gen="3"), key)).code == "invalid_token"
+    assert rejected(forge({"alg": "HS256", "typ": "JWT"}, valid_claims(gen=True), key)).code == "invalid_token"
+    assert verify_access_token(SETTINGS, forge({"alg": "HS256", "typ": "JWT"}, valid_claims(), key)) == ALICE
+
+
+def test_session_lifetime_is_chosen_by_the_caller():
+    token = issue_access_token(SETTINGS, ALICE, ttl_seconds=SETTINGS.session_token_ttl_seconds)
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert claims["exp"] - claims["iat"] == 7 * 24 * 3600
 
 
 def test_wrong_issuer_or_audience_is_rejected():

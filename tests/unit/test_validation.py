@@ -156,3 +156,11 @@ def test_numbers_lists_choices_and_patterns():
 
 def test_huge_integers_are_bounded():
     field_error({"name": "ab", "count": 10**30})
+
+
+def test_ignored_fields_are_accepted_and_dropped_others_still_refused():
+    schema = Schema({"name": Field(str)}, ignored=frozenset({"user_id"}))
+    assert validate(schema, {"name": "a", "user_id": "someone-else"}) == {"name": "a"}
+    with pytest.raises(ValidationFailed) as refused:
+        validate(schema, {"name": "a", "user_id": "x", "role": "admin"})
+    assert refused.value.code == "unknown_field" and refused.value.details["field"] == "role"
