@@ -18,7 +18,7 @@ def _assemblyai(env: dict[str, str]) -> tuple[Any, dict[str, str]]:
     return fake, {
         "ASSEMBLYAI_API_KEY": fake.api_key,
         "ASSEMBLYAI_API_BASE": fake.url,
-        "ASSEMBLYAI_STREAMING_API_BASE": fake.url,
+        "ASSEMBLYAI_STREAMING_API_BASE": fake.streaming_url,
     }
 
 
