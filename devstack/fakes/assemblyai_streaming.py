@@ -35,6 +35,9 @@ if TYPE_CHECKING:
     from .assemblyai import AssemblyAIFake
 
 log = logging.getLogger(__name__)
+# websockets logs every connection at INFO; only its problems are worth a line here.
+_server_log = logging.getLogger(__name__ + ".server")
+_server_log.setLevel(logging.WARNING)
 
 WS_PATH = "/v3/ws"
 SPEECH_MODELS = frozenset({"universal-streaming-english", "universal-streaming-multilingual"})
@@ -99,7 +102,7 @@ class StreamingListener:
         self.tls = context is not None
         self._server: Server = serve(
             self._session, host, port, ssl=context, process_request=self._route,
-            ping_interval=None, max_size=2**20, server_header="fake-assemblyai",
+            ping_interval=None, max_size=2**20, server_header="fake-assemblyai", logger=_server_log,
         )
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
                                         name=f"fake-assemblyai-streaming-{self.port}")
