@@ -319,10 +319,18 @@ class _Run:
         self._close(code, reason)
 
     def expire(self) -> None:
-        """The token's max_session_duration_seconds is up: what the real service does."""
+        """The token's max_session_duration_seconds is up: what the real service does.
+
+        The session ends at its limit exactly, even when a test's clock jumped past it."""
+        s = self.session
         self.end_turn()
         _send_error(self.connection, CLOSE_SESSION_EXPIRED, EXPIRED_REASON)
-        self.terminate(CLOSE_SESSION_EXPIRED, EXPIRED_REASON)
+        self.send({"type": "Termination", "audio_duration_seconds": int(s.audio_seconds),
+                   "session_duration_seconds": s.max_session_seconds})
+        with self.fake._lock:
+            s.closed_at = s.opened_at + s.max_session_seconds
+            s.close_code = CLOSE_SESSION_EXPIRED
+        self.connection.close(CLOSE_SESSION_EXPIRED, EXPIRED_REASON)
 
     def fail(self, code: int, message: str) -> None:
         _send_error(self.connection, code, message)
