@@ -46,13 +46,12 @@ def _start(user, minutes: int) -> dict:
 
 def _age(session: dict, started_ago: int, heartbeat_ago: int) -> None:
     """Move a session's start (and its token) into the past, as if time had passed."""
-    now = store.epoch()
-    shift = started_ago
+    started = session["started_epoch"] - started_ago
     _update("sessions", {"session_id": session["session_id"]},
-            started_epoch=session["started_epoch"] - shift,
-            token_minted_epoch=session["token_minted_epoch"] - shift,
-            ends_by_epoch=session["ends_by_epoch"] - shift,
-            last_heartbeat_epoch=now - heartbeat_ago)
+            started_epoch=started,
+            token_minted_epoch=session["token_minted_epoch"] - started_ago,
+            ends_by_epoch=session["ends_by_epoch"] - started_ago,
+            last_heartbeat_epoch=started + started_ago - heartbeat_ago)
 
 
 def test_silent_live_sessions_are_billed_to_their_last_sign_of_life(private_tables, caller):
@@ -67,7 +66,7 @@ def test_silent_live_sessions_are_billed_to_their_last_sign_of_life(private_tabl
 
     # silent: started 12 min ago (its token can no longer be open), last heartbeat 5 min
     # ago (7 minutes in), grace 120 s -> 9 minutes billed
-    _age(silent_session, started_ago=720, heartbeat_ago=301)  # (a second of slack)
+    _age(silent_session, started_ago=720, heartbeat_ago=300)
     # overrun: still heartbeating, but past the 2 minutes its token allowed
     _age(overrun_session, started_ago=600, heartbeat_ago=0)
     _age(alive_session, started_ago=0, heartbeat_ago=0)  # started and heard from this second
