@@ -420,7 +420,9 @@ def _pay_next_token(settings: Settings, session: dict[str, Any], now: int) -> di
     if left > settings.live_renew_window_seconds:
         raise Conflict("Too early to renew this token", code="renew_too_early",
                        renew_in_seconds=left - settings.live_renew_window_seconds)
-    cap_remaining = int(session["session_max_minutes"]) - int(session["reserved_minutes"])
+    # No token may run past the session's longest duration, counted from its start.
+    session_end = int(session["started_epoch"]) + int(session["session_max_minutes"]) * 60
+    cap_remaining = (session_end - now) // 60
     if cap_remaining < 1:
         raise Conflict("The session reached its longest duration; start a new one",
                        code="session_limit_reached", session_max_minutes=int(session["session_max_minutes"]))
