@@ -678,8 +678,9 @@ def _reservation_view(item: dict[str, Any], replayed: bool) -> Reservation:
 
 
 def _remember(item: Mapping[str, Any]) -> _Held:
+    latest_balance = item.get("extended_balance_after", item.get("balance_after"))
     held = _Held(item["reservation_id"], item["user_id"], int(item["amount"]), item.get("slot"),
-                 item.get("ref_id"), int(item.get("balance_after") or 0), bool(item.get("counts_held")))
+                 item.get("ref_id"), int(latest_balance or 0), bool(item.get("counts_held")))
     _reservations.put(held.reservation_id, held)
     return held
 
@@ -800,7 +801,7 @@ def extend(
             return _reservation_view(stored, replayed=True)
         raise Conflict("The reservation is no longer held", code="reservation_not_held")
     stored = {**item, "amount": int(item["amount"]) + amount, "extensions": step + 1,
-              "expires_at": expires_at, "balance_after": outcome.balance_after}
+              "expires_at": expires_at, "extended_balance_after": outcome.balance_after}
     _remember(stored)
     log_event(logger, "ledger.extend", user_id=user_id, reservation_id=reservation_id,
               credits=amount, step=step + 1, balance_after=outcome.balance_after)
