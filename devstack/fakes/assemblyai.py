@@ -22,7 +22,7 @@ from typing import Any, Callable, Literal
 import requests
 from werkzeug.wrappers import Request
 
-from .assemblyai_streaming import CLOSE_UNAUTHORIZED, StreamingListener, StreamingSession, _Refused
+from .assemblyai_streaming import CLOSE_UNAUTHORIZED, StreamingListener, StreamingSession, SessionRefused
 from .audio import speech_text, timed_words, wav_duration_seconds
 from .base import FakeError, FakeServer, Rule, keys_match, random_id, read_json
 
@@ -167,11 +167,11 @@ class AssemblyAIFake(FakeServer):
         with self._lock:
             minted = self._tokens.get(token)
             if minted is None:
-                raise _Refused(CLOSE_UNAUTHORIZED, "Unauthorized Connection: Invalid token")
+                raise SessionRefused(CLOSE_UNAUTHORIZED, "Unauthorized Connection: Invalid token")
             if token in self._redeemed:
-                raise _Refused(CLOSE_UNAUTHORIZED, "Unauthorized Connection: Token already used")
+                raise SessionRefused(CLOSE_UNAUTHORIZED, "Unauthorized Connection: Token already used")
             if self.clock() - minted.created_at > minted.expires_in_seconds:
-                raise _Refused(CLOSE_UNAUTHORIZED, "Unauthorized Connection: Token expired")
+                raise SessionRefused(CLOSE_UNAUTHORIZED, "Unauthorized Connection: Token expired")
             self._redeemed.add(token)
             return minted
 

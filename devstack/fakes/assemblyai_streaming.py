@@ -29,12 +29,11 @@ from websockets.http11 import Request as WsRequest
 from websockets.http11 import Response as WsResponse
 from websockets.sync.server import Server, ServerConnection, serve
 
-from .audio import _SCRIPT
+from .audio import SCRIPT_WORDS
 
 if TYPE_CHECKING:
     from .assemblyai import AssemblyAIFake
 
-log = logging.getLogger(__name__)
 # websockets logs every connection at INFO; only its problems are worth a line here.
 _server_log = logging.getLogger(__name__ + ".server")
 _server_log.setLevel(logging.WARNING)
@@ -79,7 +78,7 @@ class StreamingSession:
         return (self.closed_at if self.closed_at is not None else now) - self.opened_at
 
 
-class _Refused(Exception):
+class SessionRefused(Exception):
     """Close the socket right after the upgrade with an Error message (the real behaviour)."""
 
     def __init__(self, code: int, message: str) -> None:
@@ -154,7 +153,7 @@ class StreamingListener:
     def _session(self, connection: ServerConnection) -> None:
         try:
             session = self._open(connection)
-        except _Refused as refused:
+        except SessionRefused as refused:
             _send_error(connection, refused.code, refused.message)
             connection.close(refused.code, refused.message[:120])
             return
@@ -174,17 +173,17 @@ class StreamingListener:
 
         token = param("token")
         if not token:
-            raise _Refused(CLOSE_UNAUTHORIZED, "Unauthorized Connection: Missing Authorization header")
+            raise SessionRefused(CLOSE_UNAUTHORIZED, "Unauthorized Connection: Missing Authorization header")
         sample_rate = param("sample_rate")
         if sample_rate is None or not sample_rate.isdigit() or not 8000 <= int(sample_rate) <= 48000:
-            raise _Refused(CLOSE_INVALID_MESSAGE, "Invalid Message: sample_rate must be an integer from 8000 to 48000")
+            raise SessionRefused(CLOSE_INVALID_MESSAGE, "Invalid Message: sample_rate must be an integer from 8000 to 48000")
         encoding = param("encoding") or "pcm_s16le"
         if encoding not in ENCODINGS:
-            raise _Refused(CLOSE_INVALID_MESSAGE, f"Invalid Message: unsupported encoding {encoding}")
+            raise SessionRefused(CLOSE_INVALID_MESSAGE, f"Invalid Message: unsupported encoding {encoding}")
         model = param("speech_model")
         if model is not None and model not in SPEECH_MODELS:
-            raise _Refused(CLOSE_INVALID_MESSAGE, f"Invalid Message: unknown speech_model {model}")
-        minted = self.fake.redeem_token(token)  # raises _Refused
+            raise SessionRefused(CLOSE_INVALID_MESSAGE, f"Invalid Message: unknown speech_model {model}")
+        minted = self.fake.redeem_token(token)  # raises SessionRefused
         now = self.fake.clock()
         session = StreamingSession(
             id=str(uuid.uuid4()), token=token, opened_at=now,
@@ -245,7 +244,7 @@ class _Run:
         return True
 
     def add_word(self) -> None:
-        text = _SCRIPT[self.word_index % len(_SCRIPT)]
+        text = SCRIPT_WORDS[self.word_index % len(SCRIPT_WORDS)]
         start_ms = int(self.word_index / self.words_per_second * 1000)
         end_ms = int((self.word_index + 1) / self.words_per_second * 1000) - 40
         self.word_index += 1
