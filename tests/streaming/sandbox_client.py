@@ -40,6 +40,11 @@ class SandboxSocket:
         except (TimeoutError, ConnectionClosed):
             return
 
+    def wait_for_turns(self, count: int, timeout: float = 15) -> None:
+        """Read until `count` turns have ended (the fake answers the audio as it gets to it)."""
+        while sum(1 for m in self.messages if m.get("type") == "Turn" and m["end_of_turn"]) < count:
+            self._recv(timeout=timeout)
+
     def wait_closed(self, timeout: float = 10) -> int | None:
         """Read until the server closes the socket; its close code."""
         try:

@@ -78,8 +78,9 @@ def test_the_published_extension_captions_asks_during_the_session_and_stops(clie
     assert ext.balance() == 200  # 3 s after Start: what the user owns, not a surprising 0
 
     transcript = ""
-    for _ in range(3):  # 30 s of captions, a balance poll, a question: three times
+    for rounds in range(1, 4):  # 30 s of captions, a balance poll, a question: three times
         _send_50ms_chunks(socket, clock, 30)
+        socket.wait_for_turns(rounds * 6)  # 75 words every 30 s: at least 6 turns end
         transcript = " ".join(m["transcript"] for m in socket.messages
                               if m.get("type") == "Turn" and m.get("end_of_turn"))
         assert ext.balance() > 0
