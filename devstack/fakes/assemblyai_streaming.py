@@ -144,8 +144,12 @@ class StreamingListener:
 
         body = b"".join(self.fake(environ, start_response))
         code, _, reason = captured["status"].partition(" ")
-        headers = Headers([(k, v) for k, v in captured["headers"] if k.lower() != "content-length"])
+        skip = ("content-length", "connection")
+        headers = Headers([(k, v) for k, v in captured["headers"] if k.lower() not in skip])
         headers["Content-Length"] = str(len(body))
+        # websockets closes the connection after a plain HTTP answer: say so, or a pooling
+        # client (requests) would send its next request on a dead connection.
+        headers["Connection"] = "close"
         return WsResponse(int(code), reason, headers, body)
 
     # ----- the WebSocket session --------------------------------------------------------
