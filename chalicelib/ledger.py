@@ -195,7 +195,7 @@ class _Held:
     slot: str | None
     ref_id: str | None
     balance_after: int
-    counts_held: bool  # reserved since credits_held exists: closing it moves credits_held
+    counts_held: bool = False  # reserved since credits_held exists: closing it moves credits_held
 
 
 _balances: _Lru[str, int] = _Lru()
