@@ -72,7 +72,14 @@ PUBLIC_USER_FIELDS = (
 
 
 def public_user(user: dict[str, Any]) -> dict[str, Any]:
+    """The user as clients see it: `credits_balance` is what the user owns (credits held for a
+    session in progress included; the published popup shows it), with what is held and
+    what can be spent now beside it."""
     view = {name: user.get(name) for name in PUBLIC_USER_FIELDS}
+    available = user.get("credits_balance")
+    held = int(user.get("credits_held") or 0)
+    if isinstance(available, int):
+        view.update(credits_balance=available + held, credits_available=available, credits_held=held)
     view["is_admin"] = user.get("role") == "admin"
     return view
 

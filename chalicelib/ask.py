@@ -14,7 +14,7 @@ import re
 import uuid
 from typing import Any, Mapping
 
-from chalicelib import history, idempotency, ledger, stats, store
+from chalicelib import credits, history, idempotency, ledger, stats, store
 from chalicelib.logs import log_event
 from chalicelib.settings import Settings, get_settings
 from chalicelib.validation import Field, Schema
@@ -126,11 +126,13 @@ def ask(user_id: str, question: str, transcript: str) -> dict[str, Any]:
     log_event(logger, "ask.answered", ask_id=ask_id, credits_used=settled.credits_used,
               prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
               transcript_trimmed=trimmed)
+    balance = credits.summary(user_id)
     return {
         "success": True,
         "answer": result.content.strip(),
         "credits_used": settled.credits_used,
-        "remaining_balance": settled.balance_after,
+        "remaining_balance": balance["credits_balance"],
+        **balance,
         "transcript_trimmed": trimmed,
     }
 

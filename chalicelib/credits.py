@@ -23,12 +23,33 @@ _LIMIT = re.compile(r"[0-9]{1,3}")
 
 
 def balance(user_id: str) -> dict[str, Any]:
-    """The published extension reads `balance`; one GetItem."""
+    """`balance` is what the user owns (the published popup shows it and disables Start at 0),
+    `credits_held` what sessions and jobs in progress hold, `credits_available` what can be
+    spent now; one GetItem."""
     try:
-        return ledger.get_balance(user_id)
+        account = ledger.get_balance(user_id)
     except NotFound:
         # Same answer as GET /auth/user: a deleted account's still-valid token gets 401.
         raise Unauthorized("Account no longer exists", code="account_not_found") from None
+    return {
+        "balance": account["owned"],
+        "credits_available": account["balance"],
+        "credits_held": account["held"],
+        "subscription_tier": account["subscription_tier"],
+        "total_credits_purchased": account["total_credits_purchased"],
+        "total_usage": account["total_usage"],
+    }
+
+
+def summary(user_id: str) -> dict[str, int]:
+    """The balance every spending answer carries (live captions, Ask), so clients need not
+    poll: owned (`credits_balance`), held and available, from one consistent read."""
+    account = ledger.get_balance(user_id)
+    return {
+        "credits_balance": account["owned"],
+        "credits_available": account["balance"],
+        "credits_held": account["held"],
+    }
 
 
 def parse_limit(raw: str | None) -> int:

@@ -10,7 +10,8 @@ captions, a concurrency slot) together with the record that explains it:
                                          `charge#<user>#<request_id>` in the reservations
                                          table (usage keys start with a time, so they
                                          cannot carry the idempotency key themselves)
-    reserve                              a reservation record, state `held`
+    reserve / extend                     a reservation record, state `held` (extend adds
+                                         to a held reservation, once per step)
     settle / release                     the reservation moves held -> settled / released
                                          (settle also writes the usage row)
 
@@ -54,6 +55,8 @@ Invariant, for every user at every moment (`check_invariant`):
     grants (signup, subscription, admin, ...) + completed purchases - clawbacks
     - usage rows (charges and settled reservations) - held reservations
     == credits_balance
+and `credits_held` (moved in the same transactions) == held reservations, so what a user
+owns (`credits_balance + credits_held`) is one GetItem away.
 """
 from __future__ import annotations
 
@@ -149,6 +152,7 @@ class InvariantReport:
     used: int
     held: int
     quiescent: bool  # no ledger write landed while the sums were being read
+    held_counter: int = 0  # the user's credits_held, which must equal `held`
 
 
 class TransactionConflict(Conflict):
@@ -205,6 +209,7 @@ class _Held:
     slot: str | None
     ref_id: str | None
     balance_after: int
+    counts_held: bool = False  # reserved since credits_held exists: closing it moves credits_held
 
 
 _balances: _Lru[str, int] = _Lru()
@@ -236,6 +241,7 @@ class _UserChange:
     slot: str | None = None  # a per-user counter moved by `slot_step`
     slot_step: int = 0
     slot_max: int | None = None  # reserve: the counter must be below this
+    held: int = 0  # added to credits_held (reserve/extend +, settle/release -)
 
 
 @dataclass(frozen=True)
@@ -270,6 +276,9 @@ def _user_update(user_id: str, change: _UserChange, expected: int) -> dict[str, 
     if change.purchased:
         sets.append("total_credits_purchased = if_not_exists(total_credits_purchased, :zero) + :purchased")
         values.update(purchased=change.purchased, zero=0)
+    if change.held:
+        sets.append("credits_held = if_not_exists(credits_held, :zero) + :held")
+        values.update(held=change.held, zero=0)
     if change.slot:
         names["#slot"] = change.slot
         adds.append("#slot :slot_step")
@@ -691,13 +700,15 @@ def _reservation_view(item: dict[str, Any], replayed: bool) -> Reservation:
     return Reservation(
         reservation_id=item["reservation_id"], user_id=item["user_id"], amount=int(item["amount"]),
         state=item["state"], expires_at=item.get("expires_at", ""),
-        balance_after=int(item.get("balance_after") or 0), replayed=replayed, slot=item.get("slot"),
+        balance_after=int(item.get("extended_balance_after", item.get("balance_after")) or 0),
+        replayed=replayed, slot=item.get("slot"),
     )
 
 
 def _remember(item: Mapping[str, Any]) -> _Held:
+    latest_balance = item.get("extended_balance_after", item.get("balance_after"))
     held = _Held(item["reservation_id"], item["user_id"], int(item["amount"]), item.get("slot"),
-                 item.get("ref_id"), int(item.get("balance_after") or 0))
+                 item.get("ref_id"), int(latest_balance or 0), bool(item.get("counts_held")))
     _reservations.put(held.reservation_id, held)
     return held
 
@@ -731,14 +742,14 @@ def reserve(
         "reservation_id": reservation_id, "kind": "reservation", "user_id": user_id,
         "amount": amount, "state": HELD, "held_shard": held_shard(reservation_id),
         "created_at": store.iso(now), "expires_at": expires_at, "purpose": purpose,
-        "ref_id": ref_id, "slot": slot_name,
+        "ref_id": ref_id, "slot": slot_name, "counts_held": True,
     }
 
     def records(balance_after: int) -> list[dict[str, Any]]:
         return [_put("reservations", "reservation_id", {**record, "balance_after": balance_after})]
 
     change = _UserChange(delta=-amount, required=amount, spend=True, slot=slot_name, slot_step=1,
-                         slot_max=slot_max)
+                         slot_max=slot_max, held=amount)
     outcome = _commit(user_id, change, records, extra_items)
     if isinstance(outcome, _Refused):
         stored = outcome.item
@@ -752,6 +763,76 @@ def reserve(
     _remember(stored)
     log_event(logger, "ledger.reserve", user_id=user_id, reservation_id=reservation_id,
               credits=amount, balance_after=outcome.balance_after)
+    return _reservation_view(stored, replayed=False)
+
+
+def extend(
+    reservation_id: str,
+    amount: int,
+    *,
+    step: int,
+    ttl_seconds: int,
+    extra_items: Sequence[dict[str, Any]] = (),
+) -> Reservation:
+    """Hold `amount` more credits on a held reservation (a live session's next token).
+
+    `step` is the number of extensions already applied: the extension happens only if the
+    reservation has exactly that many (so each step happens at most once; a replay returns
+    the stored reservation with `replayed=True`). The hold's expiry moves to now +
+    `ttl_seconds`. Refused with InsufficientCredits like a reservation; a reservation that is
+    no longer held is a Conflict(`reservation_not_held`).
+    """
+    _positive(amount, "amount")
+    _positive(ttl_seconds, "ttl_seconds")
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise ValueError(f"step must be a non-negative integer, got {step!r}")
+    item = store.get("reservations", reservation_id=reservation_id)
+    if item is None or item.get("kind") != "reservation":
+        raise NotFound("Reservation not found", code="reservation_not_found")
+    if int(item.get("extensions") or 0) > step:
+        return _reservation_view(item, replayed=True)
+    if item["state"] != HELD:
+        raise Conflict("The reservation is no longer held", code="reservation_not_held")
+    user_id = item["user_id"]
+    expires_at = store.iso(store.now() + timedelta(seconds=ttl_seconds))
+    names = {"#state": "state", "#uid": "user_id", "#amount": "amount", "#ext": "extensions"}
+    values = store.values(held=HELD, uid=user_id, add=amount, next=step + 1, expires=expires_at)
+    condition = "#state = :held AND #uid = :uid AND "
+    if step == 0:
+        condition += "attribute_not_exists(#ext)"
+    else:
+        condition += "#ext = :step"
+        values.update(store.values(step=step))
+
+    def records(balance_after: int) -> list[dict[str, Any]]:
+        return [{
+            "Update": {
+                "TableName": store.table_name("reservations"),
+                "Key": store.key(reservation_id=reservation_id),
+                "UpdateExpression": "SET #amount = #amount + :add, #ext = :next, expires_at = :expires, "
+                                    "extended_balance_after = :balance",
+                "ConditionExpression": condition,
+                "ExpressionAttributeNames": names,
+                "ExpressionAttributeValues": {**values, **store.values(balance=balance_after)},
+                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+            }
+        }]
+
+    change = _UserChange(delta=-amount, required=amount, spend=True,
+                         held=amount if item.get("counts_held") else 0)
+    outcome = _commit(user_id, change, records, extra_items)
+    if isinstance(outcome, _Refused):
+        stored = outcome.item
+        if stored is None or stored.get("kind") != "reservation":
+            raise NotFound("Reservation not found", code="reservation_not_found")
+        if int(stored.get("extensions") or 0) > step:
+            return _reservation_view(stored, replayed=True)
+        raise Conflict("The reservation is no longer held", code="reservation_not_held")
+    stored = {**item, "amount": int(item["amount"]) + amount, "extensions": step + 1,
+              "expires_at": expires_at, "extended_balance_after": outcome.balance_after}
+    _remember(stored)
+    log_event(logger, "ledger.extend", user_id=user_id, reservation_id=reservation_id,
+              credits=amount, step=step + 1, balance_after=outcome.balance_after)
     return _reservation_view(stored, replayed=False)
 
 
@@ -830,7 +911,8 @@ def _close(
             return items
 
         change = _UserChange(delta=refund, usage=credits_used,
-                             slot=held.slot, slot_step=-1 if held.slot else 0)
+                             slot=held.slot, slot_step=-1 if held.slot else 0,
+                             held=-held.amount if held.counts_held else 0)
         outcome = _commit(held.user_id, change, records, extra_items, guess=held.balance_after)
         if isinstance(outcome, _Committed):
             log_event(logger, f"ledger.{state}", user_id=held.user_id, reservation_id=reservation_id,
@@ -904,30 +986,34 @@ def get_balance(user_id: str) -> dict[str, Any]:
         TableName=store.table_name("users"),
         Key=store.key(user_id=user_id),
         ConsistentRead=True,
-        ProjectionExpression="credits_balance, subscription_tier, total_credits_purchased, "
+        ProjectionExpression="credits_balance, credits_held, subscription_tier, total_credits_purchased, "
                              "total_usage, is_active",
     )
     user = store.from_item(response.get("Item"))
     if user is None or not user.get("is_active", True) or "credits_balance" not in user:
         raise NotFound("Account not found", code="account_not_found")
     _balances.put(user_id, user["credits_balance"])
+    held = int(user.get("credits_held") or 0)
     return {
-        "balance": user["credits_balance"],
+        "balance": user["credits_balance"],  # available: what can be spent now
+        "held": held,
+        "owned": user["credits_balance"] + held,
         "subscription_tier": user.get("subscription_tier") or "free",
         "total_credits_purchased": user.get("total_credits_purchased") or 0,
         "total_usage": user.get("total_usage") or 0,
     }
 
 
-def _ledger_state(user_id: str) -> tuple[int, int]:
+def _ledger_state(user_id: str) -> tuple[int, int, int]:
     response = store.ddb().get_item(
         TableName=store.table_name("users"), Key=store.key(user_id=user_id), ConsistentRead=True,
-        ProjectionExpression="credits_balance, ledger_seq",
+        ProjectionExpression="credits_balance, credits_held, ledger_seq",
     )
     user = store.from_item(response.get("Item"))
     if user is None:
         raise NotFound("Account not found", code="account_not_found")
-    return int(user.get("credits_balance") or 0), int(user.get("ledger_seq") or 0)
+    return (int(user.get("credits_balance") or 0), int(user.get("ledger_seq") or 0),
+            int(user.get("credits_held") or 0))
 
 
 def _sums(user_id: str) -> tuple[int, int, int, int, int]:
@@ -982,13 +1068,13 @@ def check_invariant(user_id: str, attempts: int = 3) -> InvariantReport:
     """
     report: InvariantReport | None = None
     for _ in range(max(attempts, 1)):
-        balance, seq = _ledger_state(user_id)
+        balance, seq, held_counter = _ledger_state(user_id)
         granted, purchased, clawed_back, used, held = _sums(user_id)
-        balance_after_read, seq_after = _ledger_state(user_id)
+        balance_after_read, seq_after, _ = _ledger_state(user_id)
         expected = granted + purchased - clawed_back - used - held
         quiescent = seq == seq_after and balance == balance_after_read
-        report = InvariantReport(expected == balance, expected, balance, granted, purchased,
-                                 clawed_back, used, held, quiescent)
+        report = InvariantReport(expected == balance and held_counter == held, expected, balance,
+                                 granted, purchased, clawed_back, used, held, quiescent, held_counter)
         if quiescent:
             break
     assert report is not None

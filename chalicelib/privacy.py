@@ -172,7 +172,10 @@ def export(user_id: str) -> dict[str, Any]:
         "usage": _by_partition("usage", user_id),
         "transactions": _by_index("transactions", "user_id-created_at-index", user_id),
         "reservations": _by_index("reservations", "user_id-index", user_id),
-        "sessions": _by_index("sessions", "user_id-index", user_id),
+        # A live session keeps its current AssemblyAI token (to answer a retried renew):
+        # a short-lived provider credential, left out like the stored idempotent responses.
+        "sessions": [{k: v for k, v in item.items() if k != "token"}
+                     for item in _by_index("sessions", "user_id-index", user_id)],
         "jobs": [
             {**job, "transcript": _transcript_view(transcripts.get(job["job_id"]))} for job in jobs
         ],

@@ -121,6 +121,13 @@ class Settings:
     live_max_minutes: int = 180
     live_max_concurrent_sessions: int = 2
     live_heartbeat_grace_seconds: int = 120
+    live_token_minutes: int = 10
+    live_legacy_token_minutes: int = 30
+    live_free_token_minutes: int = 10
+    live_renew_window_seconds: int = 120
+    live_renew_lead_seconds: int = 45
+    live_ask_room_credits: int = 20
+    live_max_sessions_per_day: int = 24
     ask_credits: int = 5
     catchup_credits_per_minute: int = 10
 
@@ -309,6 +316,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         live_max_minutes=min(_int(env, "LIVE_MAX_MINUTES", 180, minimum=1), 180),
         live_max_concurrent_sessions=_int(env, "LIVE_MAX_CONCURRENT_SESSIONS", 2, minimum=1),
         live_heartbeat_grace_seconds=_int(env, "LIVE_HEARTBEAT_GRACE_SECONDS", 120, minimum=10),
+        # Token lengths cap the provider time a session may use unpaid (README: the bound);
+        # AssemblyAI accepts 1..180 minutes.
+        live_token_minutes=min(_int(env, "LIVE_TOKEN_MINUTES", 10, minimum=1), 180),
+        live_legacy_token_minutes=min(_int(env, "LIVE_LEGACY_TOKEN_MINUTES", 30, minimum=1), 180),
+        live_free_token_minutes=min(_int(env, "LIVE_FREE_TOKEN_MINUTES", 10, minimum=1), 180),
+        live_renew_window_seconds=_int(env, "LIVE_RENEW_WINDOW_SECONDS", 120, minimum=10),
+        live_renew_lead_seconds=_int(env, "LIVE_RENEW_LEAD_SECONDS", 45, minimum=5),
+        live_ask_room_credits=_int(env, "LIVE_ASK_ROOM_CREDITS", 20, minimum=0),
+        live_max_sessions_per_day=_int(env, "LIVE_MAX_SESSIONS_PER_DAY", 24, minimum=1),
         ask_credits=_int(env, "ASK_CREDITS", 5, minimum=1),
         catchup_credits_per_minute=_int(env, "CATCHUP_CREDITS_PER_MINUTE", 10, minimum=1),
         checkout_success_url=_str(

@@ -203,5 +203,10 @@ def iso(moment: datetime | None = None) -> str:
     )
 
 
+def iso_epoch(seconds: int) -> str:
+    """`iso()` of an epoch second."""
+    return iso(datetime.fromtimestamp(seconds, timezone.utc))
+
+
 def epoch() -> int:
     return int(time.time())

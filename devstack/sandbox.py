@@ -6,7 +6,10 @@ started on loopback, and the app is pointed at it with a sandbox key.
 """
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable
+
+log = logging.getLogger(__name__)
 
 Starter = Callable[[dict[str, str]], tuple[Any, dict[str, str]]]
 
@@ -15,11 +18,30 @@ def _assemblyai(env: dict[str, str]) -> tuple[Any, dict[str, str]]:
     from devstack.fakes import AssemblyAIFake
 
     fake = AssemblyAIFake(api_key="sandbox-assemblyai-key").start()
+    serve_streaming_tls(fake, env)
     return fake, {
         "ASSEMBLYAI_API_KEY": fake.api_key,
         "ASSEMBLYAI_API_BASE": fake.url,
-        "ASSEMBLYAI_STREAMING_API_BASE": fake.url,
+        "ASSEMBLYAI_STREAMING_API_BASE": fake.streaming_url,
     }
+
+
+def serve_streaming_tls(fake: Any, env: dict[str, str]) -> str | None:
+    """With SANDBOX_STREAMING_TLS_CERT and _KEY (PEM files), also serve the streaming host
+    over TLS on SANDBOX_STREAMING_TLS_PORT (default 8443) of SANDBOX_STREAMING_TLS_HOST
+    (default 127.0.0.1): a browser whose `streaming.assemblyai.com` resolves there (e.g.
+    Chromium's --host-resolver-rules with --ignore-certificate-errors) then streams to the
+    sandbox with the tokens `make run` mints. Returns the TLS base URL, or None."""
+    cert, key = env.get("SANDBOX_STREAMING_TLS_CERT"), env.get("SANDBOX_STREAMING_TLS_KEY")
+    if not cert:
+        return None
+    url = fake.serve_streaming(
+        int(env.get("SANDBOX_STREAMING_TLS_PORT") or 8443),
+        host=env.get("SANDBOX_STREAMING_TLS_HOST") or "127.0.0.1",
+        certfile=cert, keyfile=key or None,
+    )
+    log.info("sandbox assemblyai streaming over TLS at %s", url.replace("https://", "wss://"))
+    return url
 
 
 def _openai(env: dict[str, str]) -> tuple[Any, dict[str, str]]:

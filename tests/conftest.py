@@ -315,7 +315,7 @@ def provider_env(fake_assemblyai, fake_openai, fake_twitch, fake_stripe) -> dict
     env = {
         "ASSEMBLYAI_API_KEY": ASSEMBLYAI_KEY,
         "ASSEMBLYAI_API_BASE": fake_assemblyai.url,
-        "ASSEMBLYAI_STREAMING_API_BASE": fake_assemblyai.url,
+        "ASSEMBLYAI_STREAMING_API_BASE": fake_assemblyai.streaming_url,
         "OPENAI_API_KEY": OPENAI_KEY,
         "OPENAI_API_BASE": fake_openai.url + "/v1",
         "TWITCH_CLIENT_ID": TWITCH_CLIENT_ID,

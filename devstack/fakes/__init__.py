@@ -11,6 +11,7 @@ import logging
 from typing import Any, Mapping
 
 from .assemblyai import AssemblyAIFake, MintedToken
+from .assemblyai_streaming import StreamingSession
 from .base import FakeError, FakeServer, RecordedRequest
 from .openai import OpenAIFake
 from .stripe_fake import StripeFake
@@ -34,6 +35,7 @@ __all__ = [
     "MintedToken",
     "OpenAIFake",
     "RecordedRequest",
+    "StreamingSession",
     "StripeFake",
     "TwitchFake",
     "build_event",

@@ -1,7 +1,8 @@
-"""Fake AssemblyAI: streaming temporary tokens and pre-recorded transcription.
+"""Fake AssemblyAI: streaming temporary tokens, the v3 streaming socket, pre-recorded transcription.
 
-Serves both real hosts on one port: `streaming.assemblyai.com` (`/v3/token`)
-and `api.assemblyai.com` (`/v2/...`). Auth is the raw key in `Authorization`
+Serves both real hosts' REST paths on one port: `streaming.assemblyai.com` (`/v3/token`)
+and `api.assemblyai.com` (`/v2/...`); the streaming host, WebSocket included, is also
+served on its own port (`streaming_url`, see assemblyai_streaming.py), plain or TLS. Auth is the raw key in `Authorization`
 (no "Bearer"), errors are `{"error": "<message>"}`. Transcripts progress over
 successive polls like the real service, and their length follows the audio's
 real duration (read from the WAV header of the fetched `audio_url`), clipped to
@@ -16,11 +17,12 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import requests
 from werkzeug.wrappers import Request
 
+from .assemblyai_streaming import CLOSE_UNAUTHORIZED, StreamingListener, StreamingSession, SessionRefused
 from .audio import speech_text, timed_words, wav_duration_seconds
 from .base import FakeError, FakeServer, Rule, keys_match, random_id, read_json
 
@@ -78,7 +80,9 @@ class AssemblyAIFake(FakeServer):
     answered "processing" before "completed"), `outcome` ("completed", "never":
     stays processing, "error": ends with `error_message`), `text` (completed
     text; None generates ~`words_per_minute` words per minute of audio),
-    `default_audio_duration` (seconds, for audio that is not WAV).
+    `default_audio_duration` (seconds, for audio that is not WAV). `clock` (seconds,
+    `time.time` by default) times token expiry and streaming sessions; tests replace it.
+    `streaming_port` is where `start()` serves the streaming host (0: any free port).
     """
 
     provider = "assemblyai"
@@ -95,6 +99,8 @@ class AssemblyAIFake(FakeServer):
         default_audio_duration: float = 60.0,
         words_per_minute: float = 150.0,
         fetch_timeout: float = 10.0,
+        streaming_port: int = 0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.api_key = api_key
         self.polls_before_completion = polls_before_completion
@@ -107,6 +113,11 @@ class AssemblyAIFake(FakeServer):
         self._tokens: dict[str, MintedToken] = {}
         self._uploads: dict[str, bytes] = {}
         self._jobs: dict[str, _Job] = {}
+        self.clock = clock
+        self.streaming_port = streaming_port
+        self._redeemed: set[str] = set()
+        self._streaming_sessions: list[StreamingSession] = []
+        self._listeners: list[StreamingListener] = []
         super().__init__(port=port)
 
     def routes(self) -> list[Rule]:
@@ -121,7 +132,63 @@ class AssemblyAIFake(FakeServer):
         if not keys_match(request.headers.get("Authorization"), self.api_key):
             raise FakeError(401, "Authentication error, API token missing/invalid")
 
+    # ----- lifecycle: the REST port and the streaming host ------------------------------
+
+    def start(self) -> AssemblyAIFake:
+        if self._server is None:
+            super().start()
+            self.serve_streaming(port=self.streaming_port)
+        return self
+
+    def stop(self) -> None:
+        for listener in self._listeners:
+            listener.stop()
+        self._listeners.clear()
+        super().stop()
+
+    def serve_streaming(self, port: int = 0, *, host: str = "127.0.0.1",
+                        certfile: str | None = None, keyfile: str | None = None) -> str:
+        """Serve the streaming host (`/v3/token` and the `/v3/ws` socket) on another listener;
+        with `certfile`/`keyfile` over TLS (wss://), e.g. standing in for
+        streaming.assemblyai.com in a real browser. Returns its base URL."""
+        listener = StreamingListener(self, host, port, certfile, keyfile)
+        self._listeners.append(listener)
+        return listener.url
+
+    @property
+    def streaming_url(self) -> str:
+        """Base URL of the first streaming listener: ASSEMBLYAI_STREAMING_API_BASE."""
+        if not self._listeners:
+            raise RuntimeError("fake assemblyai is not started")
+        return self._listeners[0].url
+
+    def redeem_token(self, token: str) -> MintedToken:
+        """Open a session with a temporary token: unknown, used or expired ones are refused."""
+        with self._lock:
+            minted = self._tokens.get(token)
+            if minted is None:
+                raise SessionRefused(CLOSE_UNAUTHORIZED, "Unauthorized Connection: Invalid token")
+            if token in self._redeemed:
+                raise SessionRefused(CLOSE_UNAUTHORIZED, "Unauthorized Connection: Token already used")
+            if self.clock() - minted.created_at > minted.expires_in_seconds:
+                raise SessionRefused(CLOSE_UNAUTHORIZED, "Unauthorized Connection: Token expired")
+            self._redeemed.add(token)
+            return minted
+
     # ----- test helpers ---------------------------------------------------------------
+
+    @property
+    def streaming_sessions(self) -> list[StreamingSession]:
+        """Every streaming socket opened so far, oldest first."""
+        with self._lock:
+            return list(self._streaming_sessions)
+
+    def provider_seconds(self, tokens: set[str] | None = None) -> float:
+        """Seconds AssemblyAI would bill for the sessions so far (those of `tokens`, if given);
+        a session still open counts up to now."""
+        now = self.clock()
+        return sum(s.session_seconds(now) for s in self.streaming_sessions
+                   if tokens is None or s.token in tokens)
 
     @property
     def tokens(self) -> dict[str, MintedToken]:
@@ -150,7 +217,7 @@ class AssemblyAIFake(FakeServer):
         max_duration = _int_param(request, "max_session_duration_seconds", 10800, 60, 10800)
         token = random_id("", 48)
         with self._lock:
-            self._tokens[token] = MintedToken(token, expires, max_duration, time.time())
+            self._tokens[token] = MintedToken(token, expires, max_duration, self.clock())
         return {"token": token, "expires_in_seconds": expires}
 
     def upload(self, request: Request) -> dict[str, Any]:

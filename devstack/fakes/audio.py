@@ -20,6 +20,9 @@ _SCRIPT = (
 ).split()
 
 
+SCRIPT_WORDS: tuple[str, ...] = tuple(_SCRIPT)  # what the streaming fake "hears", word by word
+
+
 def wav_duration_seconds(data: bytes) -> float | None:
     """Duration of a WAV file from its header, or None when `data` is not WAV."""
     if data[:4] != b"RIFF" or data[8:12] != b"WAVE":

@@ -38,7 +38,8 @@ def test_a_paid_invoice_alone_makes_the_tier_active(client, stripe_fake, buyer, 
     assert (state["subscription_tier"], state["subscription_status"]) == ("basic", "active")
     response = client.http.get("/credits/balance", headers={"Authorization": f"Bearer {user.token}"})
     assert response.status_code == 200
-    assert json.loads(response.body) == {"balance": SIGNUP + 1500, "subscription_tier": "basic",
+    assert json.loads(response.body) == {"balance": SIGNUP + 1500, "credits_available": SIGNUP + 1500,
+                                         "credits_held": 0, "subscription_tier": "basic",
                                          "total_credits_purchased": 1500, "total_usage": 0}
 
 

@@ -53,9 +53,10 @@ class CatchupStack:
         return response.status_code, json.loads(response.body or b"{}")
 
     def balance(self, token: str) -> int:
+        """What the user can spend now (credits held for a job are not available)."""
         status, body = self.get("/auth/user", token)
         assert status == 200, body
-        return body["user"]["credits_balance"]
+        return body["user"]["credits_available"]
 
     def submit(self, token: str, seconds: float = 120, duration_minutes: int = 5,
                headers: dict[str, str] | None = None, **extra: Any) -> tuple[int, dict[str, Any]]:

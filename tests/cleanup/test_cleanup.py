@@ -45,15 +45,18 @@ def _start(user, minutes: int) -> dict:
 
 
 def _age(session: dict, started_ago: int, heartbeat_ago: int) -> None:
-    now = store.epoch()
-    started = now - started_ago
-    _update("sessions", {"session_id": session["session_id"]}, started_epoch=started,
-            last_heartbeat_epoch=now - heartbeat_ago, ends_by_epoch=started + session["max_session_seconds"])
+    """Move a session's start (and its token) into the past, as if time had passed."""
+    started = session["started_epoch"] - started_ago
+    _update("sessions", {"session_id": session["session_id"]},
+            started_epoch=started,
+            token_minted_epoch=session["token_minted_epoch"] - started_ago,
+            ends_by_epoch=session["ends_by_epoch"] - started_ago,
+            last_heartbeat_epoch=started + started_ago - heartbeat_ago)
 
 
 def test_silent_live_sessions_are_billed_to_their_last_sign_of_life(private_tables, caller):
     silent, alive, overrun, unstarted = caller(), caller(), caller(), caller()
-    silent_session = _start(silent, 10)       # 100 credits held
+    silent_session = _start(silent, 10)       # one 10-minute token: 100 credits held
     alive_session = _start(alive, 10)
     overrun_session = _start(overrun, 2)      # 20 credits held
     unstarted_session = _start(unstarted, 5)
@@ -61,34 +64,36 @@ def test_silent_live_sessions_are_billed_to_their_last_sign_of_life(private_tabl
     _update("sessions", {"session_id": unstarted_session["session_id"]}, state="starting")
     assert _actions(_run()) == {}             # everyone started just now: all alive
 
-    # silent: started 10 min ago, last heartbeat 5 min ago, grace 120 s -> 7 minutes billed
-    _age(silent_session, started_ago=600, heartbeat_ago=300)
-    # overrun: still heartbeating, but past the 2 minutes its credits paid for
+    # silent: started 12 min ago (its token can no longer be open), last heartbeat 5 min
+    # ago (7 minutes in), grace 120 s -> 9 minutes billed
+    _age(silent_session, started_ago=720, heartbeat_ago=300)
+    # overrun: still heartbeating, but past the 2 minutes its token allowed
     _age(overrun_session, started_ago=600, heartbeat_ago=0)
-    assert alive.stream("heartbeat", session_id=alive_session["session_id"]).status == 200
     _age(alive_session, started_ago=0, heartbeat_ago=0)  # started and heard from this second
     counts = _run()
     assert _actions(counts) == {"live_settled": 2}
-    assert balance(silent.user_id) == SIGNUP - 70
+    assert balance(silent.user_id) == SIGNUP - 90
     assert balance(overrun.user_id) == SIGNUP - 20
-    assert balance(alive.user_id) == SIGNUP - 100  # still held: the session is alive
+    assert balance(alive.user_id) == SIGNUP - 100  # still held: its token may still be open
     assert store.get("sessions", session_id=silent_session["session_id"])["state"] == "settled_by_cleanup"
     assert store.get("users", user_id=silent.user_id)["active_streams"] == 0
     stopped = silent.stream("stop", session_id=silent_session["session_id"])
-    assert stopped.status == 200 and stopped.body["already_stopped"] and stopped.body["credits_used"] == 70
+    assert stopped.status == 200 and stopped.body["already_stopped"] and stopped.body["credits_used"] == 90
 
     assert _actions(_run()) == {}  # a second run finds nothing left
-    assert balance(silent.user_id) == SIGNUP - 70 and len(usage_rows(silent.user_id)) == 1
+    assert balance(silent.user_id) == SIGNUP - 90 and len(usage_rows(silent.user_id)) == 1
     assert balance(unstarted.user_id) == SIGNUP - 50  # not long enough to be sure it is dead
 
-    # five minutes later: a start that never finished gives everything back (it is surely
-    # dead now), and the alive session has gone silent since its heartbeat (2 minutes billed)
-    assert _actions(_run(streaming_timeout() + 1)) == {"live_starts_failed": 1, "live_settled": 1}
+    # five minutes later a start that never finished gives everything back (it is surely
+    # dead now); the alive session's token may still be open, so it is left alone
+    assert _actions(_run(streaming_timeout() + 1)) == {"live_starts_failed": 1}
     assert balance(unstarted.user_id) == SIGNUP
-    assert balance(alive.user_id) == SIGNUP - 20
     assert store.get("sessions", session_id=unstarted_session["session_id"])["state"] == "failed"
     assert store.get("users", user_id=unstarted.user_id)["active_streams"] == 0
-    assert _actions(_run(streaming_timeout() + 1)) == {}
+    # once its token has run out, the session silent since that second: 2 minutes billed
+    assert _actions(_run(60 + 600 + 1)) == {"live_settled": 1}
+    assert balance(alive.user_id) == SIGNUP - 20
+    assert _actions(_run(60 + 600 + 1)) == {}
     assert_books_balance(silent.user_id, alive.user_id, overrun.user_id, unstarted.user_id)
 
 

@@ -453,6 +453,8 @@ def test_every_operation_answers_as_described(api, spec, fake_twitch, stripe_fak
     started = api.post("/transcription/stream", start, token=token)
     assert started.status == 200 and started.body["credits_reserved"] == 20
     session = {"session_id": started.body["session_id"]}
+    renewed = api.post("/transcription/stream", {"action": "renew", "token_number": 1, **session}, token=token)
+    assert renewed.status in (200, 409), renewed.body  # 200 once the token is in its last minutes
     assert api.post("/transcription/stream", {"action": "heartbeat", **session}, token=token).status == 200
     stopped = api.post("/transcription/stream", {"action": "stop", **session}, token=token)
     assert stopped.status == 200 and stopped.body["already_stopped"] is False
@@ -557,7 +559,8 @@ def test_errors_are_the_envelope_with_documented_statuses(api, provider_env, fak
         assert answer.body["error"] == answer.body["message"]
 
     email = unique_email("contract")
-    token = api.post("/auth/register", {"email": email, "password": PASSWORD}).body["token"]
+    registered = api.post("/auth/register", {"email": email, "password": PASSWORD}).body
+    token = registered["token"]
     refused(api.post("/auth/register", raw=b"{not json"), 400, "invalid_json")
     refused(api.post("/auth/register", {"email": email, "password": PASSWORD}), 409, "email_taken")
     refused(api.post("/auth/register", {"email": unique_email(), "password": PASSWORD, "role": "admin"}),
@@ -581,9 +584,15 @@ def test_errors_are_the_envelope_with_documented_statuses(api, provider_env, fak
     refused(api.post("/transcription/stream", {"action": "heartbeat", "session_id": "nope"}, token=token),
             404, "session_not_found")
 
-    # 402: a live session holds the whole balance; then 409 for a session that has ended.
+    # 402: a live session holds what is left (one minute); then 409 for a session that has ended.
+    from chalicelib import ledger
+
+    ledger.charge(registered["user"]["user_id"], 190, service_type="test", request_id="contract-402")
     held = api.post("/transcription/stream", {"action": "start"}, token=token)
-    assert held.status == 200 and held.body["credits_balance"] == 0
+    assert held.status == 200 and (held.body["credits_balance"], held.body["credits_available"]) == (10, 0)
+    refused(api.post("/transcription/stream", {"action": "renew", "token_number": 1,
+                                               "session_id": held.body["session_id"]}, token=token),
+            409, "not_renewable")
     refused(api.post("/transcription/ask", {"question": "Why?", "transcript": "Because."}, token=token),
             402, "insufficient_credits")
     refused(api.post("/transcription/stream", {"action": "start"}, token=token), 402, "insufficient_credits")
@@ -591,6 +600,7 @@ def test_errors_are_the_envelope_with_documented_statuses(api, provider_env, fak
     assert api.post("/transcription/stream", {"action": "stop", **session}, token=token).status == 200
     refused(api.post("/transcription/stream", {"action": "heartbeat", **session}, token=token), 409,
             "session_not_active")
+    ledger.grant(registered["user"]["user_id"], 10, source="admin", record_id="contract-502")
 
     # 502: the provider refuses the request (nothing is charged).
     fake_openai.fail_next(1, 400)

@@ -35,7 +35,7 @@ def test_fifty_parallel_charges_exactly_k_succeed(private_tables, make_user):
     assert len(successes) == k and len(refusals) == PARALLEL - k
     assert sorted(s.balance_after for s in successes) == [0, 50, 100, 150]
     assert all(r.details["required"] == cost and r.details["balance"] < cost for r in refusals)
-    assert ledger.get_balance(user_id) == {"balance": 0, "subscription_tier": "free",
+    assert ledger.get_balance(user_id) == {"balance": 0, "held": 0, "owned": 0, "subscription_tier": "free",
                                            "total_credits_purchased": 0, "total_usage": 200}
     rows = usage_rows(user_id)
     assert len(rows) == k and len({r["timestamp"] for r in rows}) == k

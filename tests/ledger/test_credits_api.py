@@ -19,9 +19,21 @@ def test_balance_shape_the_extension_reads(client, new_user):
     session = new_user()
     status, body = get(client, "/credits/balance", session["token"])
     assert status == 200
-    assert body == {"balance": 200, "subscription_tier": "free", "total_credits_purchased": 0, "total_usage": 0}
+    assert body == {"balance": 200, "credits_available": 200, "credits_held": 0, "subscription_tier": "free",
+                    "total_credits_purchased": 0, "total_usage": 0}
     ledger.charge(session["user"]["user_id"], 7, service_type="ask", request_id=new_id())
     assert get(client, "/credits/balance", session["token"])[1]["balance"] == 193
+
+
+def test_balance_is_what_the_user_owns_while_credits_are_held(client, new_user):
+    """The published popup disables Start at `balance` 0: held credits still count."""
+    session = new_user()
+    user_id = session["user"]["user_id"]
+    ledger.reserve(user_id, 193, reservation_id=new_id(), purpose="live", ref_id="x", ttl_seconds=600)
+    body = get(client, "/credits/balance", session["token"])[1]
+    assert (body["balance"], body["credits_available"], body["credits_held"]) == (200, 7, 193)
+    user = get(client, "/auth/user", session["token"])[1]["user"]
+    assert (user["credits_balance"], user["credits_available"], user["credits_held"]) == (200, 7, 193)
 
 
 def test_balance_needs_a_token(client):

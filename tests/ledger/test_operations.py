@@ -26,7 +26,8 @@ def test_signup_grant_explains_the_starting_balance(make_user):
     report = assert_invariant(user_id)
     assert (report.actual, report.granted, report.used, report.held) == (200, 200, 0, 0)
     assert ledger.get_balance(user_id) == {
-        "balance": 200, "subscription_tier": "free", "total_credits_purchased": 0, "total_usage": 0,
+        "balance": 200, "held": 0, "owned": 200, "subscription_tier": "free", "total_credits_purchased": 0,
+        "total_usage": 0,
     }
 
 

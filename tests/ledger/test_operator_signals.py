@@ -83,14 +83,14 @@ def test_totals_start_from_zero_on_a_user_item_without_them(make_user):
     ledger.clear_caches()
     ledger.charge(user_id, 3, service_type="ask", request_id=new_id())
     ledger.grant(user_id, 50, source="subscription", record_id=new_id(), purchased=True)
-    assert ledger.get_balance(user_id) == {"balance": 247, "subscription_tier": "free",
+    assert ledger.get_balance(user_id) == {"balance": 247, "held": 0, "owned": 247, "subscription_tier": "free",
                                            "total_credits_purchased": 50, "total_usage": 3}
     ledger.complete_purchase(new_id(), user_id=user_id, credits=20, amount=199, currency="usd",
                              stripe_fields={})
     rid = new_id()
     ledger.reserve(user_id, 10, reservation_id=rid, purpose="catchup", ref_id="j", ttl_seconds=60)
     ledger.settle(rid, 4, service_type="catchup")
-    assert ledger.get_balance(user_id) == {"balance": 263, "subscription_tier": "free",
+    assert ledger.get_balance(user_id) == {"balance": 263, "held": 0, "owned": 263, "subscription_tier": "free",
                                            "total_credits_purchased": 70, "total_usage": 7}
     report = ledger.check_invariant(user_id)
     assert report.ok, report

@@ -76,7 +76,7 @@ def test_reservation_through_settle_and_release(make_user):
     assert without_times(item, "created_at", "expires_at") == {
         "reservation_id": settled_id, "kind": "reservation", "user_id": user_id, "amount": 30,
         "state": "held", "held_shard": ledger.held_shard(settled_id), "purpose": "catchup",
-        "ref_id": "job1", "slot": "active_jobs", "balance_after": 170}
+        "ref_id": "job1", "slot": "active_jobs", "balance_after": 170, "counts_held": True}
     assert held.expires_at == item["expires_at"] and held.slot == "active_jobs"
     assert store.get("users", user_id=user_id)["active_jobs"] == 1
 
@@ -85,7 +85,7 @@ def test_reservation_through_settle_and_release(make_user):
     assert without_times(item, "created_at", "expires_at", "settled_at") == {
         "reservation_id": settled_id, "kind": "reservation", "user_id": user_id, "amount": 30,
         "state": "settled", "purpose": "catchup", "ref_id": "job1", "slot": "active_jobs",
-        "balance_after": 170, "credits_used": 12, "credits_refunded": 18, "closed_balance_after": 188,
+        "balance_after": 170, "counts_held": True, "credits_used": 12, "credits_refunded": 18, "closed_balance_after": 188,
         "usage_timestamp": result.record_id}
     [row] = usage_rows(user_id)
     assert row == {"user_id": user_id, "timestamp": result.record_id, "service_type": "catchup",
@@ -100,7 +100,7 @@ def test_reservation_through_settle_and_release(make_user):
     item = store.get("reservations", reservation_id=released_id)
     assert without_times(item, "created_at", "expires_at", "released_at") == {
         "reservation_id": released_id, "kind": "reservation", "user_id": user_id, "amount": 8,
-        "state": "released", "purpose": "live", "ref_id": "s", "balance_after": 180,
+        "state": "released", "purpose": "live", "ref_id": "s", "balance_after": 180, "counts_held": True,
         "credits_used": 0, "credits_refunded": 8, "closed_balance_after": 188,
         "release_reason": "provider_failed"}
     ledger.clear_caches()  # a cold process reads the stored outcomes back

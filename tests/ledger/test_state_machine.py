@@ -43,6 +43,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.charges: dict[str, ledger.LedgerResult] = {}
         self.grants: dict[str, ledger.LedgerResult] = {}
         self.clawbacks: dict[str, ledger.LedgerResult] = {}
+        self.extensions: dict[str, int] = {}  # reservation id -> extensions applied
 
     @initialize()
     def account(self) -> None:
@@ -120,6 +121,26 @@ class LedgerMachine(RuleBasedStateMachine):
         self.written.append(("reservations", store.key(reservation_id=rid)))
 
     @precondition(lambda self: self.held)
+    @rule(data=st.data(), amount=amounts)
+    def extend(self, data: st.DataObject, amount: int) -> None:
+        rid = data.draw(st.sampled_from(sorted(self.held)))
+        held, with_slot = self.held[rid]
+        step = self.extensions.get(rid, 0)
+        if self.balance < amount:
+            with pytest.raises(InsufficientCredits) as refused:
+                ledger.extend(rid, amount, step=step, ttl_seconds=600)
+            assert refused.value.details == {"balance": self.balance, "required": amount}
+            return
+        result = ledger.extend(rid, amount, step=step, ttl_seconds=600)
+        self.balance -= amount
+        assert (result.amount, result.balance_after, result.replayed) == (held + amount, self.balance, False)
+        again = ledger.extend(rid, amount, step=step, ttl_seconds=600)  # the same step: no second hold
+        assert (again.amount, again.balance_after, again.replayed) == (held + amount, self.balance, True)
+        self.held[rid] = (held + amount, with_slot)
+        self.extensions[rid] = step + 1
+        self.reserved[rid] = result
+
+    @precondition(lambda self: self.held)
     @rule(data=st.data(), actual=st.integers(min_value=0, max_value=150))
     def settle(self, data: st.DataObject, actual: int) -> None:
         rid = data.draw(st.sampled_from(sorted(self.held)))
@@ -153,6 +174,9 @@ class LedgerMachine(RuleBasedStateMachine):
         again = ledger.settle(rid, actual, service_type="test") if settle else ledger.release(rid, reason="again")
         assert again == ledger.SettleResult(first.credits_used, first.credits_refunded,
                                             first.balance_after, True, first.state, first.record_id)
+        with pytest.raises(Conflict) as closed:
+            ledger.extend(rid, 1, step=self.extensions.get(rid, 0), ttl_seconds=600)
+        assert closed.value.code == "reservation_not_held"
 
     @precondition(lambda self: self.charges or self.grants or self.clawbacks or self.reserved)
     @rule(data=st.data())

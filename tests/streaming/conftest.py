@@ -7,8 +7,10 @@ settings at them, makes provider retry backoff tiny, and cleans injected faults 
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 import pytest
@@ -69,6 +71,21 @@ class Caller:
 
         return store.get("users", user_id=self.user_id)["credits_balance"]
 
+    def available(self) -> int:
+        return self.balance()
+
+    def owned(self) -> int:
+        from chalicelib import store
+
+        user = store.get("users", user_id=self.user_id)
+        return user["credits_balance"] + int(user.get("credits_held") or 0)
+
+    def make_paying(self, credits: int) -> None:
+        """Buy `credits` more (a purchase: the account is no longer never-paid)."""
+        from chalicelib import ledger
+
+        ledger.grant(self.user_id, credits, source="test_purchase", record_id=uuid.uuid4().hex, purchased=True)
+
     def set_balance(self, credits: int) -> None:
         """Move the balance to `credits` through the ledger (a grant or a charge)."""
         from chalicelib import ledger
@@ -98,18 +115,29 @@ def session_item(session_id: str) -> dict[str, Any]:
     return store.get("sessions", session_id=session_id)
 
 
-def age_session(session_id: str, seconds: int, heartbeat_seconds_ago: int | None = None) -> None:
-    """Move a session's start (and last heartbeat) into the past, as if time had passed."""
+class FakeClock:
+    """The server's (and the fake AssemblyAI's) notion of now, moved by the test."""
+
+    def __init__(self, start: float) -> None:
+        self.now = float(start)
+
+    def time(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch, fake_assemblyai):
+    """An injectable clock: `store.epoch`/`store.now` (sessions, reservations) and the fake
+    AssemblyAI's token expiry and session duration all read it."""
     from chalicelib import store
 
-    item = session_item(session_id)
-    started = item["started_epoch"] - seconds
-    last = started if heartbeat_seconds_ago is None else store.epoch() - heartbeat_seconds_ago
-    store.ddb().update_item(
-        TableName=store.table_name("sessions"),
-        Key=store.key(session_id=session_id),
-        UpdateExpression="SET started_epoch = :s, last_heartbeat_epoch = :h, ends_by_epoch = :e",
-        ExpressionAttributeValues=store.values(
-            s=started, h=max(last, started), e=started + item["max_session_seconds"]
-        ),
-    )
+    fake = FakeClock(time.time())
+    monkeypatch.setattr(store, "epoch", lambda: int(fake.now))
+    monkeypatch.setattr(store, "now", lambda: datetime.fromtimestamp(fake.now, timezone.utc))
+    previous = fake_assemblyai.clock
+    fake_assemblyai.clock = fake.time
+    yield fake
+    fake_assemblyai.clock = previous

@@ -5,32 +5,54 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from chalicelib.ask import ELLIPSIS, recent_part
-from chalicelib.streaming import affordable_minutes, billed_minutes
+from chalicelib.streaming import billed_minutes, billed_seconds, token_minutes
 
 
-def test_affordable_minutes_examples():
-    assert affordable_minutes(200, 10, None, 180) == 20
-    assert affordable_minutes(200, 10, 3, 180) == 3
-    assert affordable_minutes(5000, 10, None, 180) == 180
-    assert affordable_minutes(200, 10, 500, 15) == 15
-    assert affordable_minutes(9, 10, None, 180) == 0
-    assert affordable_minutes(-30, 10, None, 180) == 0
+def test_token_minutes_examples():
+    # 200 credits, 10 a minute, 20 kept for Ask: 18 minutes, capped by the token length.
+    assert token_minutes(200, 10, longest=30, cap_remaining=180, ask_room=20) == 18
+    assert token_minutes(200, 10, longest=10, cap_remaining=180, ask_room=20) == 10
+    assert token_minutes(700, 10, longest=30, cap_remaining=180, ask_room=20) == 30
+    assert token_minutes(200, 10, longest=10, cap_remaining=3, ask_room=20) == 3
+    # Not enough to keep the room: captions first, whole minutes only.
+    assert token_minutes(25, 10, longest=10, cap_remaining=180, ask_room=20) == 2
+    assert token_minutes(9, 10, longest=10, cap_remaining=180, ask_room=20) == 0
+    assert token_minutes(-30, 10, longest=10, cap_remaining=180, ask_room=20) == 0
+    assert token_minutes(500, 10, longest=10, cap_remaining=0, ask_room=20) == 0
 
 
 @given(
     balance=st.integers(-1000, 100_000),
     price=st.integers(1, 100),
-    requested=st.none() | st.integers(1, 180),
-    ceiling=st.integers(1, 180),
+    longest=st.integers(1, 180),
+    cap=st.integers(-5, 180),
+    room=st.integers(0, 100),
 )
-def test_affordable_minutes_never_exceeds_balance_request_or_ceiling(balance, price, requested, ceiling):
-    minutes = affordable_minutes(balance, price, requested, ceiling)
-    assert 0 <= minutes <= ceiling
+def test_token_minutes_never_exceeds_balance_cap_or_length(balance, price, longest, cap, room):
+    minutes = token_minutes(balance, price, longest=longest, cap_remaining=cap, ask_room=room)
+    assert 0 <= minutes <= max(min(longest, cap), 0)
     assert minutes * price <= max(balance, 0)
-    if requested:
-        assert minutes <= requested
-    if minutes < ceiling and (not requested or minutes < requested):
-        assert (minutes + 1) * price > balance  # no affordable minute was left out
+    if minutes and minutes * price > balance - room:
+        # The room for Ask was given up only when keeping it leaves no whole minute.
+        assert (balance - room) // price < 1
+    if minutes == 0 and min(longest, cap) >= 1:
+        assert balance < price
+
+
+def test_billed_seconds_examples():
+    assert billed_seconds(elapsed=2700, committed=2400, allowed=3000) == 2700  # honest renewing client
+    assert billed_seconds(elapsed=30, committed=0, allowed=600) == 30  # stop at once
+    assert billed_seconds(elapsed=700, committed=600, allowed=1200) == 700
+    assert billed_seconds(elapsed=10, committed=600, allowed=1200) == 600  # renewed, then stopped
+    assert billed_seconds(elapsed=99_999, committed=600, allowed=1200) == 1200  # late stop
+
+
+@given(elapsed=st.integers(-100, 50_000), tokens=st.lists(st.integers(60, 1800), min_size=1, max_size=30))
+def test_unpaid_provider_time_is_at_most_the_last_token(elapsed, tokens):
+    allowed, committed = sum(tokens), sum(tokens[:-1])
+    seconds = billed_seconds(elapsed, committed, allowed)
+    assert committed <= seconds <= allowed
+    assert allowed - seconds <= tokens[-1]
 
 
 def test_billed_minutes_examples():

@@ -1,4 +1,4 @@
-"""POST /transcription/stream: start, heartbeat, stop, their billing, and what cannot happen."""
+"""POST /transcription/stream: start (legacy and renewing), heartbeat, stop, their billing."""
 from __future__ import annotations
 
 from urllib.parse import parse_qs, urlsplit
@@ -8,33 +8,60 @@ import pytest
 from chalicelib import ledger, store, streaming
 from chalicelib.errors import ApiError
 from tests.conftest import at_once, usage_rows
-from tests.streaming.conftest import age_session, session_item
+from tests.streaming.conftest import session_item
 
 
-def test_start_reserves_what_the_balance_affords_and_mints_a_capped_token(caller, fake_assemblyai):
+def test_legacy_start_gets_one_token_and_leaves_room_for_asks(caller, fake_assemblyai):
     user = caller()
-    r = user.stream("start")
+    user.make_paying(500)  # 700 credits, a paying account
+    r = user.stream("start")  # exactly what the published extension sends
     assert r.status == 200, r.body
     body = r.body
-    assert body["success"] is True
-    assert body["max_minutes"] == 20 and body["max_session_seconds"] == 1200
-    assert body["credits_reserved"] == 200 and body["credits_balance"] == 0
+    assert body["success"] is True and body["renewable"] is False
+    assert body["max_minutes"] == 30 and body["max_session_seconds"] == 1800
+    assert body["renew_in_seconds"] is None and body["token_number"] == 1
+    assert body["credits_reserved"] == 300
+    assert (body["credits_balance"], body["credits_available"], body["credits_held"]) == (700, 400, 300)
     assert body["expires_in_seconds"] == 60
     assert body["token"] and body["assemblyai_api_key"] == body["token"]
     minted = fake_assemblyai.token_info(body["token"])
-    assert minted.max_session_duration_seconds == 1200 and minted.expires_in_seconds == 60
+    assert minted.max_session_duration_seconds == 1800 and minted.expires_in_seconds == 60
     url = urlsplit(body["websocket_url"])
     assert url.scheme == "ws" and url.path == "/v3/ws"
-    assert url.netloc == urlsplit(fake_assemblyai.url).netloc
+    assert url.netloc == urlsplit(fake_assemblyai.streaming_url).netloc
     query = parse_qs(url.query)
     assert query["token"] == [body["token"]] and query["sample_rate"] == ["16000"]
     assert query["format_turns"] == ["true"]
-    assert user.balance() == 0
+    assert user.available() == 400 and user.owned() == 700
     item = session_item(body["session_id"])
     assert item["state"] == "active" and item["user_id"] == user.user_id
-    assert (item["reserved_minutes"], item["reserved_credits"]) == (20, 200)
-    assert item["last_heartbeat_epoch"] == item["started_epoch"]
-    assert item["ends_by_epoch"] == item["started_epoch"] + 1200
+    assert (item["reserved_minutes"], item["reserved_credits"]) == (30, 300)
+    assert item["ends_by_epoch"] == item["started_epoch"] + 60 + 1800
+    assert ledger.check_invariant(user.user_id).ok
+
+
+def test_a_never_paid_account_gets_shorter_tokens_and_keeps_room_for_asks(caller):
+    user = caller()  # 200 signup credits, never paid
+    r = user.stream("start")
+    assert (r.body["max_minutes"], r.body["credits_reserved"], r.body["credits_available"]) == (10, 100, 100)
+    other = caller()
+    other.set_balance(150)
+    other.make_paying(1)  # 151 credits, paying: (151 - 20) // 10 = 13 minutes
+    r = other.stream("start")
+    assert (r.body["max_minutes"], r.body["credits_available"]) == (13, 21)
+
+
+def test_a_renewing_start_gets_a_short_token_and_when_to_renew(caller):
+    user = caller()
+    user.make_paying(500)
+    r = user.stream("start", renewable=True, sample_rate=44100)
+    assert r.status == 200, r.body
+    body = r.body
+    assert body["renewable"] is True and body["token_number"] == 1
+    assert (body["max_minutes"], body["max_session_seconds"], body["renew_in_seconds"]) == (10, 600, 555)
+    assert body["session_max_minutes"] == 180
+    assert (body["credits_reserved"], body["credits_available"]) == (100, 600)
+    assert parse_qs(urlsplit(body["websocket_url"]).query)["sample_rate"] == ["44100"]
 
 
 def test_the_permanent_key_never_reaches_the_client(caller):
@@ -44,15 +71,17 @@ def test_the_permanent_key_never_reaches_the_client(caller):
     assert ASSEMBLYAI_KEY not in str(r.body) and ASSEMBLYAI_KEY not in str(r.headers)
 
 
-def test_start_is_bounded_by_max_minutes_and_the_ceiling(caller, live):
+def test_start_with_max_minutes_renews_and_is_capped_by_it(caller, live, clock):
     user = caller()
-    r = user.stream("start", max_minutes=3, sample_rate=44100)
-    assert (r.body["max_minutes"], r.body["credits_reserved"], r.body["credits_balance"]) == (3, 30, 170)
-    assert parse_qs(urlsplit(r.body["websocket_url"]).query)["sample_rate"] == ["44100"]
-    live(LIVE_MAX_MINUTES=5)
-    r = user.stream("start")
-    assert (r.body["max_minutes"], r.body["max_session_seconds"], r.body["credits_reserved"]) == (5, 300, 50)
-    assert user.balance() == 120
+    r = user.stream("start", max_minutes=3)
+    assert (r.body["renewable"], r.body["max_minutes"], r.body["session_max_minutes"]) == (True, 3, 3)
+    assert (r.body["credits_reserved"], r.body["credits_available"]) == (30, 170)
+    clock.advance(150)
+    again = user.stream("renew", session_id=r.body["session_id"], token_number=1)
+    assert again.status == 409 and again.body["code"] == "session_limit_reached"
+    live(LIVE_TOKEN_MINUTES=4)
+    r = user.stream("start", renewable=True)
+    assert (r.body["max_minutes"], r.body["max_session_seconds"], r.body["credits_reserved"]) == (4, 240, 40)
 
 
 def test_start_with_too_few_credits_is_402_with_balance_and_price(caller, fake_assemblyai):
@@ -68,18 +97,19 @@ def test_start_with_too_few_credits_is_402_with_balance_and_price(caller, fake_a
     assert user.balance() == 9
 
 
-def test_stop_bills_elapsed_time_rounded_up_and_refunds_the_rest(caller):
+def test_stop_bills_elapsed_time_rounded_up_and_refunds_the_rest(caller, clock):
     user = caller()
     session_id = user.stream("start", max_minutes=10).body["session_id"]
-    assert user.balance() == 100
-    age_session(session_id, 125)
+    assert user.available() == 100
+    clock.advance(125)
     r = user.stream("stop", session_id=session_id)
     assert r.status == 200, r.body
     assert r.body["success"] is True and r.body["session_id"] == session_id
     assert (r.body["duration_minutes"], r.body["credits_used"], r.body["credits_refunded"]) == (3, 30, 70)
-    assert r.body["remaining_balance"] == 170 == user.balance()
+    assert r.body["remaining_balance"] == 170 == user.owned() == user.available()
+    assert (r.body["credits_available"], r.body["credits_held"]) == (170, 0)
     item = session_item(session_id)
-    assert item["state"] == "stopped" and item["credits_used"] == 30
+    assert item["state"] == "stopped" and item["credits_used"] == 30 and "token" not in item
     assert ledger.check_invariant(user.user_id).ok
 
 
@@ -88,48 +118,48 @@ def test_stop_right_away_bills_one_minute(caller):
     session_id = user.stream("start", max_minutes=5).body["session_id"]
     r = user.stream("stop", session_id=session_id)
     assert (r.body["duration_minutes"], r.body["credits_used"], r.body["credits_refunded"]) == (1, 10, 40)
-    assert user.balance() == 190
+    assert user.available() == 190
 
 
-def test_stop_never_bills_more_than_reserved(caller):
+def test_a_late_stop_bills_no_more_than_the_tokens_allowed(caller, clock):
     user = caller()
     session_id = user.stream("start", max_minutes=2).body["session_id"]
-    age_session(session_id, 3 * 3600)
+    clock.advance(3 * 3600)
     r = user.stream("stop", session_id=session_id)
     assert (r.body["duration_minutes"], r.body["credits_used"], r.body["credits_refunded"]) == (2, 20, 0)
-    assert user.balance() == 180
+    assert user.available() == 180
 
 
-def test_stop_twice_answers_the_same_figures_and_charges_once(caller):
+def test_stop_twice_answers_the_same_figures_and_charges_once(caller, clock):
     user = caller()
     session_id = user.stream("start", max_minutes=4).body["session_id"]
-    age_session(session_id, 70)
+    clock.advance(70)
     first = user.stream("stop", session_id=session_id)
     second = user.stream("stop", session_id=session_id)
     assert second.status == 200
     keys = ("duration_minutes", "credits_used", "credits_refunded", "remaining_balance")
     assert [first.body[k] for k in keys] == [second.body[k] for k in keys] == [2, 20, 20, 180]
     assert first.body["already_stopped"] is False and second.body["already_stopped"] is True
-    assert user.balance() == 180
+    assert user.available() == 180
     assert ledger.check_invariant(user.user_id).ok
 
 
-def test_concurrent_stops_settle_once(caller):
+def test_concurrent_stops_settle_once(caller, clock):
     user = caller()
     session_id = user.stream("start", max_minutes=6).body["session_id"]
-    age_session(session_id, 150)
+    clock.advance(150)
     results = at_once(4, lambda: streaming.stop(user.user_id, session_id))
     assert {r["credits_used"] for r in results} == {30}
     assert sum(not r["already_stopped"] for r in results) == 1
-    assert user.balance() == 170
+    assert user.available() == 170
     assert ledger.check_invariant(user.user_id).ok
 
 
 def test_someone_elses_session_is_404_and_untouched(caller):
     owner, other = caller(), caller()
     session_id = owner.stream("start", max_minutes=2).body["session_id"]
-    for action in ("stop", "heartbeat"):
-        r = other.stream(action, session_id=session_id)
+    for action in ("stop", "heartbeat", "renew"):
+        r = other.stream(action, session_id=session_id, **({"token_number": 1} if action == "renew" else {}))
         assert r.status == 404 and r.body["code"] == "session_not_found"
     assert session_item(session_id)["state"] == "active"
     assert other.balance() == 200 and owner.balance() == 180
@@ -141,17 +171,15 @@ def test_unknown_session_is_404(caller):
         assert user.stream(action, session_id="0" * 32).status == 404
 
 
-def test_heartbeat_reports_elapsed_and_remaining_and_is_recorded(caller):
+def test_heartbeat_reports_elapsed_and_remaining_and_is_recorded(caller, clock):
     user = caller()
     session_id = user.stream("start", max_minutes=5).body["session_id"]
-    age_session(session_id, 100)
-    before = store.epoch()
+    clock.advance(100)
     r = user.stream("heartbeat", session_id=session_id)
     assert r.status == 200, r.body
     assert r.body["success"] is True and r.body["session_id"] == session_id
-    assert 100 <= r.body["seconds_elapsed"] <= 103
-    assert r.body["seconds_remaining"] == 300 - r.body["seconds_elapsed"]
-    assert session_item(session_id)["last_heartbeat_epoch"] >= before
+    assert (r.body["seconds_elapsed"], r.body["seconds_remaining"]) == (100, 200)
+    assert session_item(session_id)["last_heartbeat_epoch"] == store.epoch()
 
 
 def test_heartbeat_after_stop_is_409(caller):
@@ -200,49 +228,50 @@ def test_parallel_starts_cannot_reserve_more_than_the_balance(caller, live):
         except ApiError as error:
             return error
 
-    outcomes = at_once(6, start)
+    outcomes = at_once(8, start)
     started = [o for o in outcomes if isinstance(o, dict)]
     refused = [o for o in outcomes if isinstance(o, ApiError)]
-    assert len(started) == 2  # 2 x 70 of 200; a third 70 never fits
-    assert all(e.status == 402 for e in refused) and len(refused) == 4
-    assert all(e.details.get("price_per_minute") == 10 for e in refused)
-    assert user.balance() == 60
+    held = sum(o["credits_reserved"] for o in started)
+    # Each start sizes its token from the balance it read; the conditional reservation
+    # refuses one whose balance moved meanwhile, so together they never hold more than 200.
+    assert len(started) >= 2 and held <= 200
+    assert all(10 <= o["credits_reserved"] <= 70 for o in started)
+    assert user.available() == 200 - held and user.owned() == 200
+    assert all(e.status == 402 and e.details.get("price_per_minute") == 10 for e in refused)
+    assert len(started) + len(refused) == 8
     assert ledger.check_invariant(user.user_id).ok
 
 
-def test_settle_abandoned_bills_last_heartbeat_plus_grace(caller):
+def test_settle_abandoned_waits_for_the_last_token_then_bills_last_sign_of_life(caller, clock):
     user = caller()
-    session_id = user.stream("start", max_minutes=20).body["session_id"]
-    age_session(session_id, 600, heartbeat_seconds_ago=400)
-    now = store.epoch()
+    session_id = user.stream("start", max_minutes=20).body["session_id"]  # a 10-minute token
+    clock.advance(200)
+    user.stream("heartbeat", session_id=session_id)
+    clock.advance(200)
+    assert streaming.settle_abandoned(session_item(session_id), store.epoch()) is None  # may be open
+    clock.advance(600 + 60 - 400)  # the token can no longer be open
     session = session_item(session_id)
-    outcome = streaming.settle_abandoned(session, now)
+    outcome = streaming.settle_abandoned(session, store.epoch())
     # Billed from start to last heartbeat (200 s) + 120 s grace = 320 s -> 6 minutes.
     assert outcome["state"] == "settled_by_cleanup"
-    assert (outcome["duration_minutes"], outcome["credits_used"], outcome["credits_refunded"]) == (6, 60, 140)
-    assert user.balance() == 140
+    assert (outcome["duration_minutes"], outcome["credits_used"], outcome["credits_refunded"]) == (6, 60, 40)
+    assert user.available() == 140
     assert session_item(session_id)["state"] == "settled_by_cleanup"
-    assert streaming.settle_abandoned(session, now) is None  # idempotent, even with a stale copy
-    assert streaming.settle_abandoned(session_item(session_id), now) is None
+    assert streaming.settle_abandoned(session, store.epoch()) is None  # idempotent, even with a stale copy
+    assert streaming.settle_abandoned(session_item(session_id), store.epoch()) is None
     r = user.stream("stop", session_id=session_id)
     assert r.status == 200 and r.body["already_stopped"] is True
     assert (r.body["credits_used"], r.body["remaining_balance"]) == (60, 140)
-    assert user.balance() == 140
+    assert user.available() == 140
     assert ledger.check_invariant(user.user_id).ok
 
 
-def test_settle_abandoned_leaves_a_live_session_alone(caller):
-    user = caller()
-    session_id = user.stream("start", max_minutes=20).body["session_id"]
-    age_session(session_id, 600, heartbeat_seconds_ago=30)
-    assert streaming.settle_abandoned(session_item(session_id), store.epoch()) is None
-    assert session_item(session_id)["state"] == "active"
-
-
-def test_settle_abandoned_is_bounded_by_the_reservation(caller):
+def test_settle_abandoned_is_bounded_by_the_tokens(caller, clock):
     user = caller()
     session_id = user.stream("start", max_minutes=2).body["session_id"]
-    age_session(session_id, 7200, heartbeat_seconds_ago=10)  # heartbeats past the end
+    clock.advance(100)
+    user.stream("heartbeat", session_id=session_id)
+    clock.advance(7200)
     outcome = streaming.settle_abandoned(session_item(session_id), store.epoch())
     assert (outcome["duration_minutes"], outcome["credits_used"]) == (2, 20)
 
@@ -255,7 +284,7 @@ def test_settle_abandoned_releases_a_start_that_never_finished(caller, monkeypat
         raise RuntimeError("the Lambda was cut off here")
 
     with monkeypatch.context() as patch:
-        patch.setattr(streaming, "_mark_active", crash)
+        patch.setattr(streaming, "_commit_token", crash)
         with pytest.raises(RuntimeError):
             streaming.start(user.user_id, max_minutes=3)
     [item] = _sessions_of(user.user_id)
@@ -269,12 +298,12 @@ def test_settle_abandoned_releases_a_start_that_never_finished(caller, monkeypat
     assert ledger.check_invariant(user.user_id).ok
 
 
-def test_stop_writes_history_and_usage(caller):
+def test_stop_writes_history_and_usage(caller, clock):
     from chalicelib import history
 
     user = caller()
     session_id = user.stream("start", max_minutes=3, channel="SomeChannel", title="Talk").body["session_id"]
-    age_session(session_id, 61)
+    clock.advance(61)
     user.stream("stop", session_id=session_id)
     [entry] = history.list_history(user.user_id)["items"]
     assert entry["kind"] == "stream" and entry["id"] == session_id
@@ -283,7 +312,8 @@ def test_stop_writes_history_and_usage(caller):
     usage = usage_rows(user.user_id, "live")
     assert len(usage) == 1
     metadata = usage[0]["metadata"]
-    assert metadata["provider"] == "assemblyai" and metadata["provider_seconds"] >= 61
+    assert metadata["provider"] == "assemblyai" and metadata["provider_seconds"] == 61
+    assert (metadata["provider_seconds_allowed"], metadata["tokens"]) == (180, 1)
 
 
 @pytest.mark.parametrize(
@@ -298,6 +328,9 @@ def test_stop_writes_history_and_usage(caller):
         {"action": "start", "sample_rate": 100},
         {"action": "start", "surprise": 1},
         {"action": "stop", "session_id": "../../etc"},
+        {"action": "renew", "session_id": "0" * 32},
+        {"action": "renew", "session_id": "0" * 32, "token_number": 0},
+        {"action": "start", "renewable": "yes"},
     ],
 )
 def test_invalid_bodies_are_422(caller, body):
