@@ -18,12 +18,14 @@ until it expires (ACCESS_TOKEN_TTL_SECONDS, 15 minutes by default).
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import sys
 from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
 
+from chalicelib import logs
 from chalicelib.resources import RESOURCE_ENV_VARS
 from chalicelib.settings import resource_name
 
@@ -31,6 +33,8 @@ ADMIN, USER = "admin", "user"
 COMMANDS = {"grant-admin": ADMIN, "revoke-admin": USER}
 EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]{1,190}\.[^@\s]{1,63}")
 EXIT_OK, EXIT_NOT_FOUND, EXIT_USAGE = 0, 1, 2
+
+logger = logging.getLogger(__name__)
 
 
 def table_name(stage: str, suffix: str, env: Mapping[str, str] | None = None) -> str:
@@ -83,6 +87,9 @@ def set_role(ddb: Any, stage: str, email: str, role: str) -> tuple[str, str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # JSON lines on stderr (an audit trail an operator can ship); the answer stays on stdout.
+    logs.configure(stream_name="stderr")
+    logs.request_context.set({"function": "admin"})
     parser = argparse.ArgumentParser(prog="python -m chalicelib.admin", description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=sorted(COMMANDS))
     parser.add_argument("email")
@@ -97,8 +104,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         user_id, previous = set_role(_client(args.region, args.profile), args.stage, args.email, role)
     except LookupError as error:
+        logs.log_event(logger, "admin.role_change_refused", logging.WARNING, command=args.command,
+                       stage=args.stage, reason=str(error))
         sys.stderr.write(f"{args.command}: {error} (stage {args.stage})\n")
         return EXIT_NOT_FOUND
+    logs.log_event(logger, "admin.role_changed", command=args.command, stage=args.stage,
+                   user_id=user_id, previous_role=previous, role=role)
     change = "unchanged" if previous == role else f"{previous} -> {role}"
     sys.stdout.write(
         f"{args.command}: user {user_id} on stage {args.stage}: role {change}.\n"

@@ -1,13 +1,17 @@
 """The JWT custom authorizer: verifies the access token without touching DynamoDB."""
 from __future__ import annotations
 
+import logging
 import sys
 
 from chalice.app import AuthResponse
 
+from chalicelib import logs
 from chalicelib.errors import Unauthorized
 from chalicelib.settings import get_settings
 from chalicelib.tokens import bearer_token, verify_access_token
+
+logger = logging.getLogger(__name__)
 
 UNAUTHORIZED_BODY = (
     b'{"error":"Authentication required","message":"Authentication required",'
@@ -32,9 +36,11 @@ def _unauthorized() -> Exception:
 
 
 def authorize(authorization_header: str | None) -> AuthResponse:
+    logs.start_invocation("jwt_auth")
     try:
         identity = verify_access_token(get_settings(), bearer_token(authorization_header))
-    except Unauthorized:
+    except Unauthorized as refused:
+        logs.log_event(logger, "authorizer.denied", reason=refused.code)
         raise _unauthorized() from None
     return AuthResponse(
         routes=["*"],

@@ -51,21 +51,30 @@ def issue_access_token(settings: Settings, identity: Identity, now: float | None
 
 
 def verify_access_token(settings: Settings, token: str) -> Identity:
-    """Verify signature, algorithm, issuer, audience, expiry and type; any failure is 401."""
+    """Verify signature (JWT_SECRET, or JWT_SECRET_PREVIOUS during a rotation), algorithm,
+    issuer, audience, expiry and type; any failure is 401."""
     import jwt
 
-    try:
-        claims: dict[str, Any] = jwt.decode(
-            token,
-            settings.jwt_secret,
-            algorithms=["HS256"],
-            audience=settings.jwt_audience,
-            issuer=settings.jwt_issuer,
-            options={"require": REQUIRED_CLAIMS},
-            leeway=5,
-        )
-    except jwt.PyJWTError:
-        raise Unauthorized("Invalid or expired token", code="invalid_token") from None
+    claims: dict[str, Any] | None = None
+    # During a rotation a token may carry either key's signature; every other check is the same.
+    for key in filter(None, (settings.jwt_secret, settings.jwt_previous_secret)):
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=["HS256"],
+                audience=settings.jwt_audience,
+                issuer=settings.jwt_issuer,
+                options={"require": REQUIRED_CLAIMS},
+                leeway=5,
+            )
+            break
+        except jwt.InvalidSignatureError:
+            continue
+        except jwt.PyJWTError:
+            break
+    if claims is None:
+        raise Unauthorized("Invalid or expired token", code="invalid_token")
     if claims.get("typ") != ACCESS_TYPE or not isinstance(claims.get("sub"), str):
         raise Unauthorized("Invalid or expired token", code="invalid_token")
     return Identity(

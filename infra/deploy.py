@@ -32,6 +32,10 @@ ROOT = policy.ROOT
 CONFIG_PATH = os.path.join(ROOT, ".chalice", "config.json")
 EXTENSION_ORIGIN = re.compile(r"^chrome-extension://[a-p]{32}$")  # Chrome extension ids: 32 of a-p
 REQUIRED_SECRETS = ("JWT_SECRET",)  # without it nobody can log in; the rest degrade to 503s
+OPTIONAL_SECRETS = ("JWT_SECRET_PREVIOUS",)  # set only during a rotation
+# Where Stripe sends the browser back to; the defaults are placeholders no user should see.
+RETURN_URL_SETTINGS = ("CHECKOUT_SUCCESS_URL", "CHECKOUT_CANCEL_URL", "BILLING_PORTAL_RETURN_URL")
+PLACEHOLDER_HOST = "example.invalid"
 STRIPE_WEBHOOK_PATH = "/webhooks/stripe"
 
 Runner = Callable[[Sequence[str]], None]
@@ -101,6 +105,7 @@ def check_config(cfg: StageConfig) -> None:
             f"ALLOWED_ORIGINS for stage {cfg.stage!r} in .chalice/config.json must list the "
             f"extension's origins as chrome-extension://<32-letter id>; got {origins or 'nothing'}"
         )
+    check_return_urls(cfg)
     if cfg.ssm_prefix != policy.ssm_prefix(cfg.stage):
         raise DeployError(
             f"SECRETS_SSM_PREFIX for stage {cfg.stage!r} must be {policy.ssm_prefix(cfg.stage)!r} "
@@ -115,6 +120,27 @@ def check_config(cfg: StageConfig) -> None:
             + policy.describe_difference(current, expected)
             + "\nrun `python -m infra policy --write` and review the change"
         )
+
+
+def check_return_urls(cfg: StageConfig) -> None:
+    """Prod refuses Checkout/portal return URLs left at (or pointing to) the placeholder."""
+    from urllib.parse import urlsplit
+
+    problems = []
+    for name in RETURN_URL_SETTINGS:
+        url = cfg.environment.get(name, "").strip()
+        parts = urlsplit(url)
+        if not url or parts.scheme != "https" or not parts.hostname or parts.hostname.endswith(PLACEHOLDER_HOST):
+            problems.append(f"{name}={url or '(unset: https://example.invalid/...)'}")
+    if not problems:
+        return
+    message = (
+        f"stage {cfg.stage!r} sends Stripe customers back to placeholder URLs: {', '.join(problems)}; "
+        "set them to https pages of yours in the stage's environment_variables in .chalice/config.json"
+    )
+    if cfg.stage in template.PROTECTED_STAGES:
+        raise DeployError(message)
+    _say(f"Warning: {message}")
 
 
 def missing_secrets(cfg: StageConfig, ssm: Any) -> list[str]:
@@ -288,8 +314,10 @@ def deploy(
         raise DeployError(
             f"create the SecureString parameter(s) {', '.join(required)} first (see README, Deployment)"
         )
+    optional = {f"{cfg.ssm_prefix}{name}" for name in OPTIONAL_SECRETS}
     for name in missing:
-        _say(f"Warning: SSM parameter {name} does not exist; the features that need it answer 503")
+        if name not in optional:
+            _say(f"Warning: SSM parameter {name} does not exist; the features that need it answer 503")
     outputs = deploy_infra(stage, cfg.allowed_origins, session.client("cloudformation"))
     result = {"stack": template.stack_name(stage), **outputs}
     if infra_only:
