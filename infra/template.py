@@ -21,6 +21,7 @@ from chalicelib import resources
 from chalicelib.settings import APP_NAME, resource_name
 
 PROTECTED_STAGES = frozenset({"prod"})
+DEPLOY_STATE_BUCKET = "DeployStateBucket"
 UPLOAD_CORS_HEADERS = ("content-type", "content-length")
 UPLOAD_CORS_MAX_AGE = 3000
 
@@ -175,6 +176,42 @@ def _queue(stage: str, queue: resources.Queue) -> dict[str, Any]:
     return {"Type": "AWS::SQS::Queue", "Properties": properties}
 
 
+def _deploy_state_bucket(stage: str) -> dict[str, Any]:
+    """Where `make deploy` keeps the stage's deploy state (chalice's deployed/<stage>.json) and
+    templates too large to send inline. Versioned: every deploy's state can be read back.
+    CloudFormation names it (bucket names are global), the stack output says which it is."""
+    return {
+        "Type": "AWS::S3::Bucket",
+        "DeletionPolicy": "Retain",
+        "UpdateReplacePolicy": "Retain",
+        "Properties": {
+            "VersioningConfiguration": {"Status": "Enabled"},
+            "PublicAccessBlockConfiguration": {
+                "BlockPublicAcls": True,
+                "BlockPublicPolicy": True,
+                "IgnorePublicAcls": True,
+                "RestrictPublicBuckets": True,
+            },
+            "OwnershipControls": {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]},
+            "BucketEncryption": {
+                "ServerSideEncryptionConfiguration": [
+                    {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}
+                ]
+            },
+            "LifecycleConfiguration": {
+                "Rules": [
+                    {
+                        "Id": "old-states",
+                        "Status": "Enabled",
+                        "NoncurrentVersionExpiration": {"NoncurrentDays": 365},
+                    }
+                ]
+            },
+            "Tags": _tags(stage),
+        },
+    }
+
+
 def _output(value: Any, description: str) -> dict[str, Any]:
     return {"Value": value, "Description": description}
 
@@ -214,6 +251,8 @@ def render(stage: str, protected: bool | None = None) -> dict[str, Any]:
         outputs[queue_id + "Name"] = _output({"Fn::GetAtt": [queue_id, "QueueName"]}, queue.suffix)
         outputs[queue_id + "Url"] = _output({"Ref": queue_id}, queue.suffix)
         outputs[queue_id + "Arn"] = _output({"Fn::GetAtt": [queue_id, "Arn"]}, queue.suffix)
+    body[DEPLOY_STATE_BUCKET] = _deploy_state_bucket(stage)
+    outputs[DEPLOY_STATE_BUCKET + "Name"] = _output({"Ref": DEPLOY_STATE_BUCKET}, "deploy state and large templates")
     return template
 
 
