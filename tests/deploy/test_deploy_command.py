@@ -219,3 +219,34 @@ def test_rollback_to_an_unknown_ref_changes_nothing(session, tmp_path):
         deploy.rollback(STAGE, "no-such-ref-" + "0" * 8, session=session, runner=ran.append, cfg=_cfg(),
                         root=str(tmp_path))
     assert ran == []
+
+
+def test_prod_refuses_placeholder_return_urls_and_dev_warns(capsys):
+    good = {"CHECKOUT_SUCCESS_URL": "https://shop.example.com/ok", "CHECKOUT_CANCEL_URL": "https://shop.example.com/no",
+            "BILLING_PORTAL_RETURN_URL": "https://shop.example.com/account"}
+    prod = deploy.stage_config("prod")
+    for name in good:
+        for bad in ("https://example.invalid/checkout/success", "", "http://shop.example.com/ok",
+                    "https://sub.example.invalid/x"):
+            cfg = replace(prod, environment={**prod.environment, **good, name: bad})
+            with pytest.raises(deploy.DeployError, match=name):
+                deploy.check_return_urls(cfg)
+    deploy.check_return_urls(replace(prod, environment={**prod.environment, **good}))
+    deploy.check_return_urls(deploy.stage_config("dev"))  # the committed placeholders: only a warning
+    assert "placeholder URLs" in capsys.readouterr().out
+
+
+def test_the_runtime_is_the_configured_one_and_prod_alarms_reach_someone(monkeypatch):
+    ops = deploy.ops_config("dev")
+    deploy.check_ops(ops)
+    assert ops.lambda_runtime == deploy.deployer_runtime()
+    with pytest.raises(deploy.DeployError, match="python3.12"):
+        deploy.check_ops(replace(ops, lambda_runtime="python3.12"))
+    with pytest.raises(deploy.DeployError, match="alarm_email"):
+        deploy.check_ops(replace(deploy.ops_config("prod", env={}), alarm_email=""))
+    assert deploy.ops_config("prod", env={"ALARM_EMAIL": "ops@example.com"}).alarm_email == "ops@example.com"
+
+
+def test_a_custom_domain_needs_a_certificate():
+    with pytest.raises(deploy.DeployError, match="certificate_arn"):
+        deploy.check_config(replace(_cfg(), custom_domain={"domain_name": "api.example.com"}))
