@@ -3,7 +3,7 @@
   bootstrap [--stage S]            create missing tables, bucket and queues at the endpoint
   template --stage S [--out F]     the stage's CloudFormation template (JSON)
   policy [--stage S] --check|--write
-                                   compare/regenerate .chalice/policy-<stage>.json from the code
+                                   compare/regenerate .chalice/policy-<stage>-<function>.json from the code
   package --stage S [--out DIR]    build/<stage>/: sam.json, deployment.zip, infra.json
   deploy --stage S [--infra-only]  infra stack, chalice deploy, gateway responses, monitoring, URLs
   rollback --stage S --ref REF     the app code of a git ref, with the stage's saved deploy state
@@ -49,18 +49,20 @@ def _policy(args: argparse.Namespace) -> int:
     stages = [args.stage] if args.stage else list(policy.DEPLOY_STAGES)
     status = 0
     for stage in stages:
-        if args.write:
-            policy.write(stage)
-            print(f"wrote {policy.policy_path(stage)}")
-            continue
-        with open(policy.policy_path(stage), encoding="utf-8") as handle:
-            current = json.load(handle)
-        difference = policy.describe_difference(current, policy.expected_policy(stage))
-        if difference:
-            print(f"{policy.policy_path(stage)} differs from the code:\n{difference}")
-            status = 1
-        else:
-            print(f"{policy.policy_path(stage)}: in step with the code")
+        for function in policy.FUNCTIONS:
+            path = policy.policy_path(stage, function)
+            if args.write:
+                policy.write(stage, function)
+                print(f"wrote {path}")
+                continue
+            with open(path, encoding="utf-8") as handle:
+                current = json.load(handle)
+            difference = policy.describe_difference(current, policy.expected_policy(stage, function))
+            if difference:
+                print(f"{path} differs from the code:\n{difference}")
+                status = 1
+            else:
+                print(f"{path}: in step with the code")
     return status
 
 

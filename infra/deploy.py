@@ -185,15 +185,17 @@ def check_config(cfg: StageConfig) -> None:
             f"SECRETS_SSM_PREFIX for stage {cfg.stage!r} must be {policy.ssm_prefix(cfg.stage)!r} "
             "(the path the IAM policy grants)"
         )
-    with open(policy.policy_path(cfg.stage), encoding="utf-8") as handle:
-        current = json.load(handle)
-    expected = policy.expected_policy(cfg.stage)
-    if current != expected:
-        raise DeployError(
-            f"{policy.policy_path(cfg.stage)} is out of step with the code:\n"
-            + policy.describe_difference(current, expected)
-            + "\nrun `python -m infra policy --write` and review the change"
-        )
+    for function in policy.FUNCTIONS:
+        path = policy.policy_path(cfg.stage, function)
+        with open(path, encoding="utf-8") as handle:
+            current = json.load(handle)
+        expected = policy.expected_policy(cfg.stage, function)
+        if current != expected:
+            raise DeployError(
+                f"{path} is out of step with the code:\n"
+                + policy.describe_difference(current, expected)
+                + "\nrun `python -m infra policy --write` and review the change"
+            )
 
 
 def check_worker_concurrency(cfg: StageConfig) -> None:
@@ -510,25 +512,15 @@ def deploy_stack(cloudformation: Any, s3: Any, bucket: str, name: str, body: dic
     _wait(cloudformation, "stack_update_complete", name)
 
 
-def deploy_monitoring(session: Any, stage: str, ops: OpsConfig, bucket: str, cfg: StageConfig) -> str:
+def deploy_monitoring(session: Any, stage: str, ops: OpsConfig, bucket: str, root: str = ROOT) -> str:
     from infra import monitoring
 
-    tables = [cfg.environment.get(var) or template.resource_name(stage, suffix)
-              for var, suffix in _table_overrides().items()]
     deploy_stack(session.client("cloudformation"), session.client("s3"), bucket, monitoring.stack_name(stage),
-                 monitoring.render(stage, tables), monitoring.parameters(ops.alarm_email, ops.monthly_budget_usd),
-                 stage)
+                 monitoring.render(stage, policy.stage_names(stage, root)),
+                 monitoring.parameters(ops.alarm_email, ops.monthly_budget_usd), stage)
     if not ops.alarm_email:
         _say(f"Warning: no alarm_email for stage {stage!r}: alarms go to the SNS topic only")
     return monitoring.stack_name(stage)
-
-
-def _table_overrides() -> dict[str, str]:
-    """{`<NAME>_TABLE`: suffix} in table order (a restored table may be named by its variable)."""
-    from chalicelib.resources import RESOURCE_ENV_VARS, TABLES
-
-    by_suffix = {suffix: var for var, suffix in RESOURCE_ENV_VARS.items() if var.endswith("_TABLE")}
-    return {by_suffix[t.suffix]: t.suffix for t in TABLES}
 
 
 # --- the commands ---------------------------------------------------------------------------
@@ -576,7 +568,7 @@ def deploy(
         return result
     result.update(deploy_app(stage, cfg, ops, session, runner, source=source, root=root, outputs=outputs))
     result["monitoring_stack"] = deploy_monitoring(session, stage, ops, outputs[template.DEPLOY_STATE_BUCKET + "Name"],
-                                                   cfg)
+                                                   source)
     return result
 
 
@@ -673,7 +665,7 @@ def build_package(cfg: StageConfig, out_dir: str, runner: Runner = run, ops: Ops
         "infra-parameters.json": [
             {"ParameterKey": "AllowedOrigins", "ParameterValue": ",".join(cfg.allowed_origins)}
         ],
-        "monitoring.json": monitoring.render(cfg.stage),
+        "monitoring.json": monitoring.render(cfg.stage, policy.stage_names(cfg.stage, source)),
         "monitoring-parameters.json": monitoring.parameters(ops.alarm_email, ops.monthly_budget_usd),
     }
     for name, document in artefacts.items():

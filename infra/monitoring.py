@@ -114,10 +114,10 @@ def _metric_alarm(stage: str, name: str, description: str, namespace_: str, metr
     )
 
 
-def alarms(stage: str, table_names: list[str]) -> dict[str, dict[str, Any]]:
-    """{logical id: AWS::CloudWatch::Alarm} for the stage."""
+def alarms(stage: str, names: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """{logical id: AWS::CloudWatch::Alarm} for the stage ({suffix: physical name} of its resources)."""
     body: dict[str, dict[str, Any]] = {}
-    catchup, dlq = resource_name(stage, "catchup"), resource_name(stage, "catchup-dlq")
+    catchup, dlq = names["catchup"], names["catchup-dlq"]
     body["DeadLetterQueueAlarm"] = _metric_alarm(
         stage, "catchup-dlq-not-empty", "A catch-up job's message is in the dead-letter queue "
         "(python -m infra dlq --stage %s)" % stage, "AWS/SQS", "ApproximateNumberOfMessagesVisible",
@@ -141,9 +141,9 @@ def alarms(stage: str, table_names: list[str]) -> dict[str, dict[str, Any]]:
     body["ApiLatencyAlarm"] = _metric_alarm(
         stage, "api-p99-latency", f"API p99 latency over {API_P99_LATENCY_MS} ms for 15 minutes",
         "AWS/ApiGateway", "Latency", api, "p99", API_P99_LATENCY_MS, EvaluationPeriods=3, DatapointsToAlarm=3)
-    for table in table_names:
-        body[f"{_id(table.rsplit(stage + '-', 1)[-1])}TableThrottleAlarm"] = _alarm(
-            stage, f"{table.rsplit(stage + '-', 1)[-1]}-table-throttled", f"DynamoDB throttled requests on {table}",
+    for suffix, table in ((t.suffix, names[t.suffix]) for t in resources.TABLES):
+        body[f"{_id(suffix)}TableThrottleAlarm"] = _alarm(
+            stage, f"{suffix}-table-throttled", f"DynamoDB throttled requests on {table}",
             Threshold=1,
             Metrics=[
                 {"Id": "reads", "ReturnData": False, "MetricStat": {"Period": 300, "Stat": "Sum", "Metric": {
@@ -192,7 +192,7 @@ def metric_filters(stage: str) -> dict[str, dict[str, Any]]:
     return body
 
 
-def dashboard(stage: str) -> dict[str, Any]:
+def dashboard(stage: str, names: dict[str, str]) -> dict[str, Any]:
     def widget(title: str, metrics: list[list[Any]], x: int, y: int, stat: str = "Sum") -> dict[str, Any]:
         return {"type": "metric", "x": x, "y": y, "width": 12, "height": 6, "properties": {
             "title": title, "metrics": metrics, "stat": stat, "period": 300, "region": "${AWS::Region}",
@@ -209,9 +209,9 @@ def dashboard(stage: str) -> dict[str, Any]:
         widget("Lambda duration p99 (ms)", [["AWS/Lambda", "Duration", "FunctionName", function_name(stage, f)]
                                             for f in FUNCTIONS], 12, 6, stat="p99"),
         widget("Catch-up queue", [
-            ["AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", resource_name(stage, "catchup")],
-            ["AWS/SQS", "ApproximateAgeOfOldestMessage", "QueueName", resource_name(stage, "catchup")],
-            ["AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", resource_name(stage, "catchup-dlq")],
+            ["AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", names["catchup"]],
+            ["AWS/SQS", "ApproximateAgeOfOldestMessage", "QueueName", names["catchup"]],
+            ["AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", names["catchup-dlq"]],
         ], 0, 12, stat="Maximum"),
         widget("Operator events", [[namespace(stage), e.metric] for e in OPERATOR_EVENTS], 12, 12),
     ]
@@ -221,9 +221,9 @@ def dashboard(stage: str) -> dict[str, Any]:
     }}
 
 
-def render(stage: str, table_names: list[str] | None = None) -> dict[str, Any]:
-    """The monitoring template; `table_names` default to the derived names of every table."""
-    table_names = table_names or [resource_name(stage, t.suffix) for t in resources.TABLES]
+def render(stage: str, names: dict[str, str] | None = None) -> dict[str, Any]:
+    """The monitoring template; `names` ({suffix: physical name}) default to the derived ones."""
+    names = names or {suffix: resource_name(stage, suffix) for suffix in resources.RESOURCE_ENV_VARS.values()}
     body: dict[str, Any] = {
         "AlarmTopic": {"Type": "AWS::SNS::Topic", "Properties": {
             "TopicName": f"{APP_NAME}-{stage}-alarms", "Tags": [{"Key": "app", "Value": APP_NAME},
@@ -249,9 +249,9 @@ def render(stage: str, table_names: list[str] | None = None) -> dict[str, Any]:
                 for kind, threshold in (("ACTUAL", 80), ("FORECASTED", 100))
             ],
         }, "DependsOn": "AlarmTopicPolicy"},
-        "Dashboard": dashboard(stage),
+        "Dashboard": dashboard(stage, names),
         **metric_filters(stage),
-        **alarms(stage, table_names),
+        **alarms(stage, names),
     }
     return {
         "AWSTemplateFormatVersion": "2010-09-09",

@@ -66,7 +66,7 @@ def test_function_limits(stage):
         assert scoped.lambda_memory_size == MEMORY_MB
         assert scoped.log_retention_in_days  # Chalice creates the log group: the role need not
         assert scoped.autogen_policy is False
-        assert scoped.iam_policy_file == f"policy-{stage}.json"
+        assert scoped.iam_policy_file == policy.policy_file(stage, function)  # a role and policy of its own
         assert scoped.tags["stage"] == stage and scoped.tags["app"] == "transcription-backend"
 
 
@@ -110,11 +110,13 @@ def test_every_function_logs_to_a_group_the_policy_allows_and_that_has_retention
 
     from infra import deploy
 
-    with open(policy.policy_path(stage), encoding="utf-8") as handle:
-        (logs,) = [s for s in json.load(handle)["Statement"] if s["Sid"] == "Logs"]
     functions = _deployed_functions(stage)
     assert {f.resource_name for f in functions} >= {"api_handler", "jwt_auth", "catchup_worker"}
     for function in functions:
+        # each function's role carries its own policy file, granting its own log group only
+        assert function.role.policy.filename == policy.policy_path(stage, function.resource_name)
+        with open(policy.policy_path(stage, function.resource_name), encoding="utf-8") as handle:
+            (logs,) = [s for s in json.load(handle)["Statement"] if s["Sid"] == "Logs"]
         group = f"/aws/lambda/{function.function_name}"
         stream = f"arn:aws:logs:us-east-1:123456789012:log-group:{group}:log-stream:2026/01/01/[$LATEST]abc"
         assert any(fnmatch.fnmatchcase(stream, pattern) for pattern in logs["Resource"]), group

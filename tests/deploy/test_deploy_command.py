@@ -41,9 +41,9 @@ def test_a_wildcard_or_web_origin_is_refused():
 
 
 def test_a_policy_out_of_step_with_the_code_is_refused(tmp_path, monkeypatch):
-    stale = policy.render_policy(STAGE, ["logs:PutLogEvents"])
+    stale = policy.render_policy(STAGE, ["logs:PutLogEvents"], "api_handler")
     (tmp_path / "policy.json").write_text(json.dumps(stale))
-    monkeypatch.setattr(policy, "policy_path", lambda stage, root=None: str(tmp_path / "policy.json"))
+    monkeypatch.setattr(policy, "policy_path", lambda stage, function, root=None: str(tmp_path / "policy.json"))
     with pytest.raises(deploy.DeployError, match="missing \\(the code calls these\\): .*dynamodb:GetItem"):
         deploy.check_config(_cfg())
 
@@ -66,9 +66,10 @@ def session(aws_endpoint, tmp_path, monkeypatch):
     Whether the committed policy files are in step is test_policy's question; here a stale
     file would only hide what the sequence itself does.
     """
-    in_step = tmp_path / "policy.json"
-    in_step.write_text(json.dumps(policy.expected_policy(STAGE)))
-    monkeypatch.setattr(policy, "policy_path", lambda stage, root=None: str(in_step))
+    for function in policy.FUNCTIONS:
+        (tmp_path / f"policy-{function}.json").write_text(json.dumps(policy.expected_policy(STAGE, function)))
+    monkeypatch.setattr(policy, "policy_path",
+                        lambda stage, function, root=None: str(tmp_path / f"policy-{function}.json"))
     return boto3.session.Session(region_name="us-east-1")
 
 

@@ -15,7 +15,7 @@ import pytest
 from chalice.config import Config
 from chalice.utils import to_cfn_resource_name
 
-from infra import policy, template
+from infra import deploy, policy, template
 from tests.conftest import ORIGIN
 from tests.deploy.conftest import PACKAGE_STAGE
 from tests.deploy.recording import ROOT
@@ -97,8 +97,9 @@ def test_functions_get_their_configured_limits_roles_and_environment(chalice_pac
     assert environment["SECRETS_SSM_PREFIX"] == policy.ssm_prefix("prod")
     role = chalice_package.resource(properties["Role"]["Fn::GetAtt"][0])
     (inline,) = role["Properties"]["Policies"]
-    with open(policy.policy_path("prod"), encoding="utf-8") as handle:
+    with open(policy.policy_path("prod", function), encoding="utf-8") as handle:
         assert inline["PolicyDocument"] == json.load(handle)
+    assert properties["Runtime"] == deploy.ops_config("prod").lambda_runtime
     log_groups = [
         r for r in chalice_package.sam["Resources"].values()
         if r["Type"] == "AWS::Logs::LogGroup" and function_logical(function) in json.dumps(r)
