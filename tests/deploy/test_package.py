@@ -154,3 +154,31 @@ def test_package_writes_the_infra_template_and_its_parameters(chalice_package):
         assert json.load(handle) == template.render("prod")
     with open(os.path.join(chalice_package.directory, "infra-parameters.json"), encoding="utf-8") as handle:
         assert json.load(handle) == [{"ParameterKey": "AllowedOrigins", "ParameterValue": ORIGIN}]
+
+
+def test_the_queue_poller_is_capped_at_the_workers_reserved_concurrency(chalice_package):
+    properties = _function(chalice_package, "catchup_worker")
+    (event,) = properties["Events"].values()
+    maximum = event["Properties"]["ScalingConfig"]["MaximumConcurrency"]
+    assert 2 <= maximum <= properties["ReservedConcurrentExecutions"]
+
+
+def test_the_stage_throttling_and_the_locked_dependencies_are_packaged(chalice_package):
+    ops = deploy.ops_config(PACKAGE_STAGE)
+    (settings,) = chalice_package.resource("RestAPI")["Properties"]["MethodSettings"]
+    assert (settings["ThrottlingRateLimit"], settings["ThrottlingBurstLimit"]) == (ops.rate_limit, ops.burst_limit)
+    with open(os.path.join(ROOT, "requirements.lock"), encoding="utf-8") as handle:
+        locked = dict(line.split(" ")[0].split("==") for line in handle if "==" in line and not line.startswith(" "))
+    with zipfile.ZipFile(chalice_package.zip_path) as archive:
+        dist_infos = {n.split("/")[0] for n in archive.namelist() if n.split("/")[0].endswith(".dist-info")}
+    packaged = {d[: -len(".dist-info")].rsplit("-", 1)[0].lower().replace("_", "-"):
+                d[: -len(".dist-info")].rsplit("-", 1)[1] for d in dist_infos}
+    for name, version in locked.items():
+        assert packaged.get(name.lower().replace("_", "-")) == version, name
+
+
+def test_the_monitoring_stack_is_packaged(chalice_package):
+    from infra import monitoring
+
+    with open(os.path.join(chalice_package.directory, "monitoring.json"), encoding="utf-8") as handle:
+        assert json.load(handle) == monitoring.render(PACKAGE_STAGE)
