@@ -279,15 +279,9 @@ def _wait(cloudformation: Any, waiter: str, name: str) -> None:
         raise DeployError(f"stack {name} failed: " + "; ".join(reasons[:5] or ["see its events"])) from None
 
 
-def deploy_infra(stage: str, origins: Sequence[str], cloudformation: Any) -> dict[str, str]:
-    """Create or update the stage's stack, wait, and check its outputs name what the app uses."""
-    name = template.stack_name(stage)
-    request = {
-        "StackName": name,
-        "TemplateBody": json.dumps(template.render(stage)),
-        "Parameters": [{"ParameterKey": "AllowedOrigins", "ParameterValue": ",".join(origins)}],
-        "Tags": [{"Key": "app", "Value": template.APP_NAME}, {"Key": "stage", "Value": stage}],
-    }
+def create_or_update_stack(cloudformation: Any, request: dict[str, Any], protect: bool = False) -> None:
+    """Create the stack (termination-protected if asked) or update it, and wait for it."""
+    name = request["StackName"]
     status = _stack_status(cloudformation, name)
     if status == "ROLLBACK_COMPLETE":
         raise DeployError(
@@ -296,24 +290,39 @@ def deploy_infra(stage: str, origins: Sequence[str], cloudformation: Any) -> dic
         )
     if status is None:
         _say(f"Stack {name}: creating...")
-        cloudformation.create_stack(
-            **request,
-            EnableTerminationProtection=stage in template.PROTECTED_STAGES,
-            OnFailure="ROLLBACK",
-        )
+        cloudformation.create_stack(**request, EnableTerminationProtection=protect, OnFailure="ROLLBACK")
         _wait(cloudformation, "stack_create_complete", name)
-    else:
-        try:
-            cloudformation.update_stack(**request)
-        except cloudformation.exceptions.ClientError as error:
-            if "No updates are to be performed" not in str(error):
-                raise
-            _say(f"Stack {name}: no changes")
-        else:
-            _say(f"Stack {name}: updating...")
-            _wait(cloudformation, "stack_update_complete", name)
+        return
+    try:
+        cloudformation.update_stack(**request)
+    except cloudformation.exceptions.ClientError as error:
+        if "No updates are to be performed" not in str(error):
+            raise
+        _say(f"Stack {name}: no changes")
+        return
+    _say(f"Stack {name}: updating...")
+    _wait(cloudformation, "stack_update_complete", name)
+
+
+def _stack_request(name: str, stage: str, parameters: list[dict[str, str]]) -> dict[str, Any]:
+    return {"StackName": name, "Parameters": parameters,
+            "Tags": [{"Key": "app", "Value": template.APP_NAME}, {"Key": "stage", "Value": stage}]}
+
+
+def stack_outputs(cloudformation: Any, name: str) -> dict[str, str]:
+    if _stack_status(cloudformation, name) is None:
+        raise DeployError(f"stack {name} does not exist: run `make deploy` first")
     stack = cloudformation.describe_stacks(StackName=name)["Stacks"][0]
-    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+    return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+
+
+def deploy_infra(stage: str, origins: Sequence[str], cloudformation: Any) -> dict[str, str]:
+    """Create or update the stage's stack, wait, and check its outputs name what the app uses."""
+    name = template.stack_name(stage)
+    request = _stack_request(name, stage, [{"ParameterKey": "AllowedOrigins", "ParameterValue": ",".join(origins)}])
+    request["TemplateBody"] = json.dumps(template.render(stage))  # well under the inline limit (tests)
+    create_or_update_stack(cloudformation, request, protect=stage in template.PROTECTED_STAGES)
+    outputs = stack_outputs(cloudformation, name)
     wrong = {k: (outputs.get(k), v) for k, v in template.expected_names(stage).items() if outputs.get(k) != v}
     if wrong:
         raise DeployError(f"stack {name} outputs differ from the names the app derives: {wrong}")
@@ -470,13 +479,6 @@ def git_ref(root: str) -> str:
     return completed.stdout.strip() or "unknown"
 
 
-def stack_outputs(cloudformation: Any, name: str) -> dict[str, str]:
-    if _stack_status(cloudformation, name) is None:
-        raise DeployError(f"stack {name} does not exist: run `make deploy` first")
-    stack = cloudformation.describe_stacks(StackName=name)["Stacks"][0]
-    return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
-
-
 # --- the monitoring stack -------------------------------------------------------------------
 
 
@@ -484,8 +486,7 @@ def deploy_stack(cloudformation: Any, s3: Any, bucket: str, name: str, body: dic
                  parameters: list[dict[str, str]], stage: str) -> None:
     """Create or update a stack; a template over CloudFormation's inline limit goes through S3."""
     text = json.dumps(body, separators=(",", ":"))
-    request: dict[str, Any] = {"StackName": name, "Parameters": parameters,
-                               "Tags": [{"Key": "app", "Value": template.APP_NAME}, {"Key": "stage", "Value": stage}]}
+    request = _stack_request(name, stage, parameters)
     if len(text.encode()) > TEMPLATE_BODY_LIMIT:
         key = f"templates/{name}.json"
         s3.put_object(Bucket=bucket, Key=key, Body=text.encode(), ContentType="application/json")
@@ -493,23 +494,7 @@ def deploy_stack(cloudformation: Any, s3: Any, bucket: str, name: str, body: dic
                                                            ExpiresIn=3600)
     else:
         request["TemplateBody"] = text
-    status = _stack_status(cloudformation, name)
-    if status == "ROLLBACK_COMPLETE":
-        raise DeployError(f"stack {name} never got created (ROLLBACK_COMPLETE): read its events, delete it, retry")
-    if status is None:
-        _say(f"Stack {name}: creating...")
-        cloudformation.create_stack(**request, OnFailure="ROLLBACK")
-        _wait(cloudformation, "stack_create_complete", name)
-        return
-    try:
-        cloudformation.update_stack(**request)
-    except cloudformation.exceptions.ClientError as error:
-        if "No updates are to be performed" not in str(error):
-            raise
-        _say(f"Stack {name}: no changes")
-        return
-    _say(f"Stack {name}: updating...")
-    _wait(cloudformation, "stack_update_complete", name)
+    create_or_update_stack(cloudformation, request)
 
 
 def deploy_monitoring(session: Any, stage: str, ops: OpsConfig, bucket: str, root: str = ROOT) -> str:

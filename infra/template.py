@@ -90,24 +90,27 @@ def _table(stage: str, table: resources.Table, protected: bool) -> dict[str, Any
     }
 
 
+# No public access, no ACLs, SSE-S3 (presigned PUTs need no KMS headers and the roles no kms:*).
+_PRIVATE_BUCKET: dict[str, Any] = {
+    "PublicAccessBlockConfiguration": {
+        "BlockPublicAcls": True,
+        "BlockPublicPolicy": True,
+        "IgnorePublicAcls": True,
+        "RestrictPublicBuckets": True,
+    },
+    "OwnershipControls": {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]},
+    "BucketEncryption": {
+        "ServerSideEncryptionConfiguration": [{"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+    },
+}
+
+
 def _bucket(stage: str, bucket: resources.Bucket) -> dict[str, Any]:
     return {
         "Type": "AWS::S3::Bucket",
         "Properties": {
             "BucketName": resource_name(stage, bucket.suffix),
-            "PublicAccessBlockConfiguration": {
-                "BlockPublicAcls": True,
-                "BlockPublicPolicy": True,
-                "IgnorePublicAcls": True,
-                "RestrictPublicBuckets": True,
-            },
-            "OwnershipControls": {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]},
-            "BucketEncryption": {
-                # SSE-S3: presigned PUTs need no KMS headers and the role no kms:* actions.
-                "ServerSideEncryptionConfiguration": [
-                    {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}
-                ]
-            },
+            **_PRIVATE_BUCKET,
             "LifecycleConfiguration": {
                 "Rules": [
                     {
@@ -186,18 +189,7 @@ def _deploy_state_bucket(stage: str) -> dict[str, Any]:
         "UpdateReplacePolicy": "Retain",
         "Properties": {
             "VersioningConfiguration": {"Status": "Enabled"},
-            "PublicAccessBlockConfiguration": {
-                "BlockPublicAcls": True,
-                "BlockPublicPolicy": True,
-                "IgnorePublicAcls": True,
-                "RestrictPublicBuckets": True,
-            },
-            "OwnershipControls": {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]},
-            "BucketEncryption": {
-                "ServerSideEncryptionConfiguration": [
-                    {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}
-                ]
-            },
+            **_PRIVATE_BUCKET,
             "LifecycleConfiguration": {
                 "Rules": [
                     {
