@@ -474,8 +474,10 @@ def save_state(s3: Any, bucket: str, stage: str, build: str, root: str, source_r
     return True
 
 
-def git_ref(root: str) -> str:
-    completed = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=False)
+def git_ref(repo: str, ref: str = "HEAD") -> str:
+    """The commit a ref names (recorded with the deploy state), `unknown` outside a repository."""
+    completed = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], cwd=repo,
+                               capture_output=True, text=True, check=False)
     return completed.stdout.strip() or "unknown"
 
 
@@ -490,8 +492,7 @@ def deploy_stack(cloudformation: Any, s3: Any, bucket: str, name: str, body: dic
     if len(text.encode()) > TEMPLATE_BODY_LIMIT:
         key = f"templates/{name}.json"
         s3.put_object(Bucket=bucket, Key=key, Body=text.encode(), ContentType="application/json")
-        request["TemplateURL"] = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key},
-                                                           ExpiresIn=3600)
+        request["TemplateURL"] = f"https://{bucket}.s3.{s3.meta.region_name}.amazonaws.com/{key}"
     else:
         request["TemplateBody"] = text
     create_or_update_stack(cloudformation, request)
@@ -551,14 +552,15 @@ def deploy(
     result = {"stack": template.stack_name(stage), **outputs}
     if infra_only:
         return result
-    result.update(deploy_app(stage, cfg, ops, session, runner, source=source, root=root, outputs=outputs))
+    result.update(deploy_app(stage, cfg, ops, session, runner, source=source, root=root, outputs=outputs,
+                             source_ref=git_ref(source)))
     result["monitoring_stack"] = deploy_monitoring(session, stage, ops, outputs[template.DEPLOY_STATE_BUCKET + "Name"],
                                                    source)
     return result
 
 
 def deploy_app(stage: str, cfg: StageConfig, ops: OpsConfig, session: Any, runner: Runner, *, source: str,
-               root: str, outputs: dict[str, str]) -> dict[str, str]:
+               root: str, outputs: dict[str, str], source_ref: str) -> dict[str, str]:
     """chalice deploy of `source` with the stage's saved state, then the gateway's own settings."""
     bucket = outputs[template.DEPLOY_STATE_BUCKET + "Name"]
     s3 = session.client("s3")
@@ -569,7 +571,7 @@ def deploy_app(stage: str, cfg: StageConfig, ops: OpsConfig, session: Any, runne
         try:
             runner([chalice_cli(), "--project-dir", build, "deploy", "--stage", stage])
         finally:  # chalice records what it created even when a later step failed
-            if save_state(s3, bucket, stage, build, root, git_ref(source)):
+            if save_state(s3, bucket, stage, build, root, source_ref):
                 _say(f"Deploy state saved to s3://{bucket}/{STATE_KEY.format(stage=stage)}")
         rest_api_id, url = deployed_api(stage, build)
     apigateway = session.client("apigateway")
@@ -613,7 +615,8 @@ def rollback(
         session = session or _session()
         outputs = stack_outputs(session.client("cloudformation"), template.stack_name(stage))
         _say(f"Rolling stage {stage} back to {ref}")
-        return deploy_app(stage, cfg, ops, session, runner, source=source, root=root, outputs=outputs)
+        return deploy_app(stage, cfg, ops, session, runner, source=source, root=root, outputs=outputs,
+                          source_ref=git_ref(repo, ref))
 
 
 def package(stage: str, out_dir: str | None = None, runner: Runner = run) -> dict[str, Any]:

@@ -211,6 +211,10 @@ def test_a_lost_machine_redeploys_the_same_api_and_rollback_deploys_an_older_ref
     saved = json.loads(session.client("s3").get_object(
         Bucket=first["DeployStateBucketName"], Key=f"chalice/deployed/{STAGE}.json")["Body"].read())
     assert saved["app_py_bytes"] == len(old_app.decode()) != len(open(os.path.join(ROOT, "app.py")).read())
+    head = session.client("s3").head_object(Bucket=first["DeployStateBucketName"], Key=f"chalice/deployed/{STAGE}.json")
+    commit = subprocess.run(["git", "rev-parse", root_commit], cwd=ROOT, capture_output=True, text=True,
+                            check=True).stdout.strip()
+    assert head["Metadata"]["source-ref"] == commit
     assert f"Rolling stage {STAGE} back to {root_commit}" in capsys.readouterr().out
 
 
@@ -251,3 +255,21 @@ def test_the_runtime_is_the_configured_one_and_prod_alarms_reach_someone(monkeyp
 def test_a_custom_domain_needs_a_certificate():
     with pytest.raises(deploy.DeployError, match="certificate_arn"):
         deploy.check_config(replace(_cfg(), custom_domain={"domain_name": "api.example.com"}))
+
+
+def test_a_template_over_the_inline_limit_goes_through_the_state_bucket(session, monkeypatch):
+    """CloudFormation takes 51,200 bytes inline; past that, the template is uploaded first."""
+    from infra import monitoring
+
+    s3 = session.client("s3")
+    bucket = "transcription-backend-bigtemplate-state"
+    s3.create_bucket(Bucket=bucket)
+    monkeypatch.setattr(deploy, "TEMPLATE_BODY_LIMIT", 1000)
+    body = monitoring.render("bigtemplate")
+    deploy.deploy_stack(session.client("cloudformation"), s3, bucket, monitoring.stack_name("bigtemplate"), body,
+                        monitoring.parameters("", 10), "bigtemplate")
+    uploaded = json.loads(s3.get_object(Bucket=bucket, Key="templates/transcription-backend-bigtemplate-monitoring.json")
+                          ["Body"].read())
+    assert uploaded == body
+    stack = session.client("cloudformation").describe_stacks(StackName=monitoring.stack_name("bigtemplate"))["Stacks"][0]
+    assert stack["StackStatus"] == "CREATE_COMPLETE"
