@@ -389,18 +389,27 @@ def stage_names(stage: str, root: str = ROOT) -> dict[str, str]:
     return names
 
 
+def function_names(stage: str, function: str | None) -> list[str]:
+    """The names a function (None: any of the stage's) gets, for its log group's ARN.
+
+    `chalice deploy` names the API handler `<app>-<stage>` and the others `<app>-<stage>-<name>`;
+    the packaged template deployed as stack `<app>-<stage>` gives `<stack>-<LogicalId>-<suffix>`.
+    """
+    if function is None:
+        return [f"{APP_NAME}-{stage}", f"{APP_NAME}-{stage}-*"]
+    from chalice.utils import to_cfn_resource_name
+
+    if function == "api_handler":
+        return [f"{APP_NAME}-{stage}", f"{APP_NAME}-{stage}-APIHandler-*"]
+    return [f"{APP_NAME}-{stage}-{function}", f"{APP_NAME}-{stage}-{to_cfn_resource_name(function)}-*"]
+
+
 def _arns(stage: str, function: str | None = None, root: str = ROOT) -> dict[str, Any]:
     names = stage_names(stage, root)
     dead_letter_queues = {q.dead_letter for q in resources.QUEUES if q.dead_letter}
     tables = [f"arn:aws:dynamodb:*:*:table/{names[t.suffix]}" for t in resources.TABLES]
     indexes = [f"arn:aws:dynamodb:*:*:table/{names[t.suffix]}/index/*" for t in resources.TABLES if t.indexes]
-    if function is None:  # any of the stage's functions
-        # `chalice deploy` names the API handler `<app>-<stage>`, the others `<app>-<stage>-<name>`.
-        log_groups = [f"/aws/lambda/{APP_NAME}-{stage}", f"/aws/lambda/{APP_NAME}-{stage}-*"]
-    elif function == "api_handler":
-        log_groups = [f"/aws/lambda/{APP_NAME}-{stage}"]
-    else:
-        log_groups = [f"/aws/lambda/{APP_NAME}-{stage}-{function}"]
+    log_groups = [f"/aws/lambda/{name}" for name in function_names(stage, function)]
     return {
         "dynamodb": tables + indexes,
         "s3_objects": [
