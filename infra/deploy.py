@@ -630,7 +630,7 @@ def package(stage: str, out_dir: str | None = None, runner: Runner = run) -> dic
 
 def build_package(cfg: StageConfig, out_dir: str, runner: Runner = run, ops: OpsConfig | None = None,
                   source: str = ROOT) -> dict[str, Any]:
-    """sam.json (chalice package + repairs + gateway responses + throttling), deployment.zip,
+    """sam.json (chalice package + repairs + gateway responses + function names + throttling), deployment.zip,
     infra.json and monitoring.json with their parameters."""
     from infra import monitoring
 
@@ -646,6 +646,7 @@ def build_package(cfg: StageConfig, out_dir: str, runner: Runner = run, ops: Ops
         shutil.copyfile(os.path.join(output, "deployment.zip"), os.path.join(out_dir, "deployment.zip"))
     template.repair_api_handler_log_group(sam)
     template.merge_gateway_responses(sam, cfg.allowed_origins[0])
+    template.name_packaged_functions(sam, cfg.stage)
     merge_throttling(sam, ops)
     artefacts = {
         "sam.json": sam,

@@ -27,8 +27,10 @@ from typing import Any
 
 from chalicelib import resources
 from chalicelib.settings import APP_NAME, resource_name
+from infra.policy import FUNCTIONS as FUNCTION_ENTRIES
+from infra.policy import function_name
 
-FUNCTIONS = ("api_handler", "jwt_auth", "cleanup", "catchup_worker")
+FUNCTIONS = tuple(FUNCTION_ENTRIES)
 API_STAGE = "api"
 CATCHUP_OLDEST_AGE_SECONDS = 900
 API_5XX_PER_5_MINUTES = 5
@@ -67,11 +69,6 @@ ERROR_THRESHOLDS = {"api_handler": 1, "jwt_auth": 1, "cleanup": 1, "catchup_work
 
 def stack_name(stage: str) -> str:
     return f"{APP_NAME}-{stage}-monitoring"
-
-
-def function_name(stage: str, function: str) -> str:
-    """`chalice deploy` names the API handler `<app>-<stage>` and the others `<app>-<stage>-<name>`."""
-    return f"{APP_NAME}-{stage}" if function == "api_handler" else f"{APP_NAME}-{stage}-{function}"
 
 
 def log_group(stage: str, function: str) -> str:

@@ -389,19 +389,10 @@ def stage_names(stage: str, root: str = ROOT) -> dict[str, str]:
     return names
 
 
-def function_names(stage: str, function: str | None) -> list[str]:
-    """The names a function (None: any of the stage's) gets, for its log group's ARN.
-
-    `chalice deploy` names the API handler `<app>-<stage>` and the others `<app>-<stage>-<name>`;
-    the packaged template deployed as stack `<app>-<stage>` gives `<stack>-<LogicalId>-<suffix>`.
-    """
-    if function is None:
-        return [f"{APP_NAME}-{stage}", f"{APP_NAME}-{stage}-*"]
-    from chalice.utils import to_cfn_resource_name
-
-    if function == "api_handler":
-        return [f"{APP_NAME}-{stage}", f"{APP_NAME}-{stage}-APIHandler-*"]
-    return [f"{APP_NAME}-{stage}-{function}", f"{APP_NAME}-{stage}-{to_cfn_resource_name(function)}-*"]
+def function_name(stage: str, function: str) -> str:
+    """`chalice deploy` names the API handler `<app>-<stage>` and the others `<app>-<stage>-<name>`
+    (and `make package` gives the packaged functions the same names)."""
+    return f"{APP_NAME}-{stage}" if function == "api_handler" else f"{APP_NAME}-{stage}-{function}"
 
 
 def _arns(stage: str, function: str | None = None, root: str = ROOT) -> dict[str, Any]:
@@ -409,7 +400,10 @@ def _arns(stage: str, function: str | None = None, root: str = ROOT) -> dict[str
     dead_letter_queues = {q.dead_letter for q in resources.QUEUES if q.dead_letter}
     tables = [f"arn:aws:dynamodb:*:*:table/{names[t.suffix]}" for t in resources.TABLES]
     indexes = [f"arn:aws:dynamodb:*:*:table/{names[t.suffix]}/index/*" for t in resources.TABLES if t.indexes]
-    log_groups = [f"/aws/lambda/{name}" for name in function_names(stage, function)]
+    if function is None:  # any of the stage's functions
+        log_groups = [f"/aws/lambda/{APP_NAME}-{stage}", f"/aws/lambda/{APP_NAME}-{stage}-*"]
+    else:
+        log_groups = [f"/aws/lambda/{function_name(stage, function)}"]
     return {
         "dynamodb": tables + indexes,
         "s3_objects": [

@@ -340,3 +340,21 @@ def repair_api_handler_log_group(sam: dict[str, Any]) -> dict[str, Any]:
             if isinstance(name, dict) and name.get("Fn::Sub") == "/aws/lambda/${ApiHandler}":
                 name["Fn::Sub"] = "/aws/lambda/${APIHandler}"
     return sam
+
+
+def name_packaged_functions(sam: dict[str, Any], stage: str) -> dict[str, Any]:
+    """Give the packaged functions the names `chalice deploy` gives them.
+
+    Without it CloudFormation would name them `<stack>-<LogicalId>-<random>`: the policies'
+    log permissions and the monitoring stack's alarms and metric filters address each
+    function by its one name, whichever way the stage was deployed.
+    """
+    from chalice.utils import to_cfn_resource_name
+
+    from infra.policy import FUNCTIONS, function_name
+
+    logical_ids = {"APIHandler" if f == "api_handler" else to_cfn_resource_name(f): f for f in FUNCTIONS}
+    for logical_id, resource in sam["Resources"].items():
+        if resource.get("Type") == "AWS::Serverless::Function" and logical_id in logical_ids:
+            resource["Properties"]["FunctionName"] = function_name(stage, logical_ids[logical_id])
+    return sam

@@ -185,16 +185,16 @@ def test_the_monitoring_stack_is_packaged(chalice_package):
 
 
 @pytest.mark.parametrize("function", FUNCTIONS)
-def test_a_packaged_function_may_write_to_its_log_group_and_no_other(chalice_package, function):
-    """Deployed as stack transcription-backend-prod, CloudFormation names it <stack>-<LogicalId>-<suffix>."""
+def test_a_packaged_function_has_its_deployed_name_and_may_log_only_there(chalice_package, function):
+    """The same name as `chalice deploy` gives it: what its policy and the monitoring stack address."""
     import fnmatch
 
-    logical = "APIHandler" if function == "api_handler" else to_cfn_resource_name(function)
+    properties = _function(chalice_package, function)
+    assert properties["FunctionName"] == policy.function_name("prod", function)
     with open(policy.policy_path("prod", function), encoding="utf-8") as handle:
         (logs,) = [s for s in json.load(handle)["Statement"] if s["Sid"] == "Logs"]
     for other in FUNCTIONS:
-        other_logical = "APIHandler" if other == "api_handler" else to_cfn_resource_name(other)
-        stream = (f"arn:aws:logs:us-east-1:123456789012:log-group:/aws/lambda/transcription-backend-prod-"
-                  f"{other_logical}-AbCdEf123456:log-stream:2026/12/01/[$LATEST]abc")
+        stream = (f"arn:aws:logs:us-east-1:123456789012:log-group:/aws/lambda/{policy.function_name('prod', other)}"
+                  ":log-stream:2026/12/01/[$LATEST]abc")
         allowed = any(fnmatch.fnmatchcase(stream, pattern) for pattern in logs["Resource"])
-        assert allowed == (other_logical == logical), (function, other)
+        assert allowed == (other == function), (function, other)

@@ -31,10 +31,7 @@ def test_the_internet_facing_authorizer_reads_its_secrets_and_writes_its_logs_no
     document = _granted("prod", "jwt_auth")
     assert policy.allowed_actions(document) == {"logs:CreateLogStream", "logs:PutLogEvents", "ssm:GetParameters"}
     logs = next(s for s in document["Statement"] if s["Sid"] == "Logs")
-    assert logs["Resource"] == [  # its own group, as `chalice deploy` and as a packaged stack name it
-        "arn:aws:logs:*:*:log-group:/aws/lambda/transcription-backend-prod-jwt_auth:*",
-        "arn:aws:logs:*:*:log-group:/aws/lambda/transcription-backend-prod-JwtAuth-*:*",
-    ]
+    assert logs["Resource"] == ["arn:aws:logs:*:*:log-group:/aws/lambda/transcription-backend-prod-jwt_auth:*"]
 
 
 def test_only_the_worker_polls_the_queue_and_only_the_api_lists_the_bucket():
