@@ -2,15 +2,20 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat requirements.lock requirements-dev.lock | cksum | cut -d' ' -f1)
+# Locks: requirements.txt / requirements-dev.txt are the pins people edit; `make lock` turns
+# them into requirements.lock / requirements-dev.lock (every transitive dependency, with
+# hashes), which are what gets installed here and packaged into the Lambda.
+PIP_COMPILE = PIP_FIND_LINKS= PIP_CONFIG_FILE=/dev/null $(VENV)/bin/pip-compile --quiet --generate-hashes \
+	--allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links
 
 STAGE ?= dev
 
-.PHONY: run test venv clean deploy package admin
+.PHONY: run test venv clean deploy package admin rollback lock lock-check
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.lock requirements-dev.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements-dev.lock
 	rm -f $(VENV)/.installed-* && touch $@
 
 venv: $(STAMP)
@@ -29,9 +34,27 @@ test: $(STAMP)
 deploy: $(STAMP)
 	$(PY) -m infra deploy --stage $(STAGE)
 
+# Redeploy the app code of a git ref (tag, commit) to a stage, with the stage's saved deploy state.
+rollback: $(STAMP)
+	test -n "$(REF)" || (echo "usage: make rollback STAGE=dev REF=<git tag or commit>" && exit 2)
+	$(PY) -m infra rollback --stage $(STAGE) --ref $(REF)
+
 # The same stage as CloudFormation/SAM artefacts in build/$(STAGE)/, for a pipeline.
 package: $(STAMP)
 	$(PY) -m infra package --stage $(STAGE)
+
+# Regenerate the locks after editing requirements*.txt (needs PyPI), then check them.
+lock: $(STAMP)
+	$(PIP_COMPILE) --output-file requirements.lock requirements.txt
+	$(PIP_COMPILE) --output-file requirements-dev.lock requirements-dev.txt
+	$(PY) -m pytest -q tests/deploy/test_locks.py
+
+# Fails when the locks are not what `make lock` would write today from requirements*.txt.
+lock-check: $(STAMP)
+	$(PIP_COMPILE) --no-upgrade --output-file requirements.lock requirements.txt
+	$(PIP_COMPILE) --no-upgrade --output-file requirements-dev.lock requirements-dev.txt
+	git diff --exit-code requirements.lock requirements-dev.lock
+	$(PY) -m pytest -q tests/deploy/test_locks.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

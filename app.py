@@ -187,9 +187,15 @@ def transcription_history() -> Response:
     return respond(history.list_page(identity(request()).user_id, request().query_params))
 
 
-# The queue's name is fixed when Chalice packages the app: STAGE comes from the stage's
-# environment_variables in .chalice/config.json. Its own Lambda, 300 s (config.json).
-@app.on_sqs_message(queue=resource_name(os.environ.get("STAGE", "local"), "catchup"), batch_size=1)
+# The queue's name and the poller's concurrency are fixed when Chalice packages the app:
+# STAGE and CATCHUP_MAX_CONCURRENCY come from the stage's environment_variables in
+# .chalice/config.json. The poller never runs more batches than the worker's reserved
+# concurrency, so a job is never throttled into the dead-letter queue. 300 s (config.json).
+@app.on_sqs_message(
+    queue=resource_name(os.environ.get("STAGE", "local"), "catchup"),
+    batch_size=1,
+    maximum_concurrency=int(os.environ["CATCHUP_MAX_CONCURRENCY"]) if os.environ.get("CATCHUP_MAX_CONCURRENCY") else None,
+)
 def catchup_worker(event) -> None:  # type: ignore[no-untyped-def]
     catchup_jobs.handle_event(event.to_dict(), event.context)
 

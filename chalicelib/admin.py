@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import re
 import secrets
@@ -36,6 +37,7 @@ import sys
 from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
 
+from chalicelib import logs
 from chalicelib.resources import RESOURCE_ENV_VARS
 from chalicelib.settings import resource_name
 
@@ -43,6 +45,8 @@ ADMIN, USER = "admin", "user"
 COMMANDS = {"grant-admin": ADMIN, "revoke-admin": USER}
 EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]{1,190}\.[^@\s]{1,63}")
 EXIT_OK, EXIT_NOT_FOUND, EXIT_USAGE = 0, 1, 2
+
+logger = logging.getLogger(__name__)
 
 
 def table_name(stage: str, suffix: str, env: Mapping[str, str] | None = None) -> str:
@@ -223,6 +227,9 @@ def _support(args: argparse.Namespace) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # JSON lines on stderr (an audit trail an operator can ship); the answer stays on stdout.
+    logs.configure(stream_name="stderr")
+    logs.request_context.set({"function": "admin"})
     parser = _parser()
     args = parser.parse_args(argv)
     stage = _environment(args)
@@ -250,8 +257,12 @@ def _set_role_command(parser: argparse.ArgumentParser, args: argparse.Namespace,
     try:
         user_id, previous = set_role(_client(args.region, args.profile), stage, args.email, role)
     except LookupError as error:
+        logs.log_event(logger, "admin.role_change_refused", logging.WARNING, command=args.command,
+                       stage=stage, reason=str(error))
         sys.stderr.write(f"{args.command}: {error} (stage {stage})\n")
         return EXIT_NOT_FOUND
+    logs.log_event(logger, "admin.role_changed", command=args.command, stage=stage,
+                   user_id=user_id, previous_role=previous, role=role)
     change = "unchanged" if previous == role else f"{previous} -> {role}"
     sys.stdout.write(
         f"{args.command}: user {user_id} on stage {stage}: role {change}.\n"

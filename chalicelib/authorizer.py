@@ -1,7 +1,7 @@
 """The JWT custom authorizer: verifies the access token, then the account's standing.
 
 A token whose signature or claims are wrong is refused here (the gateway's 401). A correctly
-signed token is checked against the user item (one read, `accounts.token_refusal`): a
+signed token is checked against the user item (one read, `standing.token_refusal`): a
 deleted or suspended account, or a token older than the user's token generation, is allowed
 through with a `refusal` code in the context, and the HTTP middleware (`web.handle`) answers
 401 with that code before any route runs. So every authenticated route refuses such a token
@@ -11,14 +11,18 @@ An expired token of ours takes the same path (`token_expired`), without the read
 """
 from __future__ import annotations
 
+import logging
 import sys
 
 from chalice.app import AuthResponse
 
-from chalicelib.accounts import token_refusal
+from chalicelib import logs
+from chalicelib.standing import token_refusal
 from chalicelib.errors import Unauthorized
 from chalicelib.settings import get_settings
 from chalicelib.tokens import bearer_token, verify_access_token
+
+logger = logging.getLogger(__name__)
 
 UNAUTHORIZED_BODY = (
     b'{"error":"Authentication required","message":"Authentication required",'
@@ -43,6 +47,7 @@ def _unauthorized() -> Exception:
 
 
 def authorize(authorization_header: str | None) -> AuthResponse:
+    logs.start_invocation("jwt_auth")
     settings = get_settings()
     try:
         token = bearer_token(authorization_header)
@@ -50,6 +55,7 @@ def authorize(authorization_header: str | None) -> AuthResponse:
         refusal, role = token_refusal(identity)
     except Unauthorized as error:
         if error.code != "token_expired":
+            logs.log_event(logger, "authorizer.denied", reason=error.code)
             raise _unauthorized() from None
         # Ours but too old: answered by the app, so a client on any allowed origin can read
         # the 401 and refresh (the gateway's own 401 carries only one origin). No read needed.
@@ -57,5 +63,6 @@ def authorize(authorization_header: str | None) -> AuthResponse:
         refusal, role = error.code, identity.role
     context = {"user_id": identity.user_id, "email": identity.email, "role": role}
     if refusal:
+        logs.log_event(logger, "authorizer.refused", reason=refusal)
         context["refusal"] = refusal
     return AuthResponse(routes=["*"], principal_id=identity.user_id, context=context)

@@ -30,7 +30,7 @@ from typing import Any, Mapping
 from chalicelib import audio_uploads, catchup, history, ledger, stats, store
 from chalicelib.catchup import COMPLETED, MAX_ATTEMPTS, PROCESSING, QUEUED, TERMINAL
 from chalicelib.errors import ApiError, ConfigurationError, ServiceUnavailable, UpstreamError
-from chalicelib.logs import log_event
+from chalicelib.logs import log_event, start_invocation
 from chalicelib.settings import get_settings
 
 logger = logging.getLogger(__name__)
@@ -81,6 +81,7 @@ class RetryLater(Exception):
 
 def handle_event(event: Mapping[str, Any], context: Any) -> None:
     """Process every record of an SQS event (the queue's batch size is 1)."""
+    start_invocation("catchup_worker", context)
     for record in event.get("Records", []):
         try:
             process_message(record.get("body") or "", context)

@@ -44,7 +44,7 @@ from typing import Any, Callable
 
 from chalicelib import catchup, ledger, stats, store, streaming
 from chalicelib.billing import purchases
-from chalicelib.logs import log_event
+from chalicelib.logs import log_event, start_invocation
 from chalicelib.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -105,6 +105,7 @@ class _Run:
 
 def scheduled(context: Any) -> dict[str, int]:
     """The hourly Lambda's entry point: one run within the invocation's remaining time."""
+    start_invocation("cleanup", context)
     remaining = getattr(context, "get_remaining_time_in_millis", None)
     budget = None
     if callable(remaining):

@@ -12,6 +12,7 @@ import contextvars
 import dataclasses
 import json
 import logging
+import os
 import re
 import sys
 import threading
@@ -133,24 +134,55 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(redact(line), default=str, ensure_ascii=False)
 
 
+class _CurrentStream(logging.StreamHandler):
+    """Writes to whatever sys.stdout/sys.stderr is at emit time (a test's capture included)."""
+
+    def __init__(self, stream_name: str) -> None:
+        super().__init__()
+        self.stream_name = stream_name
+
+    @property  # type: ignore[override]
+    def stream(self):  # type: ignore[no-untyped-def]
+        return getattr(sys, self.stream_name)
+
+    @stream.setter
+    def stream(self, value) -> None:  # type: ignore[no-untyped-def]
+        pass  # logging.StreamHandler.__init__ assigns one; ours is always the current one
+
+
 _configured = False
 
 
-def configure(level: str = "INFO") -> None:
-    """Route every logger through one JSON handler (idempotent)."""
+def configure(level: str | None = None, stream_name: str = "stdout") -> None:
+    """Route every logger through one JSON handler (idempotent).
+
+    Needs no settings (LOG_LEVEL is read from the environment), so it can be the first
+    thing every entry point does, before settings or secrets are loaded and log anything.
+    """
     global _configured
     if _configured:
         return
-    handler = logging.StreamHandler(sys.stdout)
+    handler = _CurrentStream(stream_name)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
-    for existing in list(root.handlers):
+    for existing in list(root.handlers):  # the Lambda runtime's plain-text handler included
         root.removeHandler(existing)
     root.addHandler(handler)
-    root.setLevel(level)
+    root.setLevel((level or os.environ.get("LOG_LEVEL") or "INFO").upper())
     for noisy in ("botocore", "boto3", "urllib3", "stripe", "werkzeug"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     _configured = True
+
+
+def start_invocation(function: str, context: Any = None, **fields: Any) -> None:
+    """The first line of every Lambda entry point: JSON logs on, context of this invocation.
+
+    `function` names the Lambda (api_handler, jwt_auth, cleanup, catchup_worker); the
+    Lambda context, when there is one, gives the invocation's request id.
+    """
+    configure()
+    request_id = getattr(context, "aws_request_id", None)
+    request_context.set({"function": function, **({"request_id": request_id} if request_id else {}), **fields})
 
 
 def log_event(logger: logging.Logger, message: str, level: int = logging.INFO, **fields: Any) -> None:

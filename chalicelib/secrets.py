@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 # Every setting that holds a credential. All of them may come from SSM.
 SECRET_NAMES: tuple[str, ...] = (
     "JWT_SECRET",
+    "JWT_SECRET_PREVIOUS",
     "ASSEMBLYAI_API_KEY",
     "OPENAI_API_KEY",
     "STRIPE_SECRET_KEY",

@@ -15,6 +15,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Mapping
 
 from chalicelib.errors import ConfigurationError
+from chalicelib.logs import register_settings_secrets
 
 APP_NAME = "transcription-backend"
 LOCAL_STAGE = "local"
@@ -202,6 +203,8 @@ class Settings:
     cleanup_pending_checkout_hours: int = 24
     cleanup_catchup_stuck_seconds: int = 6000
     cleanup_invariant_sample: int = 25
+    # A second key access tokens may be signed with, during a JWT_SECRET rotation (docs/operations.md).
+    jwt_previous_secret: str = field(default="", repr=False)
 
     resource_overrides: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -226,6 +229,14 @@ def _jwt_secret(env: Mapping[str, str], stage: str) -> str:
         f"JWT_SECRET is required on stage {stage!r}: set it (or its SSM parameter) "
         "to a random string of at least 32 characters"
     )
+
+
+def _jwt_previous_secret(env: Mapping[str, str], stage: str) -> str:
+    """JWT_SECRET_PREVIOUS: verified, never signed with; same strength rule as JWT_SECRET."""
+    secret = env.get("JWT_SECRET_PREVIOUS", "").strip()
+    if secret and len(secret) < 32 and stage != LOCAL_STAGE:
+        raise ConfigurationError("JWT_SECRET_PREVIOUS must be at least 32 characters")
+    return secret
 
 
 def _resource_overrides(env: Mapping[str, str]) -> dict[str, str]:
@@ -287,6 +298,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         stage=stage,
         region=_str(env, "AWS_REGION", _str(env, "AWS_DEFAULT_REGION", "us-east-1")),
         jwt_secret=_jwt_secret(env, stage),
+        jwt_previous_secret=_jwt_previous_secret(env, stage),
         jwt_issuer=_str(env, "JWT_ISSUER", APP_NAME),
         jwt_audience=_str(env, "JWT_AUDIENCE", f"{APP_NAME}-extension"),
         access_token_ttl_seconds=_int(env, "ACCESS_TOKEN_TTL_SECONDS", 900, minimum=5),
@@ -433,7 +445,9 @@ def get_settings() -> Settings:
         return _settings[0]
     with _settings_lock:
         if not _settings:
-            _settings.append(load_settings())
+            settings = load_settings()
+            register_settings_secrets(settings)  # never logged, whichever function logs
+            _settings.append(settings)
         return _settings[0]
 
 

@@ -61,27 +61,36 @@ def issue_access_token(
 
 
 def verify_access_token(settings: Settings, token: str, verify_exp: bool = True) -> Identity:
-    """Verify signature, algorithm, issuer, audience, expiry and type; any failure is 401.
+    """Verify signature (JWT_SECRET, or JWT_SECRET_PREVIOUS during a rotation), algorithm,
+    issuer, audience, expiry and type; any failure is 401.
 
     A token that is correct in every way but its age raises code `token_expired`;
     `verify_exp=False` then reads who it was issued to (the authorizer answers it in-app).
     """
     import jwt
 
-    try:
-        claims: dict[str, Any] = jwt.decode(
-            token,
-            settings.jwt_secret,
-            algorithms=["HS256"],
-            audience=settings.jwt_audience,
-            issuer=settings.jwt_issuer,
-            options={"require": REQUIRED_CLAIMS, "verify_exp": verify_exp},
-            leeway=5,
-        )
-    except jwt.ExpiredSignatureError:
-        raise Unauthorized("Invalid or expired token", code="token_expired") from None
-    except jwt.PyJWTError:
-        raise Unauthorized("Invalid or expired token", code="invalid_token") from None
+    claims: dict[str, Any] | None = None
+    # During a rotation a token may carry either key's signature; every other check is the same.
+    for key in filter(None, (settings.jwt_secret, settings.jwt_previous_secret)):
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=["HS256"],
+                audience=settings.jwt_audience,
+                issuer=settings.jwt_issuer,
+                options={"require": REQUIRED_CLAIMS, "verify_exp": verify_exp},
+                leeway=5,
+            )
+            break
+        except jwt.InvalidSignatureError:
+            continue
+        except jwt.ExpiredSignatureError:  # the signature was checked first: ours, too old
+            raise Unauthorized("Invalid or expired token", code="token_expired") from None
+        except jwt.PyJWTError:
+            break
+    if claims is None:
+        raise Unauthorized("Invalid or expired token", code="invalid_token")
     generation = claims.get("gen", 0)  # tokens issued before generations existed: 0
     if (
         claims.get("typ") != ACCESS_TYPE

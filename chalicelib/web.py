@@ -12,7 +12,7 @@ from typing import Any, Callable
 from chalice.app import Request, Response
 
 from chalicelib import jsonutil, logs, ratelimit
-from chalicelib.accounts import DELETING, FINISH_DELETION, TOKEN_REFUSALS
+from chalicelib.standing import DELETING, FINISH_DELETION, TOKEN_REFUSALS
 from chalicelib.errors import ApiError, ConfigurationError, PayloadTooLarge, Unauthorized
 from chalicelib.settings import get_settings
 from chalicelib.tokens import Identity
@@ -159,17 +159,14 @@ def handle(request: Request, get_response: Callable[[Request], Response]) -> Res
     request_id = context.get("requestId") or uuid.uuid4().hex
     authorizer = context.get("authorizer") or {}
     limited: ratelimit.Decision | None = None
-    logs.request_context.set(
-        {
-            "request_id": request_id,
-            "route": f"{request.method} {context.get('resourcePath', request.path)}",
-            "user_id": authorizer.get("user_id"),
-        }
+    logs.start_invocation(
+        "api_handler",
+        request_id=request_id,
+        route=f"{request.method} {context.get('resourcePath', request.path)}",
+        user_id=authorizer.get("user_id"),
     )
     try:
-        settings = get_settings()
-        logs.configure(settings.log_level)
-        logs.register_settings_secrets(settings)
+        settings = get_settings()  # registers its secrets with the log redaction
         refuse_ended_session(authorizer, (request.method, context.get("resourcePath", request.path)))
         # Before the view and before reading the body: over the limit, no work is done.
         limited = ratelimit.check(

@@ -3,9 +3,12 @@
   bootstrap [--stage S]            create missing tables, bucket and queues at the endpoint
   template --stage S [--out F]     the stage's CloudFormation template (JSON)
   policy [--stage S] --check|--write
-                                   compare/regenerate .chalice/policy-<stage>.json from the code
+                                   compare/regenerate .chalice/policy-<stage>-<function>.json from the code
   package --stage S [--out DIR]    build/<stage>/: sam.json, deployment.zip, infra.json
-  deploy --stage S [--infra-only]  infra stack, chalice deploy, gateway responses, URLs
+  deploy --stage S [--infra-only]  infra stack, chalice deploy, gateway responses, monitoring, URLs
+  rollback --stage S --ref REF     the app code of a git ref, with the stage's saved deploy state
+  dlq --stage S [--redrive] [--drop-finished] [--limit N]
+                                   list the catch-up dead letters; move them back to the queue
 """
 from __future__ import annotations
 
@@ -46,25 +49,46 @@ def _policy(args: argparse.Namespace) -> int:
     stages = [args.stage] if args.stage else list(policy.DEPLOY_STAGES)
     status = 0
     for stage in stages:
-        if args.write:
-            policy.write(stage)
-            print(f"wrote {policy.policy_path(stage)}")
-            continue
-        with open(policy.policy_path(stage), encoding="utf-8") as handle:
-            current = json.load(handle)
-        difference = policy.describe_difference(current, policy.expected_policy(stage))
-        if difference:
-            print(f"{policy.policy_path(stage)} differs from the code:\n{difference}")
-            status = 1
-        else:
-            print(f"{policy.policy_path(stage)}: in step with the code")
+        for function in policy.FUNCTIONS:
+            path = policy.policy_path(stage, function)
+            if args.write:
+                policy.write(stage, function)
+                print(f"wrote {path}")
+                continue
+            with open(path, encoding="utf-8") as handle:
+                current = json.load(handle)
+            difference = policy.describe_difference(current, policy.expected_policy(stage, function))
+            if difference:
+                print(f"{path} differs from the code:\n{difference}")
+                status = 1
+            else:
+                print(f"{path}: in step with the code")
     return status
 
 
 def _package(args: argparse.Namespace) -> int:
     from infra.deploy import package
 
+    if not (os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION")):
+        # chalice needs a region to build; the artefacts are region-independent (${AWS::Region}).
+        os.environ["AWS_DEFAULT_REGION"] = "us-east-1"
     package(args.stage, args.out)
+    return 0
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    from infra.deploy import rollback
+
+    rollback(args.stage, args.ref)
+    return 0
+
+
+def _dlq(args: argparse.Namespace) -> int:
+    from infra import dlq
+
+    report = dlq.run(args.stage, redrive=args.redrive, drop_finished=args.drop_finished, limit=args.limit)
+    for line in report:
+        print(json.dumps(line))
     return 0
 
 
@@ -104,6 +128,18 @@ def main(argv: list[str] | None = None) -> int:
     dep.add_argument("--stage", required=True)
     dep.add_argument("--infra-only", action="store_true", help="only the infrastructure stack")
     dep.set_defaults(handler=_deploy)
+
+    back = sub.add_parser("rollback", help="redeploy the app code of a git ref")
+    back.add_argument("--stage", required=True)
+    back.add_argument("--ref", required=True, help="git tag or commit")
+    back.set_defaults(handler=_rollback)
+
+    dead = sub.add_parser("dlq", help="inspect (and redrive) the catch-up dead-letter queue")
+    dead.add_argument("--stage", required=True)
+    dead.add_argument("--redrive", action="store_true", help="send unfinished jobs' messages back to the queue")
+    dead.add_argument("--drop-finished", action="store_true", help="delete messages of jobs already final")
+    dead.add_argument("--limit", type=int, default=100)
+    dead.set_defaults(handler=_dlq)
 
     args = parser.parse_args(argv)
     from infra.deploy import DeployError

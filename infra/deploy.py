@@ -1,15 +1,22 @@
 """`make deploy STAGE=...` and `make package STAGE=...`: one command per stage.
 
-deploy:  checks (config, policy in step with the code, secrets present in SSM)
+deploy:  checks (config, placeholders, policies in step with the code, the Python that runs
+         chalice is the configured Lambda runtime, secrets present in SSM)
          -> create/update the stage's infrastructure stack and wait for it
          -> the API handler's log group (see ensure_api_log_group)
-         -> `chalice deploy --stage <stage>`
-         -> apply the API Gateway responses (CORS on the gateway's own 401/403/4XX/5XX)
-            and publish them with a new deployment of the API stage
+         -> a clean build directory: app.py, chalicelib/, .chalice/ config and policies, and
+            requirements.lock as its requirements.txt (hashes included)
+         -> fetch the stage's deploy state (chalice's deployed/<stage>.json) from the
+            stage's deploy-state bucket, `chalice deploy`, save the state back (always)
+         -> API Gateway responses and the stage's throttling, published with a new deployment
+         -> the monitoring stack (alarms, topic, metric filters, budget, dashboard)
          -> print the API URL and the Stripe webhook URL.
+rollback: the app code of a git ref, deployed the same way with the same saved state
+         (the data and monitoring stacks are left as they are).
 package: the same artefacts for a pipeline, in build/<stage>/: sam.json (chalice package
-         output, repaired, with the gateway responses merged in), deployment.zip, infra.json
-         and infra-parameters.json.
+         output, repaired, with the gateway responses and throttling merged in),
+         deployment.zip, infra.json, infra-parameters.json, monitoring.json and
+         monitoring-parameters.json.
 
 AWS is reached with boto3's default credential chain (AWS_PROFILE, environment, SSO...),
 never with the app's own settings, so nothing here needs the app's secrets.
@@ -30,8 +37,17 @@ from infra import policy, template
 
 ROOT = policy.ROOT
 CONFIG_PATH = os.path.join(ROOT, ".chalice", "config.json")
+OPS_CONFIG_PATH = os.path.join(ROOT, "infra", "stages.json")
+RUNTIME_LOCK = "requirements.lock"  # packaged as the build's requirements.txt
+APP_SOURCES = ("app.py", "chalicelib")
+TEMPLATE_BODY_LIMIT = 51_200  # bytes CloudFormation accepts inline; larger ones go through S3
+STATE_KEY = "chalice/deployed/{stage}.json"
 EXTENSION_ORIGIN = re.compile(r"^chrome-extension://[a-p]{32}$")  # Chrome extension ids: 32 of a-p
 REQUIRED_SECRETS = ("JWT_SECRET",)  # without it nobody can log in; the rest degrade to 503s
+OPTIONAL_SECRETS = ("JWT_SECRET_PREVIOUS",)  # set only during a rotation
+# Where Stripe sends the browser back to; the defaults are placeholders no user should see.
+RETURN_URL_SETTINGS = ("CHECKOUT_SUCCESS_URL", "CHECKOUT_CANCEL_URL", "BILLING_PORTAL_RETURN_URL")
+PLACEHOLDER_HOST = "example.invalid"
 STRIPE_WEBHOOK_PATH = "/webhooks/stripe"
 
 Runner = Callable[[Sequence[str]], None]
@@ -66,6 +82,8 @@ class StageConfig:
     api_gateway_stage: str
     environment: dict[str, str]
     api_log_retention_days: int | None = None
+    custom_domain: dict[str, Any] | None = None  # chalice's api_gateway_custom_domain
+    config_path: str | None = None
 
     @property
     def allowed_origins(self) -> list[str]:
@@ -89,7 +107,59 @@ def stage_config(stage: str, config_path: str = CONFIG_PATH) -> StageConfig:
     from chalice.config import Config
 
     retention = Config(chalice_stage=stage, function_name="api_handler", config_from_disk=config).log_retention_in_days
-    return StageConfig(stage, api_stage, environment, retention)
+    domain = stage_cfg.get("api_gateway_custom_domain") or config.get("api_gateway_custom_domain")
+    return StageConfig(stage, api_stage, environment, retention, domain, config_path)
+
+
+@dataclass(frozen=True)
+class OpsConfig:
+    """A stage's operations settings (infra/stages.json): what chalice's config cannot hold."""
+
+    stage: str
+    lambda_runtime: str
+    alarm_email: str
+    monthly_budget_usd: int
+    rate_limit: float
+    burst_limit: int
+
+
+def ops_config(stage: str, path: str = OPS_CONFIG_PATH, env: Any = None) -> OpsConfig:
+    env = os.environ if env is None else env
+    with open(path, encoding="utf-8") as handle:
+        config = json.load(handle)
+    if stage not in config["stages"]:
+        raise DeployError(f"stage {stage!r} has no entry in {os.path.relpath(path, ROOT)}")
+    stage_cfg = config["stages"][stage]
+    return OpsConfig(
+        stage=stage,
+        lambda_runtime=config["lambda_runtime"],
+        alarm_email=env.get("ALARM_EMAIL") or stage_cfg.get("alarm_email", ""),
+        monthly_budget_usd=int(stage_cfg["monthly_budget_usd"]),
+        rate_limit=float(stage_cfg["throttling"]["rate_limit"]),
+        burst_limit=int(stage_cfg["throttling"]["burst_limit"]),
+    )
+
+
+def deployer_runtime() -> str:
+    """The runtime `chalice deploy` gives the functions: the Python running it (Chalice 1.34)."""
+    return f"python{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def check_ops(ops: OpsConfig) -> None:
+    """The runtime is configured, not whatever Python the deployer has; prod alarms reach someone."""
+    if deployer_runtime() != ops.lambda_runtime:
+        raise DeployError(
+            f"the Lambda runtime is fixed to {ops.lambda_runtime} (infra/stages.json) but this is "
+            f"{deployer_runtime()}, which chalice would deploy instead: recreate the venv with "
+            f"that Python (make clean && make venv PYTHON={ops.lambda_runtime})"
+        )
+    if not (0 < ops.rate_limit and 0 < ops.burst_limit):
+        raise DeployError(f"stage {ops.stage!r}: throttling rate_limit and burst_limit must be positive")
+    if not ops.alarm_email and ops.stage in template.PROTECTED_STAGES:
+        raise DeployError(
+            f"stage {ops.stage!r} has no alarm_email in infra/stages.json (or ALARM_EMAIL): "
+            "its alarms would reach nobody"
+        )
 
 
 def check_config(cfg: StageConfig) -> None:
@@ -101,20 +171,72 @@ def check_config(cfg: StageConfig) -> None:
             f"ALLOWED_ORIGINS for stage {cfg.stage!r} in .chalice/config.json must list the "
             f"extension's origins as chrome-extension://<32-letter id>; got {origins or 'nothing'}"
         )
+    check_return_urls(cfg)
+    check_worker_concurrency(cfg)
+    if cfg.custom_domain is not None:
+        domain = cfg.custom_domain
+        if not domain.get("domain_name") or not str(domain.get("certificate_arn", "")).startswith("arn:aws:acm:"):
+            raise DeployError(
+                f"api_gateway_custom_domain of stage {cfg.stage!r} needs domain_name and an ACM "
+                "certificate_arn (in the API's region for a REGIONAL endpoint)"
+            )
     if cfg.ssm_prefix != policy.ssm_prefix(cfg.stage):
         raise DeployError(
             f"SECRETS_SSM_PREFIX for stage {cfg.stage!r} must be {policy.ssm_prefix(cfg.stage)!r} "
             "(the path the IAM policy grants)"
         )
-    with open(policy.policy_path(cfg.stage), encoding="utf-8") as handle:
-        current = json.load(handle)
-    expected = policy.expected_policy(cfg.stage)
-    if current != expected:
+    for function in policy.FUNCTIONS:
+        path = policy.policy_path(cfg.stage, function)
+        with open(path, encoding="utf-8") as handle:
+            current = json.load(handle)
+        expected = policy.expected_policy(cfg.stage, function)
+        if current != expected:
+            raise DeployError(
+                f"{path} is out of step with the code:\n"
+                + policy.describe_difference(current, expected)
+                + "\nrun `python -m infra policy --write` and review the change"
+            )
+
+
+def check_worker_concurrency(cfg: StageConfig) -> None:
+    """SQS polls with at most CATCHUP_MAX_CONCURRENCY batches: never more than the worker may run.
+
+    Otherwise deliveries are throttled, each counting towards maxReceiveCount, and a job can
+    reach the dead-letter queue without ever running.
+    """
+    from chalice.config import Config
+
+    with open(CONFIG_PATH if cfg.config_path is None else cfg.config_path, encoding="utf-8") as handle:
+        disk = json.load(handle)
+    reserved = Config(chalice_stage=cfg.stage, function_name="catchup_worker",
+                      config_from_disk=disk).reserved_concurrency
+    raw = cfg.environment.get("CATCHUP_MAX_CONCURRENCY", "")
+    if not raw.isdigit() or not reserved or not 2 <= int(raw) <= reserved:
         raise DeployError(
-            f"{policy.policy_path(cfg.stage)} is out of step with the code:\n"
-            + policy.describe_difference(current, expected)
-            + "\nrun `python -m infra policy --write` and review the change"
+            f"stage {cfg.stage!r}: CATCHUP_MAX_CONCURRENCY ({raw or 'unset'}) must be between 2 (the SQS "
+            f"minimum) and catchup_worker's reserved_concurrency ({reserved}) in .chalice/config.json"
         )
+
+
+def check_return_urls(cfg: StageConfig) -> None:
+    """Prod refuses Checkout/portal return URLs left at (or pointing to) the placeholder."""
+    from urllib.parse import urlsplit
+
+    problems = []
+    for name in RETURN_URL_SETTINGS:
+        url = cfg.environment.get(name, "").strip()
+        parts = urlsplit(url)
+        if not url or parts.scheme != "https" or not parts.hostname or parts.hostname.endswith(PLACEHOLDER_HOST):
+            problems.append(f"{name}={url or '(unset: https://example.invalid/...)'}")
+    if not problems:
+        return
+    message = (
+        f"stage {cfg.stage!r} sends Stripe customers back to placeholder URLs: {', '.join(problems)}; "
+        "set them to https pages of yours in the stage's environment_variables in .chalice/config.json"
+    )
+    if cfg.stage in template.PROTECTED_STAGES:
+        raise DeployError(message)
+    _say(f"Warning: {message}")
 
 
 def missing_secrets(cfg: StageConfig, ssm: Any) -> list[str]:
@@ -157,15 +279,9 @@ def _wait(cloudformation: Any, waiter: str, name: str) -> None:
         raise DeployError(f"stack {name} failed: " + "; ".join(reasons[:5] or ["see its events"])) from None
 
 
-def deploy_infra(stage: str, origins: Sequence[str], cloudformation: Any) -> dict[str, str]:
-    """Create or update the stage's stack, wait, and check its outputs name what the app uses."""
-    name = template.stack_name(stage)
-    request = {
-        "StackName": name,
-        "TemplateBody": json.dumps(template.render(stage)),
-        "Parameters": [{"ParameterKey": "AllowedOrigins", "ParameterValue": ",".join(origins)}],
-        "Tags": [{"Key": "app", "Value": template.APP_NAME}, {"Key": "stage", "Value": stage}],
-    }
+def create_or_update_stack(cloudformation: Any, request: dict[str, Any], protect: bool = False) -> None:
+    """Create the stack (termination-protected if asked) or update it, and wait for it."""
+    name = request["StackName"]
     status = _stack_status(cloudformation, name)
     if status == "ROLLBACK_COMPLETE":
         raise DeployError(
@@ -174,24 +290,39 @@ def deploy_infra(stage: str, origins: Sequence[str], cloudformation: Any) -> dic
         )
     if status is None:
         _say(f"Stack {name}: creating...")
-        cloudformation.create_stack(
-            **request,
-            EnableTerminationProtection=stage in template.PROTECTED_STAGES,
-            OnFailure="ROLLBACK",
-        )
+        cloudformation.create_stack(**request, EnableTerminationProtection=protect, OnFailure="ROLLBACK")
         _wait(cloudformation, "stack_create_complete", name)
-    else:
-        try:
-            cloudformation.update_stack(**request)
-        except cloudformation.exceptions.ClientError as error:
-            if "No updates are to be performed" not in str(error):
-                raise
-            _say(f"Stack {name}: no changes")
-        else:
-            _say(f"Stack {name}: updating...")
-            _wait(cloudformation, "stack_update_complete", name)
+        return
+    try:
+        cloudformation.update_stack(**request)
+    except cloudformation.exceptions.ClientError as error:
+        if "No updates are to be performed" not in str(error):
+            raise
+        _say(f"Stack {name}: no changes")
+        return
+    _say(f"Stack {name}: updating...")
+    _wait(cloudformation, "stack_update_complete", name)
+
+
+def _stack_request(name: str, stage: str, parameters: list[dict[str, str]]) -> dict[str, Any]:
+    return {"StackName": name, "Parameters": parameters,
+            "Tags": [{"Key": "app", "Value": template.APP_NAME}, {"Key": "stage", "Value": stage}]}
+
+
+def stack_outputs(cloudformation: Any, name: str) -> dict[str, str]:
+    if _stack_status(cloudformation, name) is None:
+        raise DeployError(f"stack {name} does not exist: run `make deploy` first")
     stack = cloudformation.describe_stacks(StackName=name)["Stacks"][0]
-    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+    return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+
+
+def deploy_infra(stage: str, origins: Sequence[str], cloudformation: Any) -> dict[str, str]:
+    """Create or update the stage's stack, wait, and check its outputs name what the app uses."""
+    name = template.stack_name(stage)
+    request = _stack_request(name, stage, [{"ParameterKey": "AllowedOrigins", "ParameterValue": ",".join(origins)}])
+    request["TemplateBody"] = json.dumps(template.render(stage))  # well under the inline limit (tests)
+    create_or_update_stack(cloudformation, request, protect=stage in template.PROTECTED_STAGES)
+    outputs = stack_outputs(cloudformation, name)
     wrong = {k: (outputs.get(k), v) for k, v in template.expected_names(stage).items() if outputs.get(k) != v}
     if wrong:
         raise DeployError(f"stack {name} outputs differ from the names the app derives: {wrong}")
@@ -258,6 +389,126 @@ def apply_gateway_responses(apigateway: Any, rest_api_id: str, api_stage: str, o
     return applied
 
 
+# --- stage throttling --------------------------------------------------------------------
+
+
+def apply_throttling(apigateway: Any, rest_api_id: str, api_stage: str, ops: OpsConfig) -> None:
+    """Every method of the stage: at most `rate_limit` requests per second, `burst_limit` at once."""
+    apigateway.update_stage(
+        restApiId=rest_api_id,
+        stageName=api_stage,
+        patchOperations=[
+            {"op": "replace", "path": "/*/*/throttling/rateLimit", "value": str(ops.rate_limit)},
+            {"op": "replace", "path": "/*/*/throttling/burstLimit", "value": str(ops.burst_limit)},
+        ],
+    )
+
+
+def merge_throttling(sam: dict[str, Any], ops: OpsConfig) -> dict[str, Any]:
+    """The same limits in `chalice package`'s template."""
+    sam["Resources"]["RestAPI"]["Properties"]["MethodSettings"] = [
+        {"ResourcePath": "/*", "HttpMethod": "*", "ThrottlingRateLimit": ops.rate_limit,
+         "ThrottlingBurstLimit": ops.burst_limit}
+    ]
+    return sam
+
+
+# --- the build directory and the deploy state ----------------------------------------------
+
+
+def stage_sources(source: str, build: str) -> None:
+    """Copy what chalice packages (and nothing else) into `build`, with the lock as requirements."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name in APP_SOURCES:
+        path = os.path.join(source, name)
+        if os.path.isdir(path):
+            shutil.copytree(path, os.path.join(build, name), ignore=ignore)
+        else:
+            shutil.copyfile(path, os.path.join(build, name))
+    os.makedirs(os.path.join(build, ".chalice"), exist_ok=True)
+    for name in os.listdir(os.path.join(source, ".chalice")):
+        if name == "config.json" or (name.startswith("policy-") and name.endswith(".json")):
+            shutil.copyfile(os.path.join(source, ".chalice", name), os.path.join(build, ".chalice", name))
+    lock = os.path.join(source, RUNTIME_LOCK)
+    requirements = lock if os.path.exists(lock) else os.path.join(source, "requirements.txt")
+    shutil.copyfile(requirements, os.path.join(build, "requirements.txt"))
+
+
+def state_path(project: str, stage: str) -> str:
+    return os.path.join(project, ".chalice", "deployed", f"{stage}.json")
+
+
+def fetch_state(s3: Any, bucket: str, stage: str, build: str, root: str) -> str:
+    """Put the stage's last deploy state into the build; returns where it came from.
+
+    The bucket's copy wins; a state that only exists on this machine (deployments made
+    before the state was kept in the bucket) is used once and then saved to the bucket.
+    Without either, chalice creates everything anew: a new API id and URL.
+    """
+    target = state_path(build, stage)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    try:
+        body = s3.get_object(Bucket=bucket, Key=STATE_KEY.format(stage=stage))["Body"].read()
+    except s3.exceptions.NoSuchKey:
+        local = state_path(root, stage)
+        if os.path.exists(local):
+            shutil.copyfile(local, target)
+            return local
+        return "none (first deployment)"
+    with open(target, "wb") as handle:
+        handle.write(body)
+    return f"s3://{bucket}/{STATE_KEY.format(stage=stage)}"
+
+
+def save_state(s3: Any, bucket: str, stage: str, build: str, root: str, source_ref: str) -> bool:
+    """Keep what chalice recorded, in the bucket (versioned) and in the local .chalice/deployed."""
+    path = state_path(build, stage)
+    if not os.path.exists(path):
+        return False
+    with open(path, "rb") as handle:
+        body = handle.read()
+    s3.put_object(Bucket=bucket, Key=STATE_KEY.format(stage=stage), Body=body,
+                  ContentType="application/json", Metadata={"source-ref": source_ref[:200]})
+    os.makedirs(os.path.dirname(state_path(root, stage)), exist_ok=True)
+    shutil.copyfile(path, state_path(root, stage))
+    return True
+
+
+def git_ref(repo: str, ref: str = "HEAD") -> str:
+    """The commit a ref names (recorded with the deploy state), `unknown` outside a repository."""
+    completed = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], cwd=repo,
+                               capture_output=True, text=True, check=False)
+    return completed.stdout.strip() or "unknown"
+
+
+# --- the monitoring stack -------------------------------------------------------------------
+
+
+def deploy_stack(cloudformation: Any, s3: Any, bucket: str, name: str, body: dict[str, Any],
+                 parameters: list[dict[str, str]], stage: str) -> None:
+    """Create or update a stack; a template over CloudFormation's inline limit goes through S3."""
+    text = json.dumps(body, separators=(",", ":"))
+    request = _stack_request(name, stage, parameters)
+    if len(text.encode()) > TEMPLATE_BODY_LIMIT:
+        key = f"templates/{name}.json"
+        s3.put_object(Bucket=bucket, Key=key, Body=text.encode(), ContentType="application/json")
+        request["TemplateURL"] = f"https://{bucket}.s3.{s3.meta.region_name}.amazonaws.com/{key}"
+    else:
+        request["TemplateBody"] = text
+    create_or_update_stack(cloudformation, request)
+
+
+def deploy_monitoring(session: Any, stage: str, ops: OpsConfig, bucket: str, root: str = ROOT) -> str:
+    from infra import monitoring
+
+    deploy_stack(session.client("cloudformation"), session.client("s3"), bucket, monitoring.stack_name(stage),
+                 monitoring.render(stage, policy.stage_names(stage, root)),
+                 monitoring.parameters(ops.alarm_email, ops.monthly_budget_usd), stage)
+    if not ops.alarm_email:
+        _say(f"Warning: no alarm_email for stage {stage!r}: alarms go to the SNS topic only")
+    return monitoring.stack_name(stage)
+
+
 # --- the commands ---------------------------------------------------------------------------
 
 
@@ -277,57 +528,134 @@ def deploy(
     session: Any = None,
     runner: Runner = run,
     cfg: StageConfig | None = None,
+    ops: OpsConfig | None = None,
     root: str = ROOT,
+    source: str = ROOT,
 ) -> dict[str, str]:
+    """`root` keeps the local copy of the deploy state; `source` is the project deployed."""
     cfg = cfg or stage_config(stage)
+    ops = ops or ops_config(stage)
     check_config(cfg)
+    check_ops(ops)
     session = session or _session()
     missing = missing_secrets(cfg, session.client("ssm"))
     required = [f"{cfg.ssm_prefix}{name}" for name in REQUIRED_SECRETS]
     if any(name in missing for name in required):
         raise DeployError(
-            f"create the SecureString parameter(s) {', '.join(required)} first (see README, Deployment)"
+            f"create the SecureString parameter(s) {', '.join(required)} first (see docs/operations.md)"
         )
+    optional = {f"{cfg.ssm_prefix}{name}" for name in OPTIONAL_SECRETS}
     for name in missing:
-        _say(f"Warning: SSM parameter {name} does not exist; the features that need it answer 503")
+        if name not in optional:
+            _say(f"Warning: SSM parameter {name} does not exist; the features that need it answer 503")
     outputs = deploy_infra(stage, cfg.allowed_origins, session.client("cloudformation"))
     result = {"stack": template.stack_name(stage), **outputs}
     if infra_only:
         return result
+    result.update(deploy_app(stage, cfg, ops, session, runner, source=source, root=root, outputs=outputs,
+                             source_ref=git_ref(source)))
+    result["monitoring_stack"] = deploy_monitoring(session, stage, ops, outputs[template.DEPLOY_STATE_BUCKET + "Name"],
+                                                   source)
+    return result
+
+
+def deploy_app(stage: str, cfg: StageConfig, ops: OpsConfig, session: Any, runner: Runner, *, source: str,
+               root: str, outputs: dict[str, str], source_ref: str) -> dict[str, str]:
+    """chalice deploy of `source` with the stage's saved state, then the gateway's own settings."""
+    bucket = outputs[template.DEPLOY_STATE_BUCKET + "Name"]
+    s3 = session.client("s3")
     ensure_api_log_group(session.client("logs"), stage, cfg.api_log_retention_days)
-    runner([chalice_cli(), "deploy", "--stage", stage])
-    rest_api_id, url = deployed_api(stage, root)
-    apply_gateway_responses(session.client("apigateway"), rest_api_id, cfg.api_gateway_stage, cfg.allowed_origins[0])
+    with tempfile.TemporaryDirectory(prefix=f"chalice-{stage}-") as build:
+        stage_sources(source, build)
+        _say(f"Deploy state: {fetch_state(s3, bucket, stage, build, root)}")
+        try:
+            runner([chalice_cli(), "--project-dir", build, "deploy", "--stage", stage])
+        finally:  # chalice records what it created even when a later step failed
+            if save_state(s3, bucket, stage, build, root, source_ref):
+                _say(f"Deploy state saved to s3://{bucket}/{STATE_KEY.format(stage=stage)}")
+        rest_api_id, url = deployed_api(stage, build)
+    apigateway = session.client("apigateway")
+    apply_gateway_responses(apigateway, rest_api_id, cfg.api_gateway_stage, cfg.allowed_origins[0])
+    apply_throttling(apigateway, rest_api_id, cfg.api_gateway_stage, ops)  # a stage setting: no deployment
     url = url.rstrip("/")
-    result.update(api_url=url, stripe_webhook_url=url + STRIPE_WEBHOOK_PATH)
+    if cfg.custom_domain:
+        url = f"https://{cfg.custom_domain['domain_name']}"
     _say(f"API URL:            {url}/")
     _say(f"Stripe webhook URL: {url}{STRIPE_WEBHOOK_PATH}")
-    return result
+    return {"api_url": url, "stripe_webhook_url": url + STRIPE_WEBHOOK_PATH, "rest_api_id": rest_api_id}
+
+
+def rollback(
+    stage: str,
+    ref: str,
+    *,
+    session: Any = None,
+    runner: Runner = run,
+    cfg: StageConfig | None = None,
+    ops: OpsConfig | None = None,
+    root: str = ROOT,
+    repo: str = ROOT,
+) -> dict[str, str]:
+    """Deploy the app code of git `ref` (of `repo`) to the stage, reusing its saved state (same API, same URL).
+
+    Only the app moves back: tables, queues, bucket and monitoring stay as they are, so a
+    ref older than a data change still finds everything its code uses.
+    """
+    ops = ops or ops_config(stage)
+    check_ops(ops)
+    with tempfile.TemporaryDirectory(prefix=f"rollback-{stage}-") as source:
+        archive = subprocess.run(["git", "archive", "--format=tar", ref], cwd=repo, capture_output=True, check=False)
+        if archive.returncode != 0:
+            raise DeployError(f"git archive {ref} failed: {archive.stderr.decode(errors='replace').strip()}")
+        subprocess.run(["tar", "-x", "-C", source], input=archive.stdout, check=True)
+        cfg = cfg or stage_config(stage, os.path.join(source, ".chalice", "config.json"))
+        check_return_urls(cfg)
+        if not cfg.allowed_origins or any(not EXTENSION_ORIGIN.match(o) for o in cfg.allowed_origins):
+            raise DeployError(f"{ref}: ALLOWED_ORIGINS of stage {stage!r} are not deployable")
+        session = session or _session()
+        outputs = stack_outputs(session.client("cloudformation"), template.stack_name(stage))
+        _say(f"Rolling stage {stage} back to {ref}")
+        return deploy_app(stage, cfg, ops, session, runner, source=source, root=root, outputs=outputs,
+                          source_ref=git_ref(repo, ref))
 
 
 def package(stage: str, out_dir: str | None = None, runner: Runner = run) -> dict[str, Any]:
     """Check the stage, then write its artefacts to build/<stage>/ (or out_dir)."""
     cfg = stage_config(stage)
     check_config(cfg)
-    return build_package(cfg, out_dir or os.path.join(ROOT, "build", stage), runner)
+    ops = ops_config(stage)
+    check_ops(ops)
+    return build_package(cfg, out_dir or os.path.join(ROOT, "build", stage), runner, ops)
 
 
-def build_package(cfg: StageConfig, out_dir: str, runner: Runner = run) -> dict[str, Any]:
-    """sam.json (chalice package + repairs + gateway responses), deployment.zip, infra.json."""
+def build_package(cfg: StageConfig, out_dir: str, runner: Runner = run, ops: OpsConfig | None = None,
+                  source: str = ROOT) -> dict[str, Any]:
+    """sam.json (chalice package + repairs + gateway responses + function names + throttling), deployment.zip,
+    infra.json and monitoring.json with their parameters."""
+    from infra import monitoring
+
+    ops = ops or ops_config(cfg.stage)
     os.makedirs(out_dir, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f"chalice-package-{cfg.stage}-") as scratch:
-        runner([chalice_cli(), "package", "--stage", cfg.stage, scratch])
-        with open(os.path.join(scratch, "sam.json"), encoding="utf-8") as handle:
+        build, output = os.path.join(scratch, "project"), os.path.join(scratch, "out")
+        os.makedirs(build)
+        stage_sources(source, build)
+        runner([chalice_cli(), "--project-dir", build, "package", "--stage", cfg.stage, output])
+        with open(os.path.join(output, "sam.json"), encoding="utf-8") as handle:
             sam = json.load(handle)
-        shutil.copyfile(os.path.join(scratch, "deployment.zip"), os.path.join(out_dir, "deployment.zip"))
+        shutil.copyfile(os.path.join(output, "deployment.zip"), os.path.join(out_dir, "deployment.zip"))
     template.repair_api_handler_log_group(sam)
     template.merge_gateway_responses(sam, cfg.allowed_origins[0])
+    template.name_packaged_functions(sam, cfg.stage)
+    merge_throttling(sam, ops)
     artefacts = {
         "sam.json": sam,
         "infra.json": template.render(cfg.stage),
         "infra-parameters.json": [
             {"ParameterKey": "AllowedOrigins", "ParameterValue": ",".join(cfg.allowed_origins)}
         ],
+        "monitoring.json": monitoring.render(cfg.stage, policy.stage_names(cfg.stage, source)),
+        "monitoring-parameters.json": monitoring.parameters(ops.alarm_email, ops.monthly_budget_usd),
     }
     for name, document in artefacts.items():
         with open(os.path.join(out_dir, name), "w", encoding="utf-8") as handle:
@@ -335,5 +663,7 @@ def build_package(cfg: StageConfig, out_dir: str, runner: Runner = run) -> dict[
             handle.write("\n")
     size = os.path.getsize(os.path.join(out_dir, "deployment.zip"))
     _say(f"Wrote {out_dir}: sam.json, deployment.zip ({size / 1e6:.1f} MB), infra.json, infra-parameters.json")
-    _say(f"Deploy infra.json as stack {template.stack_name(cfg.stage)} first, then sam.json (CAPABILITY_IAM).")
+    _say(f"Deploy infra.json as stack {template.stack_name(cfg.stage)} first, then sam.json (CAPABILITY_IAM; "
+         "over 51,200 bytes: upload it, e.g. `aws cloudformation package --s3-bucket <DeployStateBucketName>`), "
+         f"then monitoring.json as {monitoring.stack_name(cfg.stage)}.")
     return {"out_dir": out_dir, "zip_bytes": size, "sam": sam}

@@ -1,7 +1,10 @@
 """Least-privilege IAM policies for the Lambda roles, derived from the code (never by hand).
 
-`.chalice/policy-<stage>.json` must allow exactly the AWS actions the deployed code can
-call, on exactly our resources. This module finds those calls by reading the source
+Each function has its own role and its own policy file, `.chalice/policy-<stage>-<function>.json`
+(Chalice's per-function `iam_policy_file`), which must allow exactly the AWS actions that
+function's code can call, on exactly our resources. A function's code is the import closure
+of its entry module (FUNCTIONS): the internet-facing authorizer imports nothing that talks
+to DynamoDB, S3 or SQS, so its role can read its secrets and write its logs, nothing else. This module finds those calls by reading the source
 (chalicelib/ and app.py) with `ast`: every `client("<service>").<method>(...)`, every call
 on a variable or helper that holds such a client (`store.ddb().transact_write_items`,
 `sqs = client("sqs"); sqs.send_message(...)`), paginators, waiters and presigned URLs.
@@ -28,6 +31,15 @@ from chalicelib.settings import APP_NAME, resource_name
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEPLOY_STAGES = ("dev", "prod")
+# Every Lambda, by its Chalice config name, and the module whose import closure is its code.
+# (app.py imports everything: the API handler's closure; the others are entered through app.py,
+# whose module-level code only registers routes and handlers.)
+FUNCTIONS: dict[str, str] = {
+    "api_handler": "app",
+    "jwt_auth": "chalicelib.authorizer",
+    "cleanup": "chalicelib.cleanup",
+    "catchup_worker": "chalicelib.catchup_worker",
+}
 
 TRANSACT_WRITE_ACTIONS = {
     "Put": "dynamodb:PutItem",
@@ -80,6 +92,7 @@ class Scan:
     transact_kinds: set[str] = field(default_factory=set)
     sqs_subscriptions: list[str] = field(default_factory=list)
     unresolved: list[str] = field(default_factory=list)
+    module_level: list[Call] = field(default_factory=list)  # run at import, by every function
 
     @property
     def operations(self) -> set[tuple[str, str]]:
@@ -94,11 +107,12 @@ def actions_for(service: str, operation: str, transact_kinds: Iterable[str] = ()
     return set(ACTION_EXCEPTIONS.get((service, operation), (f"{service}:{operation}",)))
 
 
-def required_actions(scan: Scan) -> set[str]:
+def required_actions(scan: Scan, event_source: bool | None = None) -> set[str]:
+    """What the scanned code calls, plus the poller's actions for a queue-subscribed function."""
     actions = set(LOG_ACTIONS)
     for service, operation in scan.operations:
         actions |= actions_for(service, operation, scan.transact_kinds)
-    if scan.sqs_subscriptions:
+    if scan.sqs_subscriptions if event_source is None else event_source:
         actions |= set(SQS_EVENT_SOURCE_ACTIONS)
     return actions
 
@@ -201,6 +215,76 @@ def _bindings(scope: ast.AST, resolver: _Resolver, inherited: dict[str, set[str]
     return bindings
 
 
+def module_name(path: str) -> str:
+    """`chalicelib/billing/checkout.py` -> `chalicelib.billing.checkout`; `app.py` -> `app`."""
+    name = path[: -len(".py")].replace(os.sep, ".").replace("/", ".")
+    return name[: -len(".__init__")] if name.endswith(".__init__") else name
+
+
+def _imported(tree: ast.Module, known: set[str]) -> set[str]:
+    """Our modules a module imports, anywhere in it (deferred imports inside functions too)."""
+    found: set[str] = set()
+
+    def add(name: str) -> None:
+        parts = name.split(".")
+        for end in range(1, len(parts) + 1):  # importing a.b.c runs a, a.b and a.b.c
+            if ".".join(parts[:end]) in known:
+                found.add(".".join(parts[:end]))
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                add(alias.name)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            add(node.module)
+            for alias in node.names:
+                add(f"{node.module}.{alias.name}")
+    return found
+
+
+def _app_modules_for(function: str, tree: ast.Module, known: set[str]) -> set[str]:
+    """The modules app.py imports for one of its Lambdas.
+
+    app.py defines every Lambda; each runs app.py's module-level code (routes and handlers
+    are only registered there) and then its own handler. So a function needs what app.py's
+    module level and its own handler use, never what another Lambda's handler body uses
+    (the API handler never runs `catchup_jobs.handle_event`).
+    """
+    others = set(FUNCTIONS) - {function}
+    aliases: dict[str, str] = {}
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for alias in node.names:
+                target = f"{node.module}.{alias.name}"
+                aliases[alias.asname or alias.name] = target if target in known else node.module
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                aliases[alias.asname or alias.name.split(".")[0]] = alias.name if alias.asname else alias.name.split(".")[0]
+    skipped: set[int] = set()
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name in others:
+            skipped |= {id(inner) for statement in node.body for inner in ast.walk(statement)}
+    used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and id(n) not in skipped}
+    return {module for alias, module in aliases.items() if alias in used and module in known}
+
+
+def import_closure(entry: str, root: str = ROOT, function: str = "api_handler") -> set[str]:
+    """Every module of ours that `function`, entered through module `entry`, can load."""
+    modules = {module_name(path): tree for path, tree in _sources(root)}
+    known = set(modules)
+    if entry == "app":
+        closure, pending = {"app"}, sorted(_app_modules_for(function, modules["app"], known))
+    else:
+        closure, pending = set(), [entry]
+    while pending:
+        name = pending.pop()
+        if name in closure or name not in modules:
+            continue
+        closure.add(name)
+        pending += sorted(_imported(modules[name], known) - closure)
+    return closure
+
+
 def _sources(root: str) -> list[tuple[str, ast.Module]]:
     paths = [os.path.join(root, "app.py")]
     for directory, _, files in os.walk(os.path.join(root, "chalicelib")):
@@ -254,17 +338,20 @@ def _is_sqs_subscription(decorator: ast.AST) -> bool:
     return isinstance(decorator, ast.Call) and _callee_name(decorator.func) == "on_sqs_message"
 
 
-def scan(root: str = ROOT) -> Scan:
-    """Every AWS operation the deployed code calls, found in its source.
+def scan(root: str = ROOT, modules: set[str] | None = None) -> Scan:
+    """Every AWS operation the deployed code calls (only in `modules`, when given).
 
     A name bound to a client anywhere in a module counts as that client in the whole
     module: a deliberate over-approximation (the policy may only ever grow from it).
     """
-    modules = _sources(root)
-    resolver = _Resolver(_find_factories(modules))
+    sources = _sources(root)
+    resolver = _Resolver(_find_factories(sources))
     result = Scan()
-    for path, tree in modules:
+    for path, tree in sources:
+        if modules is not None and module_name(path) not in modules:
+            continue
         bindings = _bindings(tree, resolver, {})
+        in_functions = {id(inner) for function in _functions(tree) for inner in ast.walk(function)}
         for node in ast.walk(tree):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 if any(_is_sqs_subscription(d) for d in node.decorator_list):
@@ -280,39 +367,57 @@ def scan(root: str = ROOT) -> Scan:
                     if operation is None:
                         result.unresolved.append(f"{path}:{node.lineno} {service}.{node.func.attr}")
                     elif operation is not False:
-                        result.calls.append(Call(service, operation, f"{path}:{node.lineno}"))
+                        call = Call(service, operation, f"{path}:{node.lineno}")
+                        result.calls.append(call)
+                        if id(node) not in in_functions:
+                            result.module_level.append(call)
     return result
 
 
 # --- rendering -----------------------------------------------------------------------------
 
 
-def _arns(stage: str) -> dict[str, Any]:
+def stage_names(stage: str, root: str = ROOT) -> dict[str, str]:
+    """{suffix: physical name} of a stage's resources, with the stage's `<NAME>_TABLE`-style
+    overrides from .chalice/config.json applied (a table restored from a backup has a new name)."""
+    from chalicelib.resources import RESOURCE_ENV_VARS
+
+    environment: dict[str, str] = {}
+    path = os.path.join(root, ".chalice", "config.json")
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as handle:
+            environment = json.load(handle).get("stages", {}).get(stage, {}).get("environment_variables", {})
+    names = {suffix: resource_name(stage, suffix) for suffix in RESOURCE_ENV_VARS.values()}
+    names.update({suffix: environment[var] for var, suffix in RESOURCE_ENV_VARS.items() if environment.get(var)})
+    return names
+
+
+def function_name(stage: str, function: str) -> str:
+    """`chalice deploy` names the API handler `<app>-<stage>` and the others `<app>-<stage>-<name>`
+    (and `make package` gives the packaged functions the same names)."""
+    return f"{APP_NAME}-{stage}" if function == "api_handler" else f"{APP_NAME}-{stage}-{function}"
+
+
+def _arns(stage: str, function: str | None = None, root: str = ROOT) -> dict[str, Any]:
+    names = stage_names(stage, root)
     dead_letter_queues = {q.dead_letter for q in resources.QUEUES if q.dead_letter}
-    tables = [f"arn:aws:dynamodb:*:*:table/{resource_name(stage, t.suffix)}" for t in resources.TABLES]
-    indexes = [
-        f"arn:aws:dynamodb:*:*:table/{resource_name(stage, t.suffix)}/index/*"
-        for t in resources.TABLES
-        if t.indexes
-    ]
+    tables = [f"arn:aws:dynamodb:*:*:table/{names[t.suffix]}" for t in resources.TABLES]
+    indexes = [f"arn:aws:dynamodb:*:*:table/{names[t.suffix]}/index/*" for t in resources.TABLES if t.indexes]
+    if function is None:  # any of the stage's functions
+        log_groups = [f"/aws/lambda/{APP_NAME}-{stage}", f"/aws/lambda/{APP_NAME}-{stage}-*"]
+    else:
+        log_groups = [f"/aws/lambda/{function_name(stage, function)}"]
     return {
         "dynamodb": tables + indexes,
         "s3_objects": [
-            f"arn:aws:s3:::{resource_name(stage, b.suffix)}/{OBJECT_KEY_PREFIXES[b.suffix]}*"
-            for b in resources.BUCKETS
+            f"arn:aws:s3:::{names[b.suffix]}/{OBJECT_KEY_PREFIXES[b.suffix]}*" for b in resources.BUCKETS
         ],
-        "s3_buckets": [f"arn:aws:s3:::{resource_name(stage, b.suffix)}" for b in resources.BUCKETS],
+        "s3_buckets": [f"arn:aws:s3:::{names[b.suffix]}" for b in resources.BUCKETS],
         "sqs": [
-            f"arn:aws:sqs:*:*:{resource_name(stage, q.suffix)}"
-            for q in resources.QUEUES
-            if q.suffix not in dead_letter_queues
+            f"arn:aws:sqs:*:*:{names[q.suffix]}" for q in resources.QUEUES if q.suffix not in dead_letter_queues
         ],
         "ssm": [f"arn:aws:ssm:*:*:parameter{ssm_prefix(stage)}*"],
-        # `chalice deploy` names the API handler `<app>-<stage>`, the others `<app>-<stage>-<name>`.
-        "logs": [
-            f"arn:aws:logs:*:*:log-group:/aws/lambda/{APP_NAME}-{stage}:*",
-            f"arn:aws:logs:*:*:log-group:/aws/lambda/{APP_NAME}-{stage}-*:*",
-        ],
+        "logs": [f"arn:aws:logs:*:*:log-group:{group}:*" for group in log_groups],
     }
 
 
@@ -321,8 +426,10 @@ def ssm_prefix(stage: str) -> str:
     return f"/{APP_NAME}/{stage}/"
 
 
-def render_policy(stage: str, actions: Iterable[str]) -> dict[str, Any]:
-    """The policy document granting `actions`, each on our resources of its service only."""
+def render_policy(stage: str, actions: Iterable[str], function: str | None = None,
+                  root: str = ROOT) -> dict[str, Any]:
+    """The policy document granting `actions`, each on our resources of its service only
+    (and CloudWatch Logs on `function`'s own log group, when given)."""
     by_service: dict[str, set[str]] = {}
     for action in actions:
         service = action.split(":", 1)[0]
@@ -331,7 +438,7 @@ def render_policy(stage: str, actions: Iterable[str]) -> dict[str, Any]:
                 f"{action}: no resource scope is defined for {service!r}; add one to infra/policy.py"
             )
         by_service.setdefault(service, set()).add(action)
-    arns = _arns(stage)
+    arns = _arns(stage, function, root)
     statements: list[dict[str, Any]] = []
 
     def allow(sid: str, granted: Iterable[str], resource: list[str], **extra: Any) -> None:
@@ -361,12 +468,26 @@ def render_policy(stage: str, actions: Iterable[str]) -> dict[str, Any]:
     return {"Version": "2012-10-17", "Statement": statements}
 
 
-def expected_policy(stage: str, root: str = ROOT) -> dict[str, Any]:
-    return render_policy(stage, required_actions(scan(root)))
+def function_actions(function: str, root: str = ROOT) -> set[str]:
+    """The actions one function's code needs (its import closure, and its event source)."""
+    everything = scan(root)
+    subscribed = {site.rsplit(":", 1)[1] for site in everything.sqs_subscriptions}
+    own = scan(root, import_closure(FUNCTIONS[function], root, function))
+    own.calls += everything.module_level  # every Lambda imports app.py, hence every module
+    return required_actions(own, event_source=function in subscribed)
 
 
-def policy_path(stage: str, root: str = ROOT) -> str:
-    return os.path.join(root, ".chalice", f"policy-{stage}.json")
+def expected_policy(stage: str, function: str, root: str = ROOT) -> dict[str, Any]:
+    return render_policy(stage, function_actions(function, root), function, root)
+
+
+def policy_file(stage: str, function: str) -> str:
+    """The name Chalice's `iam_policy_file` gives, relative to .chalice/."""
+    return f"policy-{stage}-{function}.json"
+
+
+def policy_path(stage: str, function: str, root: str = ROOT) -> str:
+    return os.path.join(root, ".chalice", policy_file(stage, function))
 
 
 def allowed_actions(policy: dict[str, Any]) -> set[str]:
@@ -399,9 +520,9 @@ def describe_difference(current: dict[str, Any], expected: dict[str, Any]) -> st
     return "\n".join(lines)
 
 
-def write(stage: str, root: str = ROOT) -> dict[str, Any]:
-    policy = expected_policy(stage, root)
-    with open(policy_path(stage, root), "w", encoding="utf-8") as handle:
+def write(stage: str, function: str, root: str = ROOT) -> dict[str, Any]:
+    policy = expected_policy(stage, function, root)
+    with open(policy_path(stage, function, root), "w", encoding="utf-8") as handle:
         json.dump(policy, handle, indent=2)
         handle.write("\n")
     return policy

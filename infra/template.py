@@ -21,6 +21,7 @@ from chalicelib import resources
 from chalicelib.settings import APP_NAME, resource_name
 
 PROTECTED_STAGES = frozenset({"prod"})
+DEPLOY_STATE_BUCKET = "DeployStateBucket"
 UPLOAD_CORS_HEADERS = ("content-type", "content-length")
 UPLOAD_CORS_MAX_AGE = 3000
 
@@ -89,24 +90,27 @@ def _table(stage: str, table: resources.Table, protected: bool) -> dict[str, Any
     }
 
 
+# No public access, no ACLs, SSE-S3 (presigned PUTs need no KMS headers and the roles no kms:*).
+_PRIVATE_BUCKET: dict[str, Any] = {
+    "PublicAccessBlockConfiguration": {
+        "BlockPublicAcls": True,
+        "BlockPublicPolicy": True,
+        "IgnorePublicAcls": True,
+        "RestrictPublicBuckets": True,
+    },
+    "OwnershipControls": {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]},
+    "BucketEncryption": {
+        "ServerSideEncryptionConfiguration": [{"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+    },
+}
+
+
 def _bucket(stage: str, bucket: resources.Bucket) -> dict[str, Any]:
     return {
         "Type": "AWS::S3::Bucket",
         "Properties": {
             "BucketName": resource_name(stage, bucket.suffix),
-            "PublicAccessBlockConfiguration": {
-                "BlockPublicAcls": True,
-                "BlockPublicPolicy": True,
-                "IgnorePublicAcls": True,
-                "RestrictPublicBuckets": True,
-            },
-            "OwnershipControls": {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]},
-            "BucketEncryption": {
-                # SSE-S3: presigned PUTs need no KMS headers and the role no kms:* actions.
-                "ServerSideEncryptionConfiguration": [
-                    {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}
-                ]
-            },
+            **_PRIVATE_BUCKET,
             "LifecycleConfiguration": {
                 "Rules": [
                     {
@@ -175,6 +179,31 @@ def _queue(stage: str, queue: resources.Queue) -> dict[str, Any]:
     return {"Type": "AWS::SQS::Queue", "Properties": properties}
 
 
+def _deploy_state_bucket(stage: str) -> dict[str, Any]:
+    """Where `make deploy` keeps the stage's deploy state (chalice's deployed/<stage>.json) and
+    templates too large to send inline. Versioned: every deploy's state can be read back.
+    CloudFormation names it (bucket names are global), the stack output says which it is."""
+    return {
+        "Type": "AWS::S3::Bucket",
+        "DeletionPolicy": "Retain",
+        "UpdateReplacePolicy": "Retain",
+        "Properties": {
+            "VersioningConfiguration": {"Status": "Enabled"},
+            **_PRIVATE_BUCKET,
+            "LifecycleConfiguration": {
+                "Rules": [
+                    {
+                        "Id": "old-states",
+                        "Status": "Enabled",
+                        "NoncurrentVersionExpiration": {"NoncurrentDays": 365},
+                    }
+                ]
+            },
+            "Tags": _tags(stage),
+        },
+    }
+
+
 def _output(value: Any, description: str) -> dict[str, Any]:
     return {"Value": value, "Description": description}
 
@@ -214,6 +243,8 @@ def render(stage: str, protected: bool | None = None) -> dict[str, Any]:
         outputs[queue_id + "Name"] = _output({"Fn::GetAtt": [queue_id, "QueueName"]}, queue.suffix)
         outputs[queue_id + "Url"] = _output({"Ref": queue_id}, queue.suffix)
         outputs[queue_id + "Arn"] = _output({"Fn::GetAtt": [queue_id, "Arn"]}, queue.suffix)
+    body[DEPLOY_STATE_BUCKET] = _deploy_state_bucket(stage)
+    outputs[DEPLOY_STATE_BUCKET + "Name"] = _output({"Ref": DEPLOY_STATE_BUCKET}, "deploy state and large templates")
     return template
 
 
@@ -308,4 +339,22 @@ def repair_api_handler_log_group(sam: dict[str, Any]) -> dict[str, Any]:
             name = resource["Properties"].get("LogGroupName")
             if isinstance(name, dict) and name.get("Fn::Sub") == "/aws/lambda/${ApiHandler}":
                 name["Fn::Sub"] = "/aws/lambda/${APIHandler}"
+    return sam
+
+
+def name_packaged_functions(sam: dict[str, Any], stage: str) -> dict[str, Any]:
+    """Give the packaged functions the names `chalice deploy` gives them.
+
+    Without it CloudFormation would name them `<stack>-<LogicalId>-<random>`: the policies'
+    log permissions and the monitoring stack's alarms and metric filters address each
+    function by its one name, whichever way the stage was deployed.
+    """
+    from chalice.utils import to_cfn_resource_name
+
+    from infra.policy import FUNCTIONS, function_name
+
+    logical_ids = {"APIHandler" if f == "api_handler" else to_cfn_resource_name(f): f for f in FUNCTIONS}
+    for logical_id, resource in sam["Resources"].items():
+        if resource.get("Type") == "AWS::Serverless::Function" and logical_id in logical_ids:
+            resource["Properties"]["FunctionName"] = function_name(stage, logical_ids[logical_id])
     return sam

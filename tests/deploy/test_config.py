@@ -66,7 +66,7 @@ def test_function_limits(stage):
         assert scoped.lambda_memory_size == MEMORY_MB
         assert scoped.log_retention_in_days  # Chalice creates the log group: the role need not
         assert scoped.autogen_policy is False
-        assert scoped.iam_policy_file == f"policy-{stage}.json"
+        assert scoped.iam_policy_file == policy.policy_file(stage, function)  # a role and policy of its own
         assert scoped.tags["stage"] == stage and scoped.tags["app"] == "transcription-backend"
 
 
@@ -110,14 +110,58 @@ def test_every_function_logs_to_a_group_the_policy_allows_and_that_has_retention
 
     from infra import deploy
 
-    with open(policy.policy_path(stage), encoding="utf-8") as handle:
-        (logs,) = [s for s in json.load(handle)["Statement"] if s["Sid"] == "Logs"]
     functions = _deployed_functions(stage)
     assert {f.resource_name for f in functions} >= {"api_handler", "jwt_auth", "catchup_worker"}
     for function in functions:
+        # each function's role carries its own policy file, granting its own log group only
+        assert function.role.policy.filename == policy.policy_path(stage, function.resource_name)
+        with open(policy.policy_path(stage, function.resource_name), encoding="utf-8") as handle:
+            (logs,) = [s for s in json.load(handle)["Statement"] if s["Sid"] == "Logs"]
         group = f"/aws/lambda/{function.function_name}"
         stream = f"arn:aws:logs:us-east-1:123456789012:log-group:{group}:log-stream:2026/01/01/[$LATEST]abc"
         assert any(fnmatch.fnmatchcase(stream, pattern) for pattern in logs["Resource"]), group
         # Lambda cannot create the group (no logs:CreateLogGroup): Chalice or the deploy step must.
         created_by_chalice = function.log_group is not None and function.log_group.log_group_name == group
         assert created_by_chalice or group == deploy.api_log_group_name(stage), group
+
+
+@pytest.mark.parametrize("stage", policy.DEPLOY_STAGES)
+def test_the_queue_poller_never_outruns_the_workers_reserved_concurrency(stage):
+    """Throttled deliveries count towards maxReceiveCount: a job could die without running."""
+    from infra import deploy
+
+    cfg = deploy.stage_config(stage)
+    deploy.check_worker_concurrency(cfg)
+    maximum = int(cfg.environment["CATCHUP_MAX_CONCURRENCY"])
+    assert 2 <= maximum <= _scoped(stage, "catchup_worker").reserved_concurrency
+
+
+def test_a_poller_wider_than_the_reserved_concurrency_is_refused():
+    from dataclasses import replace
+
+    from infra import deploy
+
+    cfg = deploy.stage_config("dev")
+    for value in ("3", "1", "", "two"):
+        with pytest.raises(deploy.DeployError, match="CATCHUP_MAX_CONCURRENCY"):
+            deploy.check_worker_concurrency(replace(cfg, environment={**cfg.environment,
+                                                                      "CATCHUP_MAX_CONCURRENCY": value}))
+
+
+@pytest.mark.parametrize("stage", policy.DEPLOY_STAGES)
+def test_retries_visibility_and_the_stuck_job_threshold_fit_together(stage):
+    """docs/operations.md: the cleanup fails a job only after every delivery had its chance.
+
+    Worst case from the first delivery: maxReceiveCount runs of the worker's timeout, with
+    a full visibility timeout between two of them (a worker that died never shortened it).
+    """
+    from chalicelib import catchup, catchup_worker
+    from chalicelib.settings import load_settings
+
+    queue = next(q for q in resources.QUEUES if q.suffix == "catchup")
+    timeout = _scoped(stage, "catchup_worker").lambda_timeout
+    worst_case = queue.max_receive_count * timeout + (queue.max_receive_count - 1) * queue.visibility_timeout
+    threshold = load_settings({"STAGE": "local"}).cleanup_catchup_stuck_seconds
+    assert threshold >= worst_case + 600, (threshold, worst_case)
+    assert catchup.MAX_ATTEMPTS == queue.max_receive_count  # the worker's last attempt fails the job itself
+    assert catchup_worker.MAX_VISIBILITY_SECONDS <= queue.visibility_timeout

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from dataclasses import replace
 
 import boto3
@@ -16,6 +17,7 @@ import pytest
 
 from infra import deploy, policy
 from tests.conftest import ORIGIN
+from tests.deploy.recording import ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:Tried to parse AWS")]
 
@@ -39,9 +41,9 @@ def test_a_wildcard_or_web_origin_is_refused():
 
 
 def test_a_policy_out_of_step_with_the_code_is_refused(tmp_path, monkeypatch):
-    stale = policy.render_policy(STAGE, ["logs:PutLogEvents"])
+    stale = policy.render_policy(STAGE, ["logs:PutLogEvents"], "api_handler")
     (tmp_path / "policy.json").write_text(json.dumps(stale))
-    monkeypatch.setattr(policy, "policy_path", lambda stage, root=None: str(tmp_path / "policy.json"))
+    monkeypatch.setattr(policy, "policy_path", lambda stage, function, root=None: str(tmp_path / "policy.json"))
     with pytest.raises(deploy.DeployError, match="missing \\(the code calls these\\): .*dynamodb:GetItem"):
         deploy.check_config(_cfg())
 
@@ -64,9 +66,10 @@ def session(aws_endpoint, tmp_path, monkeypatch):
     Whether the committed policy files are in step is test_policy's question; here a stale
     file would only hide what the sequence itself does.
     """
-    in_step = tmp_path / "policy.json"
-    in_step.write_text(json.dumps(policy.expected_policy(STAGE)))
-    monkeypatch.setattr(policy, "policy_path", lambda stage, root=None: str(in_step))
+    for function in policy.FUNCTIONS:
+        (tmp_path / f"policy-{function}.json").write_text(json.dumps(policy.expected_policy(STAGE, function)))
+    monkeypatch.setattr(policy, "policy_path",
+                        lambda stage, function, root=None: str(tmp_path / f"policy-{function}.json"))
     return boto3.session.Session(region_name="us-east-1")
 
 
@@ -86,38 +89,72 @@ def jwt_parameter(session):
     ssm.delete_parameter(Name=name)
 
 
-def test_deploy_runs_the_whole_sequence(session, jwt_parameter, tmp_path, capsys):
-    apigateway = session.client("apigateway")
-    commands = []
+def fake_chalice_deploy(apigateway, commands):
+    """Stands in for `chalice deploy`: what it leaves behind (a REST API, deployed/<stage>.json).
+
+    Like chalice, it reuses the API recorded in the state it finds in the project, and
+    otherwise creates a new one.
+    """
 
     def chalice_deploy(command):
         commands.append(list(command))
-        api_id = apigateway.create_rest_api(name="transcription-backend")["id"]
-        root_id = apigateway.get_resources(restApiId=api_id)["items"][0]["id"]
-        apigateway.put_method(restApiId=api_id, resourceId=root_id, httpMethod="GET", authorizationType="NONE")
-        apigateway.put_integration(restApiId=api_id, resourceId=root_id, httpMethod="GET", type="MOCK")
+        project = command[command.index("--project-dir") + 1]
+        state = os.path.join(project, ".chalice", "deployed", f"{STAGE}.json")
+        if os.path.exists(state):
+            with open(state, encoding="utf-8") as handle:
+                api_id = json.load(handle)["resources"][0]["rest_api_id"]
+        else:
+            api_id = apigateway.create_rest_api(name="transcription-backend")["id"]
+            root_id = apigateway.get_resources(restApiId=api_id)["items"][0]["id"]
+            apigateway.put_method(restApiId=api_id, resourceId=root_id, httpMethod="GET", authorizationType="NONE")
+            apigateway.put_integration(restApiId=api_id, resourceId=root_id, httpMethod="GET", type="MOCK")
         apigateway.create_deployment(restApiId=api_id, stageName="api")
         url = f"https://{api_id}.execute-api.us-east-1.amazonaws.com/api/"
+        with open(os.path.join(project, "app.py"), encoding="utf-8") as handle:
+            app_source = handle.read()
         deployed = {"schema_version": "2.0", "resources": [
             {"name": "rest_api", "resource_type": "rest_api", "rest_api_id": api_id, "rest_api_url": url},
-        ]}
-        os.makedirs(tmp_path / ".chalice" / "deployed")
-        (tmp_path / ".chalice" / "deployed" / f"{STAGE}.json").write_text(json.dumps(deployed))
+        ], "app_py_bytes": len(app_source)}
+        os.makedirs(os.path.dirname(state), exist_ok=True)
+        with open(state, "w", encoding="utf-8") as handle:
+            json.dump(deployed, handle)
 
-    result = deploy.deploy(STAGE, session=session, runner=chalice_deploy, cfg=_cfg(), root=str(tmp_path))
+    return chalice_deploy
 
-    assert [c[1:] for c in commands] == [["deploy", "--stage", STAGE]]
-    (group,) = session.client("logs").describe_log_groups(logGroupNamePrefix="/aws/lambda/transcription-backend-dev")[
-        "logGroups"
-    ]
-    assert group["logGroupName"] == "/aws/lambda/transcription-backend-dev"  # the API handler's real group
-    assert group["retentionInDays"] == 14
+
+@pytest.fixture
+def log_groups(session):
+    """The functions' log groups, as `chalice deploy` creates them (the metric filters read them)."""
+    from infra import monitoring
+
+    logs = session.client("logs")
+    for function in monitoring.FUNCTIONS:
+        try:
+            logs.create_log_group(logGroupName=monitoring.log_group(STAGE, function))
+        except logs.exceptions.ResourceAlreadyExistsException:
+            pass
+
+
+def test_deploy_runs_the_whole_sequence(session, jwt_parameter, log_groups, tmp_path, capsys):
+    apigateway = session.client("apigateway")
+    commands = []
+
+    result = deploy.deploy(STAGE, session=session, runner=fake_chalice_deploy(apigateway, commands), cfg=_cfg(),
+                           root=str(tmp_path))
+
+    (command,) = commands
+    assert command[1] == "--project-dir" and command[3:] == ["deploy", "--stage", STAGE]
+    (group,) = [g for g in session.client("logs").describe_log_groups(
+        logGroupNamePrefix="/aws/lambda/transcription-backend-dev")["logGroups"]
+        if g["logGroupName"] == "/aws/lambda/transcription-backend-dev"]
+    assert group["retentionInDays"] == 14  # the API handler's real group
     assert result["UsersTableName"] == "transcription-backend-dev-users"
-    api_id = result["api_url"].split("//")[1].split(".")[0]
+    api_id = result["rest_api_id"]
     assert result["stripe_webhook_url"] == result["api_url"] + "/webhooks/stripe"
     out = capsys.readouterr().out
     assert f"Stripe webhook URL: {result['stripe_webhook_url']}" in out
     assert "SSM parameter /transcription-backend/dev/OPENAI_API_KEY does not exist" in out
+    assert "JWT_SECRET_PREVIOUS" not in out  # only set during a rotation
 
     responses = {r["responseType"]: r for r in apigateway.get_gateway_responses(restApiId=api_id)["items"]}
     unauthorized = responses["UNAUTHORIZED"]
@@ -127,3 +164,112 @@ def test_deploy_runs_the_whole_sequence(session, jwt_parameter, tmp_path, capsys
     assert {"ACCESS_DENIED", "MISSING_AUTHENTICATION_TOKEN", "DEFAULT_4XX", "DEFAULT_5XX"} <= set(responses)
     deployments = apigateway.get_deployments(restApiId=api_id)["items"]
     assert len(deployments) == 2  # chalice's, then ours: the responses take effect on the stage
+
+    ops = deploy.ops_config(STAGE)
+    throttling = apigateway.get_stage(restApiId=api_id, stageName="api")["methodSettings"]["*/*"]
+    assert (throttling["throttlingRateLimit"], throttling["throttlingBurstLimit"]) == (ops.rate_limit,
+                                                                                      ops.burst_limit)
+
+    # the deploy state is kept with the stage, and locally
+    s3 = session.client("s3")
+    bucket = result["DeployStateBucketName"]
+    saved = json.loads(s3.get_object(Bucket=bucket, Key=f"chalice/deployed/{STAGE}.json")["Body"].read())
+    assert saved["resources"][0]["rest_api_id"] == api_id
+    assert json.loads((tmp_path / ".chalice" / "deployed" / f"{STAGE}.json").read_text()) == saved
+
+    # the monitoring stack exists and notifies the topic
+    cloudformation = session.client("cloudformation")
+    stack = cloudformation.describe_stacks(StackName=result["monitoring_stack"])["Stacks"][0]
+    assert stack["StackStatus"] == "CREATE_COMPLETE"
+    assert {o["OutputKey"] for o in stack["Outputs"]} == {"AlarmTopicArn"}
+    deployed = cloudformation.get_template(StackName=result["monitoring_stack"])["TemplateBody"]
+    from infra import monitoring
+
+    assert deployed == monitoring.render(STAGE)  # moto creates the topic; the alarms: see test_monitoring
+
+
+def test_a_lost_machine_redeploys_the_same_api_and_rollback_deploys_an_older_ref(
+        session, jwt_parameter, log_groups, tmp_path, capsys):
+    """The state lives with the stage: a fresh checkout (no local state) keeps the API id."""
+    apigateway = session.client("apigateway")
+    commands = []
+    first = deploy.deploy(STAGE, session=session, runner=fake_chalice_deploy(apigateway, commands), cfg=_cfg(),
+                          root=str(tmp_path / "laptop"))
+    again = deploy.deploy(STAGE, session=session, runner=fake_chalice_deploy(apigateway, commands), cfg=_cfg(),
+                          root=str(tmp_path / "another-machine"))
+    assert again["rest_api_id"] == first["rest_api_id"] and again["api_url"] == first["api_url"]
+
+    # `make rollback STAGE=dev REF=<first commit>`: that ref's app.py, the same API
+    last_change = subprocess.run(["git", "log", "-n", "1", "--format=%H", "--", "app.py"], cwd=ROOT,
+                                 capture_output=True, text=True, check=True).stdout.strip()
+    root_commit = last_change + "~1"  # app.py as it was before its latest change
+    old_app = subprocess.run(["git", "show", f"{root_commit}:app.py"], cwd=ROOT, capture_output=True,
+                             check=True).stdout
+    back = deploy.rollback(STAGE, root_commit, session=session, runner=fake_chalice_deploy(apigateway, commands),
+                           cfg=_cfg(), root=str(tmp_path / "laptop"))
+    assert back["rest_api_id"] == first["rest_api_id"]
+    saved = json.loads(session.client("s3").get_object(
+        Bucket=first["DeployStateBucketName"], Key=f"chalice/deployed/{STAGE}.json")["Body"].read())
+    assert saved["app_py_bytes"] == len(old_app.decode()) != len(open(os.path.join(ROOT, "app.py")).read())
+    head = session.client("s3").head_object(Bucket=first["DeployStateBucketName"], Key=f"chalice/deployed/{STAGE}.json")
+    commit = subprocess.run(["git", "rev-parse", root_commit], cwd=ROOT, capture_output=True, text=True,
+                            check=True).stdout.strip()
+    assert head["Metadata"]["source-ref"] == commit
+    assert f"Rolling stage {STAGE} back to {root_commit}" in capsys.readouterr().out
+
+
+def test_rollback_to_an_unknown_ref_changes_nothing(session, tmp_path):
+    ran = []
+    with pytest.raises(deploy.DeployError, match="git archive"):
+        deploy.rollback(STAGE, "no-such-ref-" + "0" * 8, session=session, runner=ran.append, cfg=_cfg(),
+                        root=str(tmp_path))
+    assert ran == []
+
+
+def test_prod_refuses_placeholder_return_urls_and_dev_warns(capsys):
+    good = {"CHECKOUT_SUCCESS_URL": "https://shop.example.com/ok", "CHECKOUT_CANCEL_URL": "https://shop.example.com/no",
+            "BILLING_PORTAL_RETURN_URL": "https://shop.example.com/account"}
+    prod = deploy.stage_config("prod")
+    for name in good:
+        for bad in ("https://example.invalid/checkout/success", "", "http://shop.example.com/ok",
+                    "https://sub.example.invalid/x"):
+            cfg = replace(prod, environment={**prod.environment, **good, name: bad})
+            with pytest.raises(deploy.DeployError, match=name):
+                deploy.check_return_urls(cfg)
+    deploy.check_return_urls(replace(prod, environment={**prod.environment, **good}))
+    deploy.check_return_urls(deploy.stage_config("dev"))  # the committed placeholders: only a warning
+    assert "placeholder URLs" in capsys.readouterr().out
+
+
+def test_the_runtime_is_the_configured_one_and_prod_alarms_reach_someone(monkeypatch):
+    ops = deploy.ops_config("dev")
+    deploy.check_ops(ops)
+    assert ops.lambda_runtime == deploy.deployer_runtime()
+    with pytest.raises(deploy.DeployError, match="python3.12"):
+        deploy.check_ops(replace(ops, lambda_runtime="python3.12"))
+    with pytest.raises(deploy.DeployError, match="alarm_email"):
+        deploy.check_ops(replace(deploy.ops_config("prod", env={}), alarm_email=""))
+    assert deploy.ops_config("prod", env={"ALARM_EMAIL": "ops@example.com"}).alarm_email == "ops@example.com"
+
+
+def test_a_custom_domain_needs_a_certificate():
+    with pytest.raises(deploy.DeployError, match="certificate_arn"):
+        deploy.check_config(replace(_cfg(), custom_domain={"domain_name": "api.example.com"}))
+
+
+def test_a_template_over_the_inline_limit_goes_through_the_state_bucket(session, monkeypatch):
+    """CloudFormation takes 51,200 bytes inline; past that, the template is uploaded first."""
+    from infra import monitoring
+
+    s3 = session.client("s3")
+    bucket = "transcription-backend-bigtemplate-state"
+    s3.create_bucket(Bucket=bucket)
+    monkeypatch.setattr(deploy, "TEMPLATE_BODY_LIMIT", 1000)
+    body = monitoring.render("bigtemplate")
+    deploy.deploy_stack(session.client("cloudformation"), s3, bucket, monitoring.stack_name("bigtemplate"), body,
+                        monitoring.parameters("", 10), "bigtemplate")
+    uploaded = json.loads(s3.get_object(Bucket=bucket, Key="templates/transcription-backend-bigtemplate-monitoring.json")
+                          ["Body"].read())
+    assert uploaded == body
+    stack = session.client("cloudformation").describe_stacks(StackName=monitoring.stack_name("bigtemplate"))["Stacks"][0]
+    assert stack["StackStatus"] == "CREATE_COMPLETE"

@@ -46,14 +46,19 @@ def test_the_static_scan_sees_every_recorded_operation():
 
 
 @pytest.mark.parametrize("stage", policy.DEPLOY_STAGES)
-def test_every_recorded_call_is_allowed(stage):
-    with open(policy.policy_path(stage), encoding="utf-8") as handle:
-        allowed = policy.allowed_actions(json.load(handle))
+def test_every_recorded_call_is_allowed_to_every_function_whose_code_makes_it(stage):
+    """A call made from module M is allowed by the policy of every function that loads M."""
+    closures = {f: policy.import_closure(entry, function=f) for f, entry in policy.FUNCTIONS.items()}
     missing: dict[str, set[str]] = {}
-    for call in _calls():
-        for action in policy.actions_for(call.service, call.operation, call.transact_kinds) - allowed:
-            missing.setdefault(action, set()).add(call.site)
-    assert not missing, f"{policy.policy_path(stage)} lacks (action: call sites): {missing}"
+    for function, closure in closures.items():
+        with open(policy.policy_path(stage, function), encoding="utf-8") as handle:
+            allowed = policy.allowed_actions(json.load(handle))
+        for call in _calls():
+            if policy.module_name(call.site.split(":")[0]) not in closure:
+                continue
+            for action in policy.actions_for(call.service, call.operation, call.transact_kinds) - allowed:
+                missing.setdefault(f"{function}: {action}", set()).add(call.site)
+    assert not missing, f"policies lack (function: action: call sites): {missing}"
 
 
 def test_every_recorded_call_touches_only_resources_the_policy_scopes():

@@ -15,7 +15,7 @@ import pytest
 from chalice.config import Config
 from chalice.utils import to_cfn_resource_name
 
-from infra import policy, template
+from infra import deploy, policy, template
 from tests.conftest import ORIGIN
 from tests.deploy.conftest import PACKAGE_STAGE
 from tests.deploy.recording import ROOT
@@ -97,8 +97,9 @@ def test_functions_get_their_configured_limits_roles_and_environment(chalice_pac
     assert environment["SECRETS_SSM_PREFIX"] == policy.ssm_prefix("prod")
     role = chalice_package.resource(properties["Role"]["Fn::GetAtt"][0])
     (inline,) = role["Properties"]["Policies"]
-    with open(policy.policy_path("prod"), encoding="utf-8") as handle:
+    with open(policy.policy_path("prod", function), encoding="utf-8") as handle:
         assert inline["PolicyDocument"] == json.load(handle)
+    assert properties["Runtime"] == deploy.ops_config("prod").lambda_runtime
     log_groups = [
         r for r in chalice_package.sam["Resources"].values()
         if r["Type"] == "AWS::Logs::LogGroup" and function_logical(function) in json.dumps(r)
@@ -153,3 +154,47 @@ def test_package_writes_the_infra_template_and_its_parameters(chalice_package):
         assert json.load(handle) == template.render("prod")
     with open(os.path.join(chalice_package.directory, "infra-parameters.json"), encoding="utf-8") as handle:
         assert json.load(handle) == [{"ParameterKey": "AllowedOrigins", "ParameterValue": ORIGIN}]
+
+
+def test_the_queue_poller_is_capped_at_the_workers_reserved_concurrency(chalice_package):
+    properties = _function(chalice_package, "catchup_worker")
+    (event,) = properties["Events"].values()
+    maximum = event["Properties"]["ScalingConfig"]["MaximumConcurrency"]
+    assert 2 <= maximum <= properties["ReservedConcurrentExecutions"]
+
+
+def test_the_stage_throttling_and_the_locked_dependencies_are_packaged(chalice_package):
+    ops = deploy.ops_config(PACKAGE_STAGE)
+    (settings,) = chalice_package.resource("RestAPI")["Properties"]["MethodSettings"]
+    assert (settings["ThrottlingRateLimit"], settings["ThrottlingBurstLimit"]) == (ops.rate_limit, ops.burst_limit)
+    with open(os.path.join(ROOT, "requirements.lock"), encoding="utf-8") as handle:
+        locked = dict(line.split(" ")[0].split("==") for line in handle if "==" in line and not line.startswith(" "))
+    with zipfile.ZipFile(chalice_package.zip_path) as archive:
+        dist_infos = {n.split("/")[0] for n in archive.namelist() if n.split("/")[0].endswith(".dist-info")}
+    packaged = {d[: -len(".dist-info")].rsplit("-", 1)[0].lower().replace("_", "-"):
+                d[: -len(".dist-info")].rsplit("-", 1)[1] for d in dist_infos}
+    for name, version in locked.items():
+        assert packaged.get(name.lower().replace("_", "-")) == version, name
+
+
+def test_the_monitoring_stack_is_packaged(chalice_package):
+    from infra import monitoring
+
+    with open(os.path.join(chalice_package.directory, "monitoring.json"), encoding="utf-8") as handle:
+        assert json.load(handle) == monitoring.render(PACKAGE_STAGE)
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_a_packaged_function_has_its_deployed_name_and_may_log_only_there(chalice_package, function):
+    """The same name as `chalice deploy` gives it: what its policy and the monitoring stack address."""
+    import fnmatch
+
+    properties = _function(chalice_package, function)
+    assert properties["FunctionName"] == policy.function_name("prod", function)
+    with open(policy.policy_path("prod", function), encoding="utf-8") as handle:
+        (logs,) = [s for s in json.load(handle)["Statement"] if s["Sid"] == "Logs"]
+    for other in FUNCTIONS:
+        stream = (f"arn:aws:logs:us-east-1:123456789012:log-group:/aws/lambda/{policy.function_name('prod', other)}"
+                  ":log-stream:2026/12/01/[$LATEST]abc")
+        allowed = any(fnmatch.fnmatchcase(stream, pattern) for pattern in logs["Resource"])
+        assert allowed == (other == function), (function, other)

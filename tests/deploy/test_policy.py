@@ -9,16 +9,111 @@ import pytest
 from infra import policy
 
 
+@pytest.mark.parametrize("function", sorted(policy.FUNCTIONS))
 @pytest.mark.parametrize("stage", policy.DEPLOY_STAGES)
-def test_policy_file_matches_the_code(stage):
-    with open(policy.policy_path(stage), encoding="utf-8") as handle:
+def test_policy_file_matches_the_code(stage, function):
+    path = policy.policy_path(stage, function)
+    with open(path, encoding="utf-8") as handle:
         current = json.load(handle)
-    expected = policy.expected_policy(stage)
+    expected = policy.expected_policy(stage, function)
     difference = policy.describe_difference(current, expected)
     assert not difference, (
-        f"{policy.policy_path(stage)} is out of step with the code "
-        f"(regenerate: python -m infra policy --write):\n{difference}"
+        f"{path} is out of step with the code (regenerate: python -m infra policy --write):\n{difference}"
     )
+
+
+def _granted(stage, function):
+    with open(policy.policy_path(stage, function), encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def test_the_internet_facing_authorizer_reads_its_secrets_and_writes_its_logs_nothing_else():
+    document = _granted("prod", "jwt_auth")
+    assert policy.allowed_actions(document) == {"logs:CreateLogStream", "logs:PutLogEvents", "ssm:GetParameters"}
+    logs = next(s for s in document["Statement"] if s["Sid"] == "Logs")
+    assert logs["Resource"] == ["arn:aws:logs:*:*:log-group:/aws/lambda/transcription-backend-prod-jwt_auth:*"]
+
+
+def test_only_the_worker_polls_the_queue_and_only_the_api_lists_the_bucket():
+    poller = set(policy.SQS_EVENT_SOURCE_ACTIONS) - {"sqs:DeleteMessage"}
+    for function in policy.FUNCTIONS:
+        actions = policy.allowed_actions(_granted("prod", function))
+        assert (poller <= actions) == (function == "catchup_worker"), function
+        assert ("s3:ListBucket" in actions) == (function == "api_handler"), function
+    worker = policy.allowed_actions(_granted("prod", "catchup_worker"))
+    assert "sqs:ChangeMessageVisibility" in worker  # it delays its own redelivery
+    assert "sqs:ChangeMessageVisibility" not in policy.allowed_actions(_granted("prod", "api_handler"))
+
+
+def test_each_function_is_granted_what_its_own_code_calls(tmp_path):
+    root = _tree(tmp_path, {
+        "app.py": textwrap.dedent("""
+            from chalice import Chalice
+            from chalicelib import web, worker
+            from chalicelib.authorizer import authorize
+            app = Chalice(app_name="x")
+
+            @app.authorizer()
+            def jwt_auth(request):
+                return authorize(request)
+
+            @app.route("/")
+            def index():
+                return web.page()
+
+            @app.on_sqs_message(queue="q")
+            def catchup_worker(event):
+                worker.handle(event)
+        """),
+        "authorizer.py": """
+            from chalicelib import secrets
+
+            def authorize(request):
+                return secrets.read()
+        """,
+        "secrets.py": """
+            from chalicelib.aws import client
+
+            def read():
+                return client("ssm").get_parameters(Names=[])
+        """,
+        "web.py": """
+            from chalicelib.aws import client
+
+            def page():
+                return client("dynamodb").get_item(TableName="t", Key={})
+        """,
+        "worker.py": """
+            def handle(event):
+                from chalicelib.aws import client  # a deferred import counts too
+                client("s3").put_object(Bucket="b", Key="k")
+        """,
+    })
+    functions = {"api_handler": "app", "jwt_auth": "chalicelib.authorizer", "catchup_worker": "chalicelib.worker"}
+    original = dict(policy.FUNCTIONS)
+    policy.FUNCTIONS.clear()
+    policy.FUNCTIONS.update(functions)
+    try:
+        granted = {f: policy.function_actions(f, root) - set(policy.LOG_ACTIONS) for f in functions}
+    finally:
+        policy.FUNCTIONS.clear()
+        policy.FUNCTIONS.update(original)
+    assert granted == {
+        "api_handler": {"dynamodb:GetItem"},  # the other handlers' bodies are not the API's code
+        "jwt_auth": {"ssm:GetParameters"},
+        "catchup_worker": {"s3:PutObject", *policy.SQS_EVENT_SOURCE_ACTIONS},
+    }
+
+
+def test_a_table_override_in_the_stage_config_moves_the_grant(tmp_path):
+    """docs/operations.md, restoring a table: the restored table's name is what gets granted."""
+    (tmp_path / ".chalice").mkdir()
+    (tmp_path / ".chalice" / "config.json").write_text(json.dumps({"stages": {"prod": {"environment_variables": {
+        "USERS_TABLE": "transcription-backend-prod-users-restored-20261201"}}}}))
+    rendered = policy.render_policy("prod", ["dynamodb:GetItem"], root=str(tmp_path))
+    tables = rendered["Statement"][0]["Resource"]
+    assert "arn:aws:dynamodb:*:*:table/transcription-backend-prod-users-restored-20261201" in tables
+    assert "arn:aws:dynamodb:*:*:table/transcription-backend-prod-users" not in tables
 
 
 def test_scan_resolves_every_client_call():

@@ -109,3 +109,20 @@ def test_cfn_lint_passes_for_every_deployed_stage(tmp_path):
     cfn_lint = os.path.join(os.path.dirname(sys.executable), "cfn-lint")
     completed = subprocess.run([cfn_lint, *paths], capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stdout + completed.stderr
+
+
+def test_the_deploy_state_bucket_is_private_versioned_and_kept():
+    rendered = template.render("prod")
+    bucket = rendered["Resources"][template.DEPLOY_STATE_BUCKET]
+    assert bucket["DeletionPolicy"] == "Retain"
+    properties = bucket["Properties"]
+    assert "BucketName" not in properties  # CloudFormation picks a globally unique name; the output says it
+    assert properties["VersioningConfiguration"] == {"Status": "Enabled"}
+    assert all(properties["PublicAccessBlockConfiguration"].values())
+    assert rendered["Outputs"]["DeployStateBucketName"]["Value"] == {"Ref": template.DEPLOY_STATE_BUCKET}
+
+
+def test_the_infrastructure_template_fits_inline():
+    """make deploy sends it as TemplateBody: the deploy-state bucket for larger ones is in it."""
+    for stage in ("dev", "prod"):
+        assert len(json.dumps(template.render(stage))) < 51_200

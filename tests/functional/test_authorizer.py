@@ -8,7 +8,7 @@ import jwt
 import pytest
 from chalice.app import AuthRequest, AuthResponse
 
-from chalicelib import accounts, store
+from chalicelib import accounts, standing, store
 from chalicelib.authorizer import authorize
 from chalicelib.tokens import Identity, issue_access_token
 from tests.conftest import PASSWORD, unique_email
@@ -190,4 +190,4 @@ def test_a_half_deleted_account_may_only_finish_its_deletion(user):
         UpdateExpression="SET is_active = :no, deletion_started_at = :now",
         ExpressionAttributeValues=store.values(no=False, now=store.iso()),
     )
-    assert authorize(bearer(user["token"])).context["refusal"] == accounts.DELETING
+    assert authorize(bearer(user["token"])).context["refusal"] == standing.DELETING
