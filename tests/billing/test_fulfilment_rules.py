@@ -102,6 +102,26 @@ def test_an_invoice_that_is_not_the_plans_price_grants_nothing(client, stripe_fa
     assert (grant["amount"], grant["currency"], grant["credits"]) == (invoice["amount_paid"], "usd", 1500)
 
 
+def test_an_invoices_outcome_says_whether_it_granted_had_granted_or_grants_nothing(client, stripe_fake, buyer):
+    user = buyer()
+    tap, invoice_paid = _subscription_events(client, stripe_fake, user)
+    _deliver_subscription(client, tap)
+    invoice = copy.deepcopy(invoice_paid["data"]["object"])
+    assert invoice["billing_reason"] == "subscription_create"
+
+    def reason(event: dict) -> str | None:
+        assert deliver(client, event)[1]["status"] == "processed"
+        return store.get("stripe-events", event_id=event["id"]).get("reason")
+
+    proration = build_event("invoice.paid", dict(invoice, id=invoice["id"] + "_upd",
+                                                 billing_reason="subscription_update"))
+    assert reason(proration) == "no_allowance_for_invoice"
+    assert balance(user.user_id) == SIGNUP
+    assert reason(invoice_paid) is None  # granted
+    assert reason(build_event("invoice.paid", invoice)) == "already_granted"  # same invoice, new event
+    assert balance(user.user_id) == SIGNUP + 1500
+
+
 def _bind_plans(stripe_fake, env_override) -> dict[str, str]:
     basic = stripe_fake.add_price(499, recurring="month", product_name="Basic")["id"]
     pro = stripe_fake.add_price(1499, recurring="month", product_name="Pro")["id"]
