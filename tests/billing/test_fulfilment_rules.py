@@ -70,6 +70,25 @@ def test_a_stripe_discount_on_the_catalogue_price_grants_the_pack_and_records_wh
     assert (row["status"], row["amount"]) == ("completed", 849)
 
 
+def test_shipping_is_added_to_what_is_paid_never_subtracted(client, stripe_fake, buyer, tap):
+    """amount_total = subtotal - discount + tax + shipping: shipping on top grants the pack,
+    a total that treats it as a reduction does not add up and waits for review."""
+    user = buyer()
+    purchase, completed = _session_event(client, stripe_fake, tap, user, "popular")
+    shipped = _with_session(completed, amount_total=999 + 300,
+                            total_details={"amount_discount": 0, "amount_shipping": 300, "amount_tax": 0})
+    assert deliver(client, shipped)[1]["status"] == "processed"
+    assert balance(user.user_id) == SIGNUP + 2000
+    assert _row(purchase["transaction_id"])["amount"] == 1299
+
+    other, completed = _session_event(client, stripe_fake, tap, user, "popular")
+    shipping_off = _with_session(completed, amount_total=999 - 300,
+                                 total_details={"amount_discount": 0, "amount_shipping": 300, "amount_tax": 0})
+    assert deliver(client, shipping_off)[1]["status"] == "needs_review"
+    assert _row(other["transaction_id"])["review_reason"] == "amount_mismatch"
+    assert balance(user.user_id) == SIGNUP + 2000
+
+
 def _subscription_events(client, stripe_fake, user, plan_id="basic_monthly") -> tuple[EventTap, dict]:
     tap = EventTap(stripe_fake)
     status, body = post_json(client, "/credits/subscribe", user.token, {"plan_id": plan_id})
@@ -227,25 +246,6 @@ def test_every_event_is_logged_for_operators_with_its_outcome(client, stripe_fak
         (logging.WARNING, foreign["id"], "checkout.session.completed", "orphaned", "unknown_transaction"),
         (logging.INFO, completed["id"], "checkout.session.completed", "processed", "duplicate_event"),
     ]
-
-
-def test_shipping_is_added_to_what_is_paid_never_subtracted(client, stripe_fake, buyer, tap):
-    """amount_total = subtotal - discount + tax + shipping: shipping on top grants the pack,
-    a total that treats it as a reduction does not add up and waits for review."""
-    user = buyer()
-    purchase, completed = _session_event(client, stripe_fake, tap, user, "popular")
-    shipped = _with_session(completed, amount_total=999 + 300,
-                            total_details={"amount_discount": 0, "amount_shipping": 300, "amount_tax": 0})
-    assert deliver(client, shipped)[1]["status"] == "processed"
-    assert balance(user.user_id) == SIGNUP + 2000
-    assert _row(purchase["transaction_id"])["amount"] == 1299
-
-    other, completed = _session_event(client, stripe_fake, tap, user, "popular")
-    shipping_off = _with_session(completed, amount_total=999 - 300,
-                                 total_details={"amount_discount": 0, "amount_shipping": 300, "amount_tax": 0})
-    assert deliver(client, shipping_off)[1]["status"] == "needs_review"
-    assert _row(other["transaction_id"])["review_reason"] == "amount_mismatch"
-    assert balance(user.user_id) == SIGNUP + 2000
 
 
 # --- whose subscription checkout expired --------------------------------------------------------
