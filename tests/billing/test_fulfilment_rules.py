@@ -70,6 +70,25 @@ def test_a_stripe_discount_on_the_catalogue_price_grants_the_pack_and_records_wh
     assert (row["status"], row["amount"]) == ("completed", 849)
 
 
+def test_shipping_is_added_to_what_is_paid_never_subtracted(client, stripe_fake, buyer, tap):
+    """amount_total = subtotal - discount + tax + shipping: shipping on top grants the pack,
+    a total that treats it as a reduction does not add up and waits for review."""
+    user = buyer()
+    purchase, completed = _session_event(client, stripe_fake, tap, user, "popular")
+    shipped = _with_session(completed, amount_total=999 + 300,
+                            total_details={"amount_discount": 0, "amount_shipping": 300, "amount_tax": 0})
+    assert deliver(client, shipped)[1]["status"] == "processed"
+    assert balance(user.user_id) == SIGNUP + 2000
+    assert _row(purchase["transaction_id"])["amount"] == 1299
+
+    other, completed = _session_event(client, stripe_fake, tap, user, "popular")
+    shipping_off = _with_session(completed, amount_total=999 - 300,
+                                 total_details={"amount_discount": 0, "amount_shipping": 300, "amount_tax": 0})
+    assert deliver(client, shipping_off)[1]["status"] == "needs_review"
+    assert _row(other["transaction_id"])["review_reason"] == "amount_mismatch"
+    assert balance(user.user_id) == SIGNUP + 2000
+
+
 def _subscription_events(client, stripe_fake, user, plan_id="basic_monthly") -> tuple[EventTap, dict]:
     tap = EventTap(stripe_fake)
     status, body = post_json(client, "/credits/subscribe", user.token, {"plan_id": plan_id})
@@ -100,6 +119,26 @@ def test_an_invoice_that_is_not_the_plans_price_grants_nothing(client, stripe_fa
     assert balance(user.user_id) == SIGNUP + 1500
     grant = store.get("transactions", transaction_id=f"grant#subscription#{invoice['id']}")
     assert (grant["amount"], grant["currency"], grant["credits"]) == (invoice["amount_paid"], "usd", 1500)
+
+
+def test_an_invoices_outcome_says_whether_it_granted_had_granted_or_grants_nothing(client, stripe_fake, buyer):
+    user = buyer()
+    tap, invoice_paid = _subscription_events(client, stripe_fake, user)
+    _deliver_subscription(client, tap)
+    invoice = copy.deepcopy(invoice_paid["data"]["object"])
+    assert invoice["billing_reason"] == "subscription_create"
+
+    def reason(event: dict) -> str | None:
+        assert deliver(client, event)[1]["status"] == "processed"
+        return store.get("stripe-events", event_id=event["id"]).get("reason")
+
+    proration = build_event("invoice.paid", dict(invoice, id=invoice["id"] + "_upd",
+                                                 billing_reason="subscription_update"))
+    assert reason(proration) == "no_allowance_for_invoice"
+    assert balance(user.user_id) == SIGNUP
+    assert reason(invoice_paid) is None  # granted
+    assert reason(build_event("invoice.paid", invoice)) == "already_granted"  # same invoice, new event
+    assert balance(user.user_id) == SIGNUP + 1500
 
 
 def _bind_plans(stripe_fake, env_override) -> dict[str, str]:
@@ -207,3 +246,70 @@ def test_every_event_is_logged_for_operators_with_its_outcome(client, stripe_fak
         (logging.WARNING, foreign["id"], "checkout.session.completed", "orphaned", "unknown_transaction"),
         (logging.INFO, completed["id"], "checkout.session.completed", "processed", "duplicate_event"),
     ]
+
+
+# --- whose subscription checkout expired --------------------------------------------------------
+
+
+def _expired_subscription_checkout(client, stripe_fake, user) -> dict:
+    tap = EventTap(stripe_fake)
+    status, body = post_json(client, "/credits/subscribe", user.token, {"plan_id": "basic_monthly"})
+    assert status == 200, body
+    stripe_fake.expire(body["session_id"])
+    expired = tap.one("checkout.session.expired")
+    session = expired["data"]["object"]
+    assert (session["client_reference_id"], session["metadata"]["user_id"]) == (user.user_id, user.user_id)
+    return expired
+
+
+def _opens_a_new_checkout(client, user, expired: dict) -> bool:
+    status, body = post_json(client, "/credits/subscribe", user.token, {"plan_id": "basic_monthly"})
+    assert status == 200, body
+    return body["session_id"] != expired["data"]["object"]["id"]
+
+
+def test_an_expired_subscription_checkout_names_its_user_by_client_reference_id_else_metadata(
+        client, stripe_fake, buyer):
+    user = buyer()
+    expired = _expired_subscription_checkout(client, stripe_fake, user)
+    by_reference = _with_session(expired, metadata={"plan_id": "basic_monthly"})  # no user_id
+    assert deliver(client, by_reference) == (200, {"received": True, "status": "processed"})
+    assert store.get("stripe-events", event_id=by_reference["id"]).get("reason") is None  # released
+    assert _opens_a_new_checkout(client, user, expired)
+
+    other = buyer()
+    expired = _expired_subscription_checkout(client, stripe_fake, other)
+    by_metadata = _with_session(expired, client_reference_id=None)
+    assert deliver(client, by_metadata) == (200, {"received": True, "status": "processed"})
+    assert store.get("stripe-events", event_id=by_metadata["id"]).get("reason") is None
+    assert _opens_a_new_checkout(client, other, expired)
+
+
+# --- what a dispute tells the operator ------------------------------------------------------------
+
+
+def _disputed(client, stripe_fake, tap, user) -> tuple[dict, dict]:
+    purchase, completed = _session_event(client, stripe_fake, tap, user, "popular")
+    deliver(client, completed)
+    dispute = stripe_fake.dispute(completed["data"]["object"]["payment_intent"])
+    created = tap.one("charge.dispute.created", dispute["id"])
+    assert deliver(client, created)[1]["status"] == "processed"
+    return purchase, created["data"]["object"]
+
+
+def test_only_a_dispute_closed_as_won_warns_the_operator_that_credits_stay_taken(
+        client, stripe_fake, buyer, tap, logged):
+    user = buyer()
+    _, dispute = _disputed(client, stripe_fake, tap, user)
+    lost = build_event("charge.dispute.closed", dict(dispute, status="lost"))
+    assert deliver(client, lost)[1]["status"] == "processed"
+    assert logged("billing.dispute_won") == []  # neither when opened nor when lost
+
+    purchase, dispute = _disputed(client, stripe_fake, tap, user)
+    won = build_event("charge.dispute.closed", dict(dispute, status="won"))
+    assert deliver(client, won)[1]["status"] == "processed"
+    # (logged once per fact recorded: the PaymentIntent's link row hands it over too)
+    assert {(level, fields["transaction_id"], fields["user_id"], fields["dispute_id"])
+            for level, fields in logged("billing.dispute_won")} == {
+        (logging.WARNING, purchase["transaction_id"], user.user_id, dispute["id"])}
+    assert balance(user.user_id) == SIGNUP  # the credits taken back are not re-granted

@@ -151,3 +151,17 @@ def test_a_read_that_is_throttled_past_botocores_retries_is_503_not_500(client, 
     response = client.http.get("/credits/balance", headers=json_headers(session["token"], origin=ORIGIN))
     assert response.status_code == 503 and response.headers["Retry-After"] == "1"
     assert json.loads(response.body)["code"] == "storage_busy"
+
+
+def test_clear_caches_forgets_the_balance_guess_so_the_next_write_reads_it(make_user, dynamodb_faults):
+    """A warm process writes on its guess (one transaction); after clear_caches it is cold
+    again, as a new Lambda instance: the first attempt is refused and doubles as the read."""
+    user_id = make_user()
+    ledger.get_balance(user_id)  # this process now knows the balance
+    watch = dynamodb_faults.inject(TRANSACT, "TransactionConflict", count=0)  # counts, never fires
+    assert ledger.grant(user_id, 5, source="admin", record_id=new_id()).balance_after == 205
+    assert dynamodb_faults.get(watch)["matched"] == 1
+    ledger.clear_caches()
+    assert ledger.grant(user_id, 5, source="admin", record_id=new_id()).balance_after == 210
+    assert dynamodb_faults.get(watch)["matched"] == 1 + 2
+    assert_books(user_id)
