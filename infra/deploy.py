@@ -26,7 +26,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from infra import policy, template
+from infra import policy, slim, template
 
 ROOT = policy.ROOT
 CONFIG_PATH = os.path.join(ROOT, ".chalice", "config.json")
@@ -316,10 +316,14 @@ def build_package(cfg: StageConfig, out_dir: str, runner: Runner = run) -> dict[
     """sam.json (chalice package + repairs + gateway responses), deployment.zip, infra.json."""
     os.makedirs(out_dir, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f"chalice-package-{cfg.stage}-") as scratch:
-        runner([chalice_cli(), "package", "--stage", cfg.stage, scratch])
-        with open(os.path.join(scratch, "sam.json"), encoding="utf-8") as handle:
+        build, output = os.path.join(scratch, "project"), os.path.join(scratch, "out")
+        os.makedirs(build)
+        slim.stage_app(ROOT, build)
+        slim.vendor(build, os.path.join(ROOT, "requirements.txt"))
+        runner([chalice_cli(), "--project-dir", build, "package", "--stage", cfg.stage, output])
+        with open(os.path.join(output, "sam.json"), encoding="utf-8") as handle:
             sam = json.load(handle)
-        shutil.copyfile(os.path.join(scratch, "deployment.zip"), os.path.join(out_dir, "deployment.zip"))
+        shutil.copyfile(os.path.join(output, "deployment.zip"), os.path.join(out_dir, "deployment.zip"))
     template.repair_api_handler_log_group(sam)
     template.merge_gateway_responses(sam, cfg.allowed_origins[0])
     artefacts = {
