@@ -60,6 +60,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import random
 import re
 import threading
@@ -207,7 +208,36 @@ class _Held:
     balance_after: int
 
 
-_balances: _Lru[str, int] = _Lru()
+# user_id -> (balance, monotonic time this process learnt it)
+_balances: _Lru[str, tuple[int, float]] = _Lru()
+
+
+def _remember_balance(user_id: str, balance: int) -> None:
+    _balances.put(user_id, (balance, time.monotonic()))
+
+
+def _known_balance(user_id: str) -> int | None:
+    """The balance this process saw, if seen within LEDGER_GUESS_SECONDS (else None)."""
+    known = _balances.get(user_id)
+    if known is None or time.monotonic() - known[1] > _guess_seconds():
+        return None
+    return known[0]
+
+
+def _guess_seconds() -> float:
+    from chalicelib.settings import get_settings
+
+    return get_settings().ledger_guess_seconds
+
+
+def _read_balance(user_id: str) -> int | None:
+    """The stored balance (strongly consistent GetItem), None without an account."""
+    response = store.ddb().get_item(
+        TableName=store.table_name("users"), Key=store.key(user_id=user_id),
+        ProjectionExpression="credits_balance", ConsistentRead=True,
+    )
+    balance = store.from_item(response.get("Item") or {}).get("credits_balance")
+    return balance if isinstance(balance, int) else None
 # Threads of one process (chalice local, the tests) take turns on a balance instead of
 # spending DynamoDB round trips losing to each other; other processes (Lambda instances)
 # are kept honest by the conditions alone. Striped, so there is nothing to clean up.
@@ -329,9 +359,11 @@ def _commit_locked(
     guess: int | None,
 ) -> _Committed | _Refused:
     ddb = store.ddb()
-    expected = _balances.get(user_id)
-    if expected is None:
+    expected = _known_balance(user_id)
+    if expected is None and guess is not None and math.isinf(_guess_seconds()):
         expected = guess
+    if expected is None and not math.isinf(_guess_seconds()):
+        expected = _read_balance(user_id)  # on a fleet a guess is usually stale: read first
     deadline = time.monotonic() + CONTENTION_SECONDS
     attempt = transient = 0
     while attempt == 0 or time.monotonic() < deadline:
@@ -367,7 +399,7 @@ def _commit_locked(
                 continue
             raise
         balance_after = assumed + change.delta
-        _balances.put(user_id, balance_after)
+        _remember_balance(user_id, balance_after)
         return _Committed(balance_after)
     raise _busy(user_id, attempt, "contention")
 
@@ -383,7 +415,7 @@ def _refusal(user_id: str, change: _UserChange, raw_item: dict[str, Any] | None)
     if user is None or not isinstance(user.get("credits_balance"), int):
         raise NotFound("Account not found", code="account_not_found")
     balance = user["credits_balance"]
-    _balances.put(user_id, balance)
+    _remember_balance(user_id, balance)
     if change.spend and user.get("status") == SUSPENDED:
         raise Forbidden("This account is suspended", code="account_suspended")
     if change.required is not None and balance < change.required:
@@ -910,7 +942,7 @@ def get_balance(user_id: str) -> dict[str, Any]:
     user = store.from_item(response.get("Item"))
     if user is None or not user.get("is_active", True) or "credits_balance" not in user:
         raise NotFound("Account not found", code="account_not_found")
-    _balances.put(user_id, user["credits_balance"])
+    _remember_balance(user_id, user["credits_balance"])
     return {
         "balance": user["credits_balance"],
         "subscription_tier": user.get("subscription_tier") or "free",
