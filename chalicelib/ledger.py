@@ -28,18 +28,20 @@ can read another item, so a usage row can carry the balance after the charge onl
 writer knows the balance before it. The ledger therefore conditions the user update on
 the exact balance it expects (`credits_balance = :expected`, plus `>= :cost` for a
 spend) and writes `balance_after = expected - cost` in the same transaction. Where does
-`expected` come from without a read? From the balance this process last saw for the user
-(every ledger result, every `get_balance`, every refusal updates it). When that guess is
-right (the normal case: nobody else touched the balance since), the operation is exactly
-one request. When it is wrong, DynamoDB refuses the transaction and, in the same
+`expected` come from? From a strongly consistent GetItem of the balance just before
+(`_read_balance`), unless this process saw the balance within LEDGER_GUESS_SECONDS
+(default 0: on a fleet of Lambda containers a remembered balance is usually stale, and a
+refused transaction is billed like a write while the read costs a fifth of one:
+scripts/bench_ledger_fleet.py, docs/performance.md). When the expectation is wrong
+(another writer committed in between), DynamoDB refuses the transaction and, in the same
 response, returns the current user item (ALL_OLD): if that balance cannot pay, the spend
-is refused with the balance and the amount needed (still one request); otherwise the
-transaction is retried with the true balance. A retry only ever follows a write by
-someone else to the same balance, so the loop is lock-free: each lost round means another
-operation made progress. With no guess at all (a cold process), the first attempt simply
-doubles as the read. Rejected alternatives: read-then-write (two requests always, and
-wrong under concurrency unless conditioned exactly like this anyway); a bare
-`>= :cost` condition (one request, but `balance_after` would be a lie under concurrency).
+is refused with the balance and the amount needed; otherwise the transaction is retried
+with the true balance. A retry only ever follows a write by someone else to the same
+balance, so the loop is lock-free: each lost round means another operation made
+progress. Without any expectation the first attempt doubles as the read. Rejected
+alternatives: a bare `>= :cost` condition (one request, but `balance_after` would be a
+lie under concurrency); a per-process guess on a fleet (one request when right, but
+right for about 6% of spends at scale).
 
 Balance rules. Only `clawback` may drive a balance negative (a refund or dispute takes
 back credits already spent); every spend (`charge`, `reserve`) needs `balance >= cost`
