@@ -362,10 +362,8 @@ def _commit_locked(
 ) -> _Committed | _Refused:
     ddb = store.ddb()
     expected = _known_balance(user_id)
-    if expected is None and guess is not None and math.isinf(_guess_seconds()):
-        expected = guess
-    if expected is None and not math.isinf(_guess_seconds()):
-        expected = _read_balance(user_id)  # on a fleet a guess is usually stale: read first
+    if expected is None:  # on a fleet a guess is usually stale: read first (module docstring)
+        expected = guess if math.isinf(_guess_seconds()) else _read_balance(user_id)
     deadline = time.monotonic() + CONTENTION_SECONDS
     attempt = transient = 0
     while attempt == 0 or time.monotonic() < deadline:
