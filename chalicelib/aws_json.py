@@ -1,8 +1,7 @@
 """A minimal AWS JSON-protocol client: one SigV4-signed POST over the standard library.
 
-Why it exists: importing boto3 and building a client costs a cold Lambda about 0.3 s of CPU
-(more at 512 MB), and the JWT authorizer needs AWS only for one call per cold start (reading
-its secret from SSM). This module makes that call with `http.client`, `hmac` and `hashlib`:
+Why it exists: importing boto3 and building a client is most of the work of a cold JWT
+authorizer, which needs AWS only for one call per cold start (reading its secret from SSM). This module makes that call with `http.client`, `hmac` and `hashlib`:
 the AWS JSON 1.1 protocol is a POST of a JSON body with an `X-Amz-Target` header, signed with
 Signature Version 4 (tests/unit/test_aws_json.py checks the signature against botocore's).
 
@@ -26,8 +25,9 @@ import time
 import urllib.parse
 from typing import Any, Mapping
 
-CONTENT_TYPES = {"ssm": "application/x-amz-json-1.1", "dynamodb": "application/x-amz-json-1.0"}
-TARGET_PREFIXES = {"ssm": "AmazonSSM", "dynamodb": "DynamoDB_20120810"}
+# Per service: the JSON protocol version and the X-Amz-Target prefix (from its botocore model).
+CONTENT_TYPES = {"ssm": "application/x-amz-json-1.1"}
+TARGET_PREFIXES = {"ssm": "AmazonSSM"}
 RETRYABLE_CODES = {"ThrottlingException", "ProvisionedThroughputExceededException",
                    "RequestLimitExceeded", "InternalServerError", "ServiceUnavailable"}
 ATTEMPTS = 3

@@ -240,6 +240,8 @@ def _read_balance(user_id: str) -> int | None:
     )
     balance = store.from_item(response.get("Item") or {}).get("credits_balance")
     return balance if isinstance(balance, int) else None
+
+
 # Threads of one process (chalice local, the tests) take turns on a balance instead of
 # spending DynamoDB round trips losing to each other; other processes (Lambda instances)
 # are kept honest by the conditions alone. Striped, so there is nothing to clean up.

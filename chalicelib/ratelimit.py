@@ -8,8 +8,8 @@ the item expires by TTL. A refused condition is the 429; nothing else is read or
 for the request. That write costs more than the read it guards, so the classes of routes
 that only read (IN_PROCESS_CLASSES) count in the container's memory instead: exact per
 container, at most `limit x containers` across the fleet, and no DynamoDB request. The
-fleet-wide bound for reads is API Gateway's stage throttling (infra/stages.json);
-docs/performance.md weighs the two.
+fleet-wide bound for reads is API Gateway's stage throttling (a per-stage setting of the
+deployment, issue 18); docs/performance.md weighs the two.
 
 Every route belongs to a class (ROUTE_CLASSES, keyed by Chalice's `resourcePath` and the
 method). Per-IP classes (register, auth, public) protect the unauthenticated routes;
@@ -156,7 +156,6 @@ class InProcessCounters:
         self._lock = threading.Lock()
         self._counts: dict[str, tuple[int, int]] = {}  # key -> (hits, window end)
         self._prune_at = 1024  # size that triggers dropping ended windows
-
 
     def hit(self, key: str, limit: int, window_end: int, now: float) -> int | None:
         with self._lock:
