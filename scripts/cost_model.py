@@ -52,7 +52,6 @@ PRICES = {
     "sqs_per_million": 0.40,
     "s3_put_per_thousand": 0.005,
 }
-FREE_TIER = False  # a business account: priced without the free tier
 MEMORY_MB = {"api": 512, "authorizer": 512, "worker": 512}
 DDB_MS_PER_REQUEST = 6
 LOG_BYTES_PER_INVOCATION = 700  # the access log line + the platform's START/END/REPORT lines
