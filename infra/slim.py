@@ -92,7 +92,7 @@ def pyc_name(module: str) -> str:
 
 
 # What chalicelib/billing touches of stripe (tests/deploy checks the list against the code).
-STRIPE_SERVICES = ("customers", "checkout.sessions", "billing_portal.sessions")
+STRIPE_SERVICES = ("customers", "checkout.sessions", "billing_portal.sessions", "refunds")
 STRIPE_PROBE = """
 import json, sys
 import stripe
@@ -101,7 +101,7 @@ for path in %r:
     service = client.v1
     for part in path.split("."):
         service = getattr(service, part)
-stripe.Customer, stripe.checkout.Session, stripe.billing_portal.Session, stripe.StripeError
+stripe.Customer, stripe.checkout.Session, stripe.billing_portal.Session, stripe.Refund, stripe.StripeError
 print(json.dumps(sorted(m.__file__ for m in list(sys.modules.values())
                         if getattr(m, "__file__", None) and m.__name__.startswith("stripe"))))
 """ % (STRIPE_SERVICES,)

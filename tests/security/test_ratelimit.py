@@ -109,8 +109,8 @@ def test_limits_can_be_switched_off(client, new_user, env_override):
 def test_limiter_failure_fails_open_for_writes(client, new_user, env_override, captured_logs):
     session = new_user()
     env_override(RATE_LIMITS_TABLE="no-such-table")  # every limiter write now fails
-    r = client.http.post("/auth/logout", headers=json_headers(session["token"]),
-                         body=json.dumps({"refresh_token": session["refresh_token"]}))
+    r = client.http.post("/auth/refresh", headers=json_headers(),
+                         body=json.dumps({"refresh_token": "not-a-token-" + "x" * 40}))
     assert r.status_code < 500, r.body
     assert "X-RateLimit-Limit" not in r.headers
     events = captured_logs("ratelimit.error")
