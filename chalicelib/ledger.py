@@ -29,18 +29,20 @@ can read another item, so a usage row can carry the balance after the charge onl
 writer knows the balance before it. The ledger therefore conditions the user update on
 the exact balance it expects (`credits_balance = :expected`, plus `>= :cost` for a
 spend) and writes `balance_after = expected - cost` in the same transaction. Where does
-`expected` come from without a read? From the balance this process last saw for the user
-(every ledger result, every `get_balance`, every refusal updates it). When that guess is
-right (the normal case: nobody else touched the balance since), the operation is exactly
-one request. When it is wrong, DynamoDB refuses the transaction and, in the same
+`expected` come from? From a strongly consistent GetItem of the balance just before
+(`_read_balance`), unless this process saw the balance within LEDGER_GUESS_SECONDS
+(default 0: on a fleet of Lambda containers a remembered balance is usually stale, and a
+refused transaction is billed like a write while the read costs a fifth of one:
+scripts/bench_ledger_fleet.py, docs/performance.md). When the expectation is wrong
+(another writer committed in between), DynamoDB refuses the transaction and, in the same
 response, returns the current user item (ALL_OLD): if that balance cannot pay, the spend
-is refused with the balance and the amount needed (still one request); otherwise the
-transaction is retried with the true balance. A retry only ever follows a write by
-someone else to the same balance, so the loop is lock-free: each lost round means another
-operation made progress. With no guess at all (a cold process), the first attempt simply
-doubles as the read. Rejected alternatives: read-then-write (two requests always, and
-wrong under concurrency unless conditioned exactly like this anyway); a bare
-`>= :cost` condition (one request, but `balance_after` would be a lie under concurrency).
+is refused with the balance and the amount needed; otherwise the transaction is retried
+with the true balance. A retry only ever follows a write by someone else to the same
+balance, so the loop is lock-free: each lost round means another operation made
+progress. Without any expectation the first attempt doubles as the read. Rejected
+alternatives: a bare `>= :cost` condition (one request, but `balance_after` would be a
+lie under concurrency); a per-process guess on a fleet (one request when right, but
+right for about 6% of spends at scale).
 
 Balance rules. Only `clawback` may drive a balance negative (a refund or dispute takes
 back credits already spent); every spend (`charge`, `reserve`) needs `balance >= cost`
@@ -63,6 +65,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import random
 import re
 import threading
@@ -212,7 +215,38 @@ class _Held:
     counts_held: bool = False  # reserved since credits_held exists: closing it moves credits_held
 
 
-_balances: _Lru[str, int] = _Lru()
+# user_id -> (balance, monotonic time this process learnt it)
+_balances: _Lru[str, tuple[int, float]] = _Lru()
+
+
+def _remember_balance(user_id: str, balance: int) -> None:
+    _balances.put(user_id, (balance, time.monotonic()))
+
+
+def _known_balance(user_id: str) -> int | None:
+    """The balance this process saw, if seen within LEDGER_GUESS_SECONDS (else None)."""
+    known = _balances.get(user_id)
+    if known is None or time.monotonic() - known[1] > _guess_seconds():
+        return None
+    return known[0]
+
+
+def _guess_seconds() -> float:
+    from chalicelib.settings import get_settings
+
+    return get_settings().ledger_guess_seconds
+
+
+def _read_balance(user_id: str) -> int | None:
+    """The stored balance (strongly consistent GetItem), None without an account."""
+    response = store.ddb().get_item(
+        TableName=store.table_name("users"), Key=store.key(user_id=user_id),
+        ProjectionExpression="credits_balance", ConsistentRead=True,
+    )
+    balance = store.from_item(response.get("Item") or {}).get("credits_balance")
+    return balance if isinstance(balance, int) else None
+
+
 # Threads of one process (chalice local, the tests) take turns on a balance instead of
 # spending DynamoDB round trips losing to each other; other processes (Lambda instances)
 # are kept honest by the conditions alone. Striped, so there is nothing to clean up.
@@ -338,9 +372,9 @@ def _commit_locked(
     guess: int | None,
 ) -> _Committed | _Refused:
     ddb = store.ddb()
-    expected = _balances.get(user_id)
-    if expected is None:
-        expected = guess
+    expected = _known_balance(user_id)
+    if expected is None:  # on a fleet a guess is usually stale: read first (module docstring)
+        expected = guess if math.isinf(_guess_seconds()) else _read_balance(user_id)
     deadline = time.monotonic() + CONTENTION_SECONDS
     attempt = transient = 0
     while attempt == 0 or time.monotonic() < deadline:
@@ -376,7 +410,7 @@ def _commit_locked(
                 continue
             raise
         balance_after = assumed + change.delta
-        _balances.put(user_id, balance_after)
+        _remember_balance(user_id, balance_after)
         return _Committed(balance_after)
     raise _busy(user_id, attempt, "contention")
 
@@ -392,7 +426,7 @@ def _refusal(user_id: str, change: _UserChange, raw_item: dict[str, Any] | None)
     if user is None or not isinstance(user.get("credits_balance"), int):
         raise NotFound("Account not found", code="account_not_found")
     balance = user["credits_balance"]
-    _balances.put(user_id, balance)
+    _remember_balance(user_id, balance)
     if change.spend and user.get("status") == SUSPENDED:
         raise Forbidden("This account is suspended", code="account_suspended")
     if change.required is not None and balance < change.required:
@@ -992,7 +1026,7 @@ def get_balance(user_id: str) -> dict[str, Any]:
     user = store.from_item(response.get("Item"))
     if user is None or not user.get("is_active", True) or "credits_balance" not in user:
         raise NotFound("Account not found", code="account_not_found")
-    _balances.put(user_id, user["credits_balance"])
+    _remember_balance(user_id, user["credits_balance"])
     held = int(user.get("credits_held") or 0)
     return {
         "balance": user["credits_balance"],  # available: what can be spent now

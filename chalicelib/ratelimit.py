@@ -1,9 +1,15 @@
-"""Fixed-window rate limits kept in DynamoDB: one conditional UpdateItem per request.
+"""Fixed-window rate limits: shared in DynamoDB where money or guessing is at stake, in
+the process for reads.
 
-Why DynamoDB and a fixed window: Lambda instances share nothing, so the counter has to
-live in the database; a fixed window needs exactly one write per check (`ADD hits :one`
-on the window's own item, conditional on `hits < limit`), and the item expires by TTL.
-A refused condition is the 429; nothing else is read or written for the request.
+Why DynamoDB and a fixed window: Lambda instances share nothing, so a counter that must
+hold across the fleet has to live in the database; a fixed window needs exactly one write
+per check (`ADD hits :one` on the window's own item, conditional on `hits < limit`), and
+the item expires by TTL. A refused condition is the 429; nothing else is read or written
+for the request. That write costs more than the read it guards, so the classes of routes
+that only read (IN_PROCESS_CLASSES) count in the container's memory instead: exact per
+container, at most `limit x containers` across the fleet, and no DynamoDB request. The
+fleet-wide bound for reads is API Gateway's stage throttling (a per-stage setting of the
+deployment, issue 18); docs/performance.md weighs the two.
 
 Every route belongs to a class (ROUTE_CLASSES, keyed by Chalice's `resourcePath` and the
 method). Per-IP classes (register, auth, public) protect the unauthenticated routes;
@@ -14,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from chalicelib import store
@@ -26,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 EXEMPT = "exempt"
 PER_IP_CLASSES = frozenset({"register", "auth", "public"})
+# Classes whose routes write nothing to DynamoDB: counted in memory, never in the table.
+IN_PROCESS_CLASSES = frozenset({"read", "public"})
 
 # (method, resourcePath) -> class. A route missing here falls back to DEFAULT_CLASS by
 # method and authentication; tests/security checks that every route is listed on purpose.
@@ -135,6 +144,34 @@ def hit(key: str, limit: int, expires_at: int, attribute: str = "hits") -> int |
     return int(response["Attributes"][attribute]["N"])
 
 
+class InProcessCounters:
+    """Fixed-window counters in this process's memory, with hit()'s contract.
+
+    A lock makes the count exact under threads (chalice local serves on several); windows
+    that have ended are dropped when a new one opens, so memory stays bounded by the
+    subjects active in the current windows.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[str, tuple[int, int]] = {}  # key -> (hits, window end)
+        self._prune_at = 1024  # size that triggers dropping ended windows
+
+    def hit(self, key: str, limit: int, window_end: int, now: float) -> int | None:
+        with self._lock:
+            hits, _ = self._counts.get(key, (0, window_end))
+            if hits == 0 and len(self._counts) >= self._prune_at:
+                self._counts = {k: v for k, v in self._counts.items() if v[1] > now}
+                self._prune_at = max(1024, 2 * len(self._counts))
+            if hits >= limit:
+                return None
+            self._counts[key] = (hits + 1, window_end)
+            return hits + 1
+
+
+_in_process = InProcessCounters()
+
+
 def check(
     settings: Settings,
     method: str,
@@ -162,8 +199,12 @@ def check(
     subject = f"ip:{source_ip or 'unknown'}" if name in PER_IP_CLASSES or not user_id else f"user:{user_id}"
     moment = time.time() if now is None else now
     start, end = window(moment, seconds)
+    key = counter_key(name, subject, seconds, start)
     try:
-        count = hit(counter_key(name, subject, seconds, start), limit, expires_at=end + 60)
+        if name in IN_PROCESS_CLASSES:
+            count = _in_process.hit(key, limit, end, moment)
+        else:
+            count = hit(key, limit, expires_at=end + 60)
     except Exception as error:  # any storage failure: the fail-open/closed policy decides
         closed = name in settings.rate_limit_fail_closed
         log_event(

@@ -52,10 +52,11 @@ class Bucket:
 
 # All string keys: DynamoDB key attributes here are always of type S.
 TABLES: tuple[Table, ...] = (
+    # No index on users: emails are looked up in the `emails` table (its key), and an
+    # index here would cost a write unit on every balance change (docs/performance.md).
     Table(
         "users",
         "user_id",
-        indexes=(Index("email-index", "email"),),
         purpose="one item per account: profile, credits_balance, counters, role",
     ),
     Table("emails", "email", purpose="uniqueness claims: one item per registered email"),

@@ -10,7 +10,9 @@ pays for SSM again. A plain environment variable (`JWT_SECRET=...`) still works 
 wins over its parameter, which is how `make run` and the tests configure secrets.
 
 Called from `chalicelib.settings.load_settings`; it must therefore not use
-`chalicelib.aws.client`, which itself reads the settings for the region.
+`chalicelib.aws.client`, which itself reads the settings for the region. On Lambda (and
+wherever credentials are in the environment) the call is made with `chalicelib.aws_json`,
+not boto3: the authorizer's cold start then never imports the SDK (docs/performance.md).
 """
 from __future__ import annotations
 
@@ -54,15 +56,21 @@ def parameter_names(env: Mapping[str, str]) -> dict[str, str]:
     return names
 
 
-def _ssm_client(region: str):  # type: ignore[no-untyped-def]
+def _get_parameters(names: list[str], region: str) -> dict:  # type: ignore[type-arg]
+    """One GetParameters call with decryption: without boto3 when the environment allows."""
+    from chalicelib import aws_json
+
+    if aws_json.available():
+        return aws_json.call("ssm", "GetParameters", {"Names": names, "WithDecryption": True}, region=region)
     import boto3
     from botocore.config import Config
 
-    return boto3.session.Session().client(
+    ssm = boto3.session.Session().client(
         "ssm",
         region_name=region,
         config=Config(connect_timeout=3, read_timeout=5, retries={"max_attempts": 3, "mode": "standard"}),
     )
+    return ssm.get_parameters(Names=names, WithDecryption=True)
 
 
 @functools.lru_cache(maxsize=8)
@@ -72,14 +80,11 @@ def _fetch(names: tuple[str, ...], region: str) -> tuple[tuple[str, str], ...]:
     Cached per process; an exception is not cached, so a throttled cold start retries on
     the next request instead of keeping a broken configuration.
     """
-    ssm = _ssm_client(region)
     found: dict[str, str] = {}
     missing: list[str] = []
     try:
         for start in range(0, len(names), GET_PARAMETERS_LIMIT):
-            response = ssm.get_parameters(
-                Names=list(names[start : start + GET_PARAMETERS_LIMIT]), WithDecryption=True
-            )
+            response = _get_parameters(list(names[start : start + GET_PARAMETERS_LIMIT]), region)
             for parameter in response.get("Parameters", []):
                 found[parameter["Name"]] = parameter["Value"]
             missing.extend(response.get("InvalidParameters", []))

@@ -157,6 +157,11 @@ class Settings:
     provider_backoff_seconds: float = 0.5
     aws_read_timeout_seconds: float = 10.0  # every boto3 client (chalicelib.aws)
 
+    # How long a process trusts the balance it last saw before reading it first (the ledger;
+    # docs/performance.md: on a fleet a guess is usually stale, and a refused transaction
+    # costs more than a read). "inf" = always guess (one process: `make run`).
+    ledger_guess_seconds: float = 0.0
+
     # Rate limits, login lockout (issue 7): see README "Security" for the meaning of each.
     rate_limits_enabled: bool = True
     rate_limits: Mapping[str, tuple[int, int] | None] = field(
@@ -324,6 +329,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         stripe_api_base=_str(env, "STRIPE_API_BASE", "https://api.stripe.com"),
         twitch_api_base=_str(env, "TWITCH_API_BASE", "https://api.twitch.tv/helix"),
         twitch_auth_base=_str(env, "TWITCH_AUTH_BASE", "https://id.twitch.tv/oauth2"),
+        ledger_guess_seconds=max(0.0, _float(env, "LEDGER_GUESS_SECONDS", 0.0)),
         live_credits_per_minute=_int(env, "LIVE_CREDITS_PER_MINUTE", 10, minimum=1),
         live_max_minutes=min(_int(env, "LIVE_MAX_MINUTES", 180, minimum=1), 180),
         live_max_concurrent_sessions=_int(env, "LIVE_MAX_CONCURRENT_SESSIONS", 2, minimum=1),

@@ -33,7 +33,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from infra import policy, template
+from infra import policy, slim, template
 
 ROOT = policy.ROOT
 CONFIG_PATH = os.path.join(ROOT, ".chalice", "config.json")
@@ -640,6 +640,7 @@ def build_package(cfg: StageConfig, out_dir: str, runner: Runner = run, ops: Ops
         build, output = os.path.join(scratch, "project"), os.path.join(scratch, "out")
         os.makedirs(build)
         stage_sources(source, build)
+        slim.vendor(build, os.path.join(build, "requirements.txt"))  # the lock, for the runtime
         runner([chalice_cli(), "--project-dir", build, "package", "--stage", cfg.stage, output])
         with open(os.path.join(output, "sam.json"), encoding="utf-8") as handle:
             sam = json.load(handle)

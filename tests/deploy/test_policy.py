@@ -235,8 +235,9 @@ def test_rendered_policy_scopes_each_service_to_our_resources():
     )
     by_sid = {s["Sid"]: s for s in rendered["Statement"]}
     assert "arn:aws:dynamodb:*:*:table/transcription-backend-prod-users" in by_sid["Tables"]["Resource"]
-    assert "arn:aws:dynamodb:*:*:table/transcription-backend-prod-users/index/*" in by_sid["Tables"]["Resource"]
-    assert not any("index" in r and "emails" in r for r in by_sid["Tables"]["Resource"])  # no indexes there
+    assert "arn:aws:dynamodb:*:*:table/transcription-backend-prod-sessions/index/*" in by_sid["Tables"]["Resource"]
+    for table in ("users", "emails"):  # no indexes there
+        assert not any("index" in r and f"-{table}/" in r for r in by_sid["Tables"]["Resource"])
     assert by_sid["AudioObjects"]["Resource"] == ["arn:aws:s3:::transcription-backend-prod-audio/uploads/*"]
     assert by_sid["AudioBucket"]["Condition"] == {"StringLike": {"s3:prefix": ["uploads/*"]}}
     assert by_sid["Queues"]["Resource"] == ["arn:aws:sqs:*:*:transcription-backend-prod-catchup"]

@@ -36,16 +36,13 @@ def ssm(aws_endpoint):
 def get_parameters_calls(monkeypatch):
     """Every GetParameters request the module sends, with its parameter names."""
     calls: list[list[str]] = []
-    real = secrets._ssm_client
+    real = secrets._get_parameters
 
-    def counting(region):  # type: ignore[no-untyped-def]
-        client = real(region)
-        client.meta.events.register(
-            "before-parameter-build.ssm.GetParameters", lambda params, **_: calls.append(sorted(params["Names"]))
-        )
-        return client
+    def counting(names, region):  # type: ignore[no-untyped-def]
+        calls.append(sorted(names))
+        return real(names, region)
 
-    monkeypatch.setattr(secrets, "_ssm_client", counting)
+    monkeypatch.setattr(secrets, "_get_parameters", counting)
     return calls
 
 
@@ -64,7 +61,7 @@ def test_parameter_names_follow_the_prefix_explicit_names_and_plain_values():
 
 
 def test_without_parameter_names_ssm_is_never_contacted(monkeypatch):
-    monkeypatch.setattr(secrets, "_ssm_client", lambda region: pytest.fail("SSM contacted"))
+    monkeypatch.setattr(secrets, "_get_parameters", lambda names, region: pytest.fail("SSM contacted"))
     env = {"STAGE": "local", "JWT_SECRET": "x" * 40}
     assert secrets.with_secrets(env) is env
 
@@ -110,3 +107,20 @@ def test_unreachable_ssm_is_a_configuration_error_and_is_retried_later(ssm, monk
         load_settings(_env())
     monkeypatch.undo()
     assert load_settings(_env()).jwt_secret == VALUES["JWT_SECRET"]  # the failure was not cached
+
+
+def test_secrets_are_read_without_the_sdk_when_credentials_are_in_the_environment(ssm, monkeypatch):
+    """Lambda's case: the signed call of chalicelib.aws_json, boto3 never asked."""
+    import boto3
+
+    monkeypatch.setattr(boto3.session, "Session", lambda *a, **k: pytest.fail("boto3 used"))
+    assert load_settings(_env()).jwt_secret == VALUES["JWT_SECRET"]
+
+
+def test_without_credentials_in_the_environment_boto3_reads_them(ssm, monkeypatch):
+    """A laptop with an AWS profile: the SDK's credential chain, same answer."""
+    from chalicelib import aws_json
+
+    monkeypatch.setattr(aws_json, "available", lambda env=None: False)
+    monkeypatch.setattr(aws_json, "call", lambda *a, **k: pytest.fail("aws_json used"))
+    assert load_settings(_env()).jwt_secret == VALUES["JWT_SECRET"]

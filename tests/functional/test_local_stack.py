@@ -36,7 +36,7 @@ def test_bootstrap_creates_only_what_is_missing(aws_endpoint):
         users = settings.resource("users")
         described = client("dynamodb").describe_table(TableName=users)["Table"]
         assert [k["AttributeName"] for k in described["KeySchema"]] == ["user_id"]
-        assert [i["IndexName"] for i in described["GlobalSecondaryIndexes"]] == ["email-index"]
+        assert described.get("GlobalSecondaryIndexes", []) == []  # a balance change writes one item
         ttl = client("dynamodb").describe_time_to_live(TableName=settings.resource("refresh-tokens"))
         assert ttl["TimeToLiveDescription"]["AttributeName"] == "expires_at_epoch"
 

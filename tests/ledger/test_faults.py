@@ -56,8 +56,9 @@ def test_the_ledger_gives_up_after_its_attempts_with_a_503_and_nothing_written(
     assert_books(user_id)
 
 
-def test_transient_refusals_do_not_consume_a_lost_balance_guess(make_user, dynamodb_faults):
+def test_transient_refusals_do_not_consume_a_lost_balance_guess(make_user, dynamodb_faults, env_override):
     """A stale balance guess (another writer) and a conflict in one call: both are handled."""
+    env_override(LEDGER_GUESS_SECONDS="inf")  # the one-process design: no read first
     user_id = make_user()
     ledger.clear_caches()  # cold process: the first attempt doubles as the read
     fault = dynamodb_faults.inject(TRANSACT, "TransactionConflict", count=2, skip=1)
@@ -65,6 +66,16 @@ def test_transient_refusals_do_not_consume_a_lost_balance_guess(make_user, dynam
     assert (result.balance_after, result.replayed) == (205, False)
     # the read (refused: balance unknown), two conflicts, the commit
     assert {k: dynamodb_faults.get(fault)[k] for k in ("matched", "fired")} == {"matched": 4, "fired": 2}
+    assert_books(user_id)
+
+
+def test_transient_refusals_after_the_read_are_retried_with_the_read_balance(make_user, dynamodb_faults):
+    """The fleet design: the balance is read first, two conflicts, then the commit."""
+    user_id = make_user()
+    fault = dynamodb_faults.inject(TRANSACT, "TransactionConflict", count=2)
+    result = ledger.grant(user_id, 5, source="admin", record_id=new_id())
+    assert (result.balance_after, result.replayed) == (205, False)
+    assert {k: dynamodb_faults.get(fault)[k] for k in ("matched", "fired")} == {"matched": 3, "fired": 2}
     assert_books(user_id)
 
 

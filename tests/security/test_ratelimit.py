@@ -106,14 +106,66 @@ def test_limits_can_be_switched_off(client, new_user, env_override):
         assert r.status_code == 200 and "X-RateLimit-Limit" not in r.headers
 
 
-def test_limiter_failure_fails_open_for_reads(client, new_user, env_override, captured_logs):
+def test_limiter_failure_fails_open_for_writes(client, new_user, env_override, captured_logs):
     session = new_user()
     env_override(RATE_LIMITS_TABLE="no-such-table")  # every limiter write now fails
-    r = client.http.get("/auth/user", headers=json_headers(session["token"]))
-    assert r.status_code == 200
+    r = client.http.post("/auth/refresh", headers=json_headers(),
+                         body=json.dumps({"refresh_token": "not-a-token-" + "x" * 40}))
+    assert r.status_code < 500, r.body
     assert "X-RateLimit-Limit" not in r.headers
     events = captured_logs("ratelimit.error")
-    assert events and events[0]["route_class"] == "read" and events[0]["fail_closed"] is False
+    assert events and events[0]["route_class"] == "auth" and events[0]["fail_closed"] is False
+    # Reads never touch the table: the same outage leaves their limit in force.
+    r = client.http.get("/auth/user", headers=json_headers(session["token"]))
+    assert r.status_code == 200 and r.headers["X-RateLimit-Limit"]
+
+
+READ_ROUTES = ("/auth/user", "/credits/balance", "/credits/transactions", "/credits/packages",
+               "/transcription/history", "/analytics/usage")
+
+
+def dynamodb_operations() -> list[str]:
+    """The name of every DynamoDB call the app's client makes from now on."""
+    from chalicelib import store
+
+    calls: list[str] = []
+    store.ddb().meta.events.register(
+        "before-call.dynamodb", lambda model, **_: calls.append(model.name), unique_id="perf-ops")
+    return calls
+
+
+def test_read_routes_write_nothing(client, new_user, env_override):
+    """A read is limited in the container's memory: no DynamoDB write, whatever the route."""
+    from chalicelib import store
+
+    session = new_user()
+    env_override(RATE_LIMITS=f"read:50/{fresh_window()},public:2/{fresh_window()}")
+    calls = dynamodb_operations()
+    try:
+        for path in READ_ROUTES:
+            r = client.http.get(path, headers=json_headers(session["token"]))
+            assert r.status_code == 200, (path, r.body)
+            assert r.headers["X-RateLimit-Limit"] in ("50", "2")
+        writes = [name for name in calls if name not in ("GetItem", "Query", "BatchGetItem")]
+        assert writes == [], writes
+        before = len(calls)
+        statuses = [client.http.get("/credits/packages").status_code for _ in range(2)]
+        assert statuses == [200, 429]  # the in-process count is exact (1 packages read above)
+        assert len(calls) == before  # and the refusal reads nothing either
+    finally:
+        store.ddb().meta.events.unregister("before-call.dynamodb", unique_id="perf-ops")
+
+
+def test_in_process_counters_keep_the_fixed_window_contract():
+    counters = ratelimit.InProcessCounters()
+    assert [counters.hit("k", 2, window_end=60, now=1) for _ in range(3)] == [1, 2, None]
+    assert counters.hit("k2", 2, window_end=120, now=61) == 1
+    for n in range(1500):  # all current: kept
+        counters.hit(f"old{n}", 5, window_end=60, now=59)
+    for n in range(600):  # ended windows are dropped as new ones open
+        counters.hit(f"new{n}", 5, window_end=200, now=130)
+    assert len(counters._counts) < 700
+    assert counters.hit("new0", 1, window_end=200, now=131) is None  # current counts survive
 
 
 def test_limiter_failure_fails_closed_for_spends(aws_endpoint, env_override, captured_logs):
@@ -123,12 +175,12 @@ def test_limiter_failure_fails_closed_for_spends(aws_endpoint, env_override, cap
     with pytest.raises(ServiceUnavailable):
         ratelimit.check(get_settings(), "POST", "/transcription/stream", user_id="u1", source_ip="1.2.3.4")
     assert captured_logs("ratelimit.error")[0]["fail_closed"] is True
-    # The policy is a setting: spends can fail open, and reads closed.
-    env_override(RATE_LIMITS_TABLE="no-such-table", RATE_LIMIT_FAIL_CLOSED="read")
+    # The policy is a setting: spends can fail open, and writes closed.
+    env_override(RATE_LIMITS_TABLE="no-such-table", RATE_LIMIT_FAIL_CLOSED="write")
     assert ratelimit.check(get_settings(), "POST", "/transcription/stream", user_id="u1",
                            source_ip="1.2.3.4") is None
     with pytest.raises(ServiceUnavailable):
-        ratelimit.check(get_settings(), "GET", "/auth/user", user_id="u1", source_ip="1.2.3.4")
+        ratelimit.check(get_settings(), "POST", "/credits/purchase", user_id="u1", source_ip="1.2.3.4")
 
 
 def test_window_rolls_over(aws_endpoint, env_override):
