@@ -27,9 +27,13 @@ def _granted(stage, function):
         return json.load(handle)
 
 
-def test_the_internet_facing_authorizer_reads_its_secrets_and_writes_its_logs_nothing_else():
+def test_the_internet_facing_authorizer_reads_its_secrets_and_accounts_and_writes_its_logs_nothing_else():
     document = _granted("prod", "jwt_auth")
-    assert policy.allowed_actions(document) == {"logs:CreateLogStream", "logs:PutLogEvents", "ssm:GetParameters"}
+    # chalicelib.standing: one GetItem of the account per token per cache period (store's
+    # module also holds a read-only Query helper); nothing that writes a table.
+    assert policy.allowed_actions(document) == {
+        "logs:CreateLogStream", "logs:PutLogEvents", "ssm:GetParameters", "dynamodb:GetItem", "dynamodb:Query",
+    }
     logs = next(s for s in document["Statement"] if s["Sid"] == "Logs")
     assert logs["Resource"] == ["arn:aws:logs:*:*:log-group:/aws/lambda/transcription-backend-prod-jwt_auth:*"]
 
