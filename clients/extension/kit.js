@@ -675,9 +675,8 @@ export class TranscriptionKit {
   }
 
   /** Poll a job (2 s, growing to 10 s) until it completes (returns it) or fails (CatchupFailedError). */
-  async waitForCatchup(jobId, { onStatus, signal, timeoutMs = 15 * MINUTE } = {}) {
+  async waitForCatchup(jobId, { onStatus, signal, timeoutMs = 15 * MINUTE, lastStatus = null } = {}) {
     const deadline = this.clock.now() + timeoutMs;
-    let lastStatus = null;
     for (let attempt = 0; ; attempt += 1) {
       const job = await this.getCatchup(jobId, { signal });
       if (job.status !== lastStatus) { lastStatus = job.status; onStatus?.(job.status, job); }
@@ -699,7 +698,7 @@ export class TranscriptionKit {
     const audioKey = await this.uploadAudio(audio, { signal });
     const job = await this.submitCatchup({ audioKey, durationMinutes: minutes, streamUrl, channel }, { signal });
     onStatus?.(job.status, job);
-    return this.waitForCatchup(job.job_id, { onStatus, signal, timeoutMs });
+    return this.waitForCatchup(job.job_id, { onStatus, signal, timeoutMs, lastStatus: job.status });
   }
 
   /** One page of the history (live sessions, catch-ups, asks), newest first. */

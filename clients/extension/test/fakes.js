@@ -378,7 +378,8 @@ export class FakeBackend {
     const upload = this.uploads.get(key);
     this.requests.push({ method, path: `s3:${key}`, headers, body });
     const bytes = body ? new Uint8Array(await new Response(body).arrayBuffer()) : new Uint8Array(0);
-    if (this.uploadFailures) { this.uploadFailures -= 1; return new Response('<Error/>', { status: 503 }); }
+    const injected = this.uploadAnswers?.shift();
+    if (injected) return new Response('<Error/>', { status: injected });
     if (!upload || method !== 'PUT' || headers['Content-Type'] !== upload.type || headers.Authorization || bytes.length !== upload.expected) {
       return new Response('<Error><Code>SignatureDoesNotMatch</Code></Error>', { status: 403 });
     }
