@@ -322,15 +322,15 @@ export class TranscriptionKit {
    * Idempotency-Key: the backend replays the first answer) are retried on network
    * errors, 503 and `idempotency_in_progress`, waiting out short Retry-Afters.
    */
-  async request(method, path, { body, query, auth = true, idempotencyKey, signal } = {}) {
-    const repeatable = method === 'GET' || Boolean(idempotencyKey);
+  async request(method, path, { body, query, auth = true, idempotencyKey, signal, repeatable = false } = {}) {
+    const safe = repeatable || method === 'GET' || Boolean(idempotencyKey);
     for (let attempt = 0; ; attempt += 1) {
       if (signal?.aborted) throw abortError(signal);
       try {
         if (!auth) return await this.send(method, path, { body, query, idempotencyKey });
         return await this.sendAuthenticated(method, path, { body, query, idempotencyKey });
       } catch (error) {
-        const wait = repeatable && attempt + 1 < SAFE_ATTEMPTS ? this.retryWait(error, attempt) : null;
+        const wait = safe && attempt + 1 < SAFE_ATTEMPTS ? this.retryWait(error, attempt) : null;
         if (wait === null) throw error;
         await sleep(this.clock, wait, signal);
       }
@@ -741,13 +741,13 @@ export function mediaStreamSource(stream, { sampleRate = 16000, playThrough = fa
     sampleRate,
     async start(onChunk) {
       context = new AudioContext({ sampleRate });
+      this.sampleRate = context.sampleRate;
       await context.audioWorklet.addModule(workletUrl || new URL('./pcm-worklet.js', import.meta.url));
       const input = context.createMediaStreamSource(stream);
       node = new AudioWorkletNode(context, 'transcription-kit-pcm');
       node.port.onmessage = (event) => onChunk(event.data);
       input.connect(node);
       if (playThrough) input.connect(context.destination);
-      this.sampleRate = context.sampleRate;
     },
     async stop() {
       if (node) node.port.onmessage = null;
@@ -835,24 +835,39 @@ export function wavMinutes(bytes) {
 // ---------------------------------------------------------------------------------------
 // Live captions.
 
+const CLOSE_NORMAL = 1000;
 const CLOSE_MAX_DURATION = 3008;
 const TERMINATE_WAIT_MS = 5_000;
+/** Audio held while no socket is open (between a lost connection and the next one). */
+const MAX_PENDING_SECONDS = 30;
+/** Renew answers that end the session's chain of tokens: a new session continues it. */
+const CHAIN_ENDED = new Set(['session_limit_reached', 'token_superseded', 'not_renewable']);
+/** Attempts at one renewal whose socket cannot be opened before giving up. */
+const MAX_SOCKET_FAILURES = 5;
 
 /**
- * One live-caption session: the backend session (credits held, tokens minted) and the
- * chain of AssemblyAI sockets that carry it. Audio goes to exactly one socket at a time;
- * a renewal opens the next socket while the current one still runs, moves the audio over
- * when the new one has begun, then ends the old one with Terminate (its last turn is still
- * delivered), so no audio is lost or sent twice.
+ * One run of live captions: the backend session (credits held, tokens minted) and the
+ * chain of AssemblyAI sockets that carry it (README "The renew protocol").
+ *
+ * Audio goes to exactly one socket at a time. `renew_in_seconds` after each token arrived
+ * the next one is asked for, its socket opened while the current one still runs, the
+ * audio moved over when it has begun, and the old one ended with Terminate (its last turn
+ * is still delivered): no audio is lost or sent twice, and captions do not gap. When a
+ * session reaches its longest allowed time, a new session is started the same way.
+ * Renewals that fail for a transient reason are retried without paying twice (the backend
+ * replays a renew by `token_number`); 402 lets the current token run out (and resumes if
+ * credits arrive meanwhile), then the session is stopped and settled.
  */
 export class CaptionSession {
   constructor(kit, source, callbacks, options) {
     this.kit = kit;
     this.source = source;
     this.callbacks = callbacks;
-    this.options = { frameMs: 100, renewLeadSeconds: 30, keepAudioSeconds: 0, ...options };
+    this.options = { frameMs: 100, keepAudioSeconds: 0, ...options };
     this.state = 'starting';
-    this.sessionId = null;
+    this.grant = null;
+    this.openSessions = [];
+    this.bills = [];
     this.sockets = [];
     this.socketCount = 0;
     this.active = null;
@@ -861,9 +876,15 @@ export class CaptionSession {
     this.nextTurn = 0;
     this.timers = new Set();
     this.renewing = null;
-    this.stopping = null;
+    this.blocked = null;
     this.renewals = 0;
+    this.stopping = null;
+    this.halt = new AbortController();
+    this.unsubscribeBalance = () => {};
   }
+
+  /** The backend session in use now. */
+  get sessionId() { return this.grant?.session_id ?? null; }
 
   emit(name, ...args) {
     const listener = this.callbacks[name];
@@ -877,39 +898,150 @@ export class CaptionSession {
     return id;
   }
 
+  cancel(id) {
+    this.kit.clock.clearTimeout(id);
+    this.timers.delete(id);
+  }
+
+  /** Audio first (held until the socket begins, so nothing said at the start is lost), then the session. */
   async begin() {
-    const { channel, title, maxMinutes } = this.options;
-    const body = { action: 'start', sample_rate: this.source.sampleRate };
-    if (maxMinutes) body.max_minutes = maxMinutes;
-    if (channel) body.channel = channel;
-    if (title) body.title = title;
-    const started = await this.kit.request('POST', '/transcription/stream', {
-      body, idempotencyKey: this.options.idempotencyKey || this.kit.randomId(),
-    });
-    this.sessionId = started.session_id;
-    this.sampleRate = this.source.sampleRate;
-    this.framer = new Framer(this.sampleRate, this.options.frameMs);
-    this.ring = new AudioRing(this.sampleRate, this.options.keepAudioSeconds);
-    await this.kit.noteBalance(started.credits_balance);
     try {
-      await this.openSocket(started);
       await this.source.start((samples) => this.onAudio(samples));
       this.sampleRate = this.source.sampleRate;
+      const grant = await this.startSession();
+      await this.openSocket(grant);
+      this.state = 'live';
+      this.useGrant(grant);
     } catch (error) {
       await this.stop().catch(() => {});
       throw error instanceof KitError ? error : new CaptionsError('Live captions could not start', { code: 'captions_failed', cause: error });
     }
-    this.state = 'live';
-    this.scheduleHeartbeat(started);
-    this.emit('onStarted', { sessionId: this.sessionId, creditsReserved: started.credits_reserved, balance: started.credits_balance });
+    this.unsubscribeBalance = this.kit.onBalanceChanged(() => this.onBalanceRaised());
+    this.emit('onStarted', credits(this.grant));
   }
 
-  /** Open a socket for a grant (start or renewal) and resolve once AssemblyAI said Begin. */
+  /** POST start (renewable), with its own Idempotency-Key so a retry never holds credits twice. */
+  async startSession() {
+    const { channel, title, maxMinutes } = this.options;
+    const body = { action: 'start', renewable: true, sample_rate: this.sampleRate };
+    if (maxMinutes) body.max_minutes = maxMinutes;
+    if (channel) body.channel = channel;
+    if (title) body.title = title;
+    const grant = await this.kit.request('POST', '/transcription/stream', { body, idempotencyKey: this.kit.randomId() });
+    this.openSessions.push(grant.session_id);
+    await this.kit.noteBalance(grant.credits_balance);
+    return { ...grant, receivedAt: this.kit.clock.now() };
+  }
+
+  /** A token is in hand: remember it and plan its renewal (times count from its arrival). */
+  useGrant(grant) {
+    this.grant = grant;
+    this.blocked = null;
+    if (this.renewTimer) this.cancel(this.renewTimer);
+    const due = grant.receivedAt + grant.renew_in_seconds * 1000 - this.kit.clock.now();
+    this.renewTimer = this.later(due, () => this.renew());
+  }
+
+  /** Ask for the next token (or a new session) and move the audio to its socket. */
+  renew() {
+    if (!this.renewing && this.state === 'live') {
+      this.renewing = this.nextGrant().catch((error) => {
+        if (!(error instanceof AbortError)) this.emit('onError', error);
+      }).finally(() => { this.renewing = null; });
+    }
+    return this.renewing;
+  }
+
+  async nextGrant() {
+    const current = this.grant;
+    const signal = this.halt.signal;
+    let socketFailures = 0;
+    for (let attempt = 0; this.state === 'live' && this.grant === current; attempt += 1) {
+      let next;
+      try {
+        next = await this.askForNext(current);
+      } catch (error) {
+        const wait = this.afterRenewFailure(error, attempt);
+        if (wait === null) return;
+        await sleep(this.kit.clock, wait, signal);
+        continue;
+      }
+      if (this.state !== 'live') return; // stop() settles every session this run opened
+      try {
+        await this.openSocket(next);
+      } catch (error) {
+        this.emit('onError', error);
+        socketFailures += 1;
+        if (socketFailures >= MAX_SOCKET_FAILURES) { this.giveUp(error); return; }
+        // Retrying replays the same renew (same token, not paid twice) or mints a fresh one.
+        await sleep(this.kit.clock, backoff(attempt, { firstMs: 1000, factor: 2, maxMs: 10_000 }), signal);
+        continue;
+      }
+      const chained = next.session_id !== current.session_id;
+      this.useGrant(next);
+      this.renewals += 1;
+      this.emit('onRenewed', { ...credits(next), renewals: this.renewals, newSession: chained });
+      if (chained) this.settleLater(current.session_id);
+      return;
+    }
+  }
+
+  /** No next token: captions end with the current socket (or now, if none is open). */
+  giveUp(error) {
+    this.blocked = error;
+    if (!this.active) this.end(error instanceof InsufficientCreditsError ? 'insufficient_credits' : 'renew_failed');
+  }
+
+  async askForNext(current) {
+    try {
+      const next = await this.kit.request('POST', '/transcription/stream', {
+        body: { action: 'renew', session_id: current.session_id, token_number: current.token_number },
+      });
+      await this.kit.noteBalance(next.credits_balance);
+      return { ...next, receivedAt: this.kit.clock.now() };
+    } catch (error) {
+      // The session cannot go on (its longest time, an old token), or its socket was lost
+      // long before a renewal is allowed: a new session carries the captions on.
+      const lost = error.code === 'renew_too_early' && !this.active;
+      if (CHAIN_ENDED.has(error.code) || lost) return this.startSession();
+      throw error;
+    }
+  }
+
+  /** How long to wait before renewing again after `error`, or null to stop trying. */
+  afterRenewFailure(error, attempt) {
+    if (error.code === 'renew_too_early') return (error.body?.renew_in_seconds ?? 30) * 1000;
+    if (error instanceof NotFoundError || error.code === 'session_not_active') {
+      this.end('session_ended');
+      return null;
+    }
+    const transient = error instanceof NetworkError || error instanceof ServiceError || error instanceof RateLimitError;
+    if (attempt === 0 || !transient) this.emit('onError', error);
+    if (!transient) {
+      // 402: the current token runs out; credits bought meanwhile resume the renewals.
+      this.giveUp(error);
+      return null;
+    }
+    if (error.retryAfter != null) return error.retryAfter * 1000;
+    return backoff(attempt, { firstMs: 1000, factor: 2, maxMs: 15_000 });
+  }
+
+  onBalanceRaised() {
+    if (this.blocked instanceof InsufficientCreditsError && this.state === 'live') {
+      this.blocked = null;
+      this.renew();
+    }
+  }
+
+  /** Open a socket for a token and resolve once AssemblyAI said Begin (audio then flows to it). */
   openSocket(grant) {
     return new Promise((resolve, reject) => {
       const socket = new this.kit.WebSocketImpl(grant.websocket_url);
       socket.binaryType = 'arraybuffer';
-      const entry = { index: this.socketCount++, socket, grant, begun: false, closed: false, formatted: /format_turns=true/.test(grant.websocket_url), lastUnformatted: null };
+      const entry = {
+        index: this.socketCount++, socket, begun: false, closed: false,
+        formatted: /[?&]format_turns=true/.test(grant.websocket_url), unformatted: new Map(),
+      };
       this.sockets.push(entry);
       socket.onmessage = (event) => this.onMessage(entry, event.data, resolve);
       socket.onclose = (event) => {
@@ -921,7 +1053,7 @@ export class CaptionSession {
         }
         this.onSocketClosed(entry, event.code, event.reason);
       };
-      socket.onerror = () => {};
+      socket.onerror = () => {}; // a close event follows
     });
   }
 
@@ -936,84 +1068,85 @@ export class CaptionSession {
     } else if (message.type === 'Turn') {
       this.onTurn(entry, message);
     } else if (message.type === 'Termination') {
-      this.flushUnformatted(entry);
+      this.flushTurns(entry);
     } else if (message.error) {
       this.emit('onError', new CaptionsError(String(message.error), { code: 'provider_error' }));
     }
   }
 
-  /** Move the audio to a newly begun socket, and end the one it replaces. */
+  /** Audio moves to a socket that has begun; the socket it replaces is ended. */
   switchTo(entry) {
     const previous = this.active;
     this.active = entry;
     for (const frame of this.pending.splice(0)) this.sendFrame(frame);
     if (previous && !previous.closed) this.terminate(previous);
-    if (previous) { this.renewals += 1; this.emit('onRenewed', { renewals: this.renewals }); }
   }
 
   terminate(entry) {
     try { entry.socket.send(JSON.stringify({ type: 'Terminate' })); } catch { /* already closing */ }
-    this.later(TERMINATE_WAIT_MS, () => { if (!entry.closed) entry.socket.close(1000); });
+    this.later(TERMINATE_WAIT_MS, () => { if (!entry.closed) entry.socket.close(CLOSE_NORMAL); });
   }
 
+  /**
+   * AssemblyAI sends a turn as partials, then end_of_turn, then (format_turns=true) the
+   * formatted copy. Callers get partials, then one final per turn; turns are numbered
+   * across sockets.
+   */
   onTurn(entry, message) {
     const key = `${entry.index}:${message.turn_order}`;
     if (!this.turns.has(key)) this.turns.set(key, this.nextTurn++);
     const turn = { turn: this.turns.get(key), text: message.transcript || '', words: message.words || [] };
-    if (!message.end_of_turn) { this.emit('onPartial', turn); return; }
-    if (entry.formatted && !message.turn_is_formatted) { entry.lastUnformatted = turn; this.emit('onPartial', turn); return; }
-    entry.lastUnformatted = null;
-    this.turns.delete(key);
-    this.emit('onFinal', turn);
+    if (message.end_of_turn && (!entry.formatted || message.turn_is_formatted)) {
+      this.turns.delete(key);
+      entry.unformatted.delete(key);
+      this.emit('onFinal', turn);
+      return;
+    }
+    if (message.end_of_turn) entry.unformatted.set(key, turn);
+    this.emit('onPartial', turn);
   }
 
-  flushUnformatted(entry) {
-    if (entry.lastUnformatted) { this.emit('onFinal', entry.lastUnformatted); entry.lastUnformatted = null; }
+  /** A socket ended before formatting its last turn: that turn is final as it is. */
+  flushTurns(entry) {
+    for (const [key, turn] of entry.unformatted) { this.turns.delete(key); this.emit('onFinal', turn); }
+    entry.unformatted.clear();
   }
 
   onAudio(samples) {
     if (this.state === 'stopped') return;
+    if (!this.framer) {
+      this.framer = new Framer(this.source.sampleRate, this.options.frameMs);
+      this.ring = new AudioRing(this.source.sampleRate, this.options.keepAudioSeconds);
+    }
     this.framer.push(samples, (frame) => this.routeFrame(frame));
   }
 
   routeFrame(frame) {
     this.ring.push(frame);
-    if (this.active && !this.active.closed) this.sendFrame(frame);
-    else this.pending.push(frame); // between sockets: held and sent to the next one
+    if (this.active && !this.active.closed) { this.sendFrame(frame); return; }
+    this.pending.push(frame); // between sockets: kept for the next one
+    const limit = Math.ceil((MAX_PENDING_SECONDS * 1000) / this.options.frameMs);
+    if (this.pending.length > limit) this.pending.splice(0, this.pending.length - limit);
   }
 
   sendFrame(frame) {
-    this.active.socket.send(frame.buffer.byteLength === frame.byteLength ? frame.buffer : frame.slice().buffer);
+    try { this.active.socket.send(frame.buffer); } catch { this.pending.push(frame); }
   }
 
   onSocketClosed(entry, code, reason) {
-    this.flushUnformatted(entry);
+    this.flushTurns(entry);
     if (entry !== this.active || this.state !== 'live') return;
     this.active = null;
-    if (code === CLOSE_MAX_DURATION) {
-      // The time this token paid for is over and no renewal replaced it.
-      this.end('max_duration');
-    } else if (code !== 1000) {
+    if (this.blocked) { this.end(this.blocked instanceof InsufficientCreditsError ? 'insufficient_credits' : 'renew_failed'); return; }
+    if (code !== CLOSE_NORMAL && code !== CLOSE_MAX_DURATION) {
       this.emit('onError', new CaptionsError(`The caption connection closed (${code} ${reason || ''})`.trim(), { code: 'socket_closed', status: code }));
-      this.end('connection_lost');
     }
+    // The token ended (3008) before its renewal finished, or the connection dropped: the
+    // next token carries on, with the audio held meanwhile.
+    this.renew();
   }
 
-  scheduleHeartbeat(grant) {
-    const interval = (grant.heartbeat_interval_seconds || 30) * 1000;
-    this.later(interval, async () => {
-      if (this.state !== 'live') return;
-      try {
-        await this.kit.request('POST', '/transcription/stream', { body: { action: 'heartbeat', session_id: this.sessionId } });
-      } catch (error) {
-        this.emit('onError', error);
-        if (error instanceof ConflictError || error instanceof NotFoundError) { this.end('session_ended'); return; }
-      }
-      this.scheduleHeartbeat(grant);
-    });
-  }
-
-  /** The session ended by itself (paid time over, connection lost): settle it and tell. */
+  /** The session ended by itself (credits, a stopped session): settle it and tell. */
   end(reason) {
     if (this.state !== 'live') return;
     this.stop().then(
@@ -1022,10 +1155,30 @@ export class CaptionSession {
     );
   }
 
-  /** The last `keepAudioSeconds` (an option of startCaptions) as a WAV Blob, for catchUp(). */
-  recentAudio() { return this.ring.wav(); }
+  /** Stop a replaced session (its time is billed; the rest of its credits come back). */
+  settleLater(sessionId) {
+    this.settling = (this.settling || Promise.resolve()).then(() => this.stopSession(sessionId)).catch((error) => this.emit('onError', error));
+  }
 
-  /** Stop: end the audio, let the sockets deliver their last turns, settle the bill (exact minutes). */
+  async stopSession(sessionId) {
+    if (!this.openSessions.includes(sessionId)) return null;
+    const bill = await this.kit.request('POST', '/transcription/stream', {
+      body: { action: 'stop', session_id: sessionId }, repeatable: true,
+    });
+    this.openSessions = this.openSessions.filter((id) => id !== sessionId);
+    this.bills.push(bill);
+    await this.kit.noteBalance(bill.remaining_balance);
+    return bill;
+  }
+
+  /** The last `keepAudioSeconds` (an option of startCaptions) as a WAV Blob, for catchUp(). */
+  recentAudio() { return this.ring ? this.ring.wav() : encodeWav([], this.source.sampleRate); }
+
+  /**
+   * Stop: end the audio, let the sockets deliver their last turns, and settle. Resolves
+   * with the bill (the stop answer; with a chained session, its figures add up every
+   * session's, listed in `sessions`).
+   */
   stop() {
     if (!this.stopping) this.stopping = this.finish();
     return this.stopping;
@@ -1033,21 +1186,42 @@ export class CaptionSession {
 
   async finish() {
     this.state = 'stopped';
+    this.halt.abort();
+    this.unsubscribeBalance();
     for (const id of this.timers) this.kit.clock.clearTimeout(id);
     this.timers.clear();
+    await this.renewing;
     try { await this.source.stop(); } catch { /* the source is gone anyway */ }
     if (this.active && !this.active.closed && this.framer) this.framer.flush((frame) => this.sendFrame(frame));
-    const closing = this.sockets.map((entry) => new Promise((resolve) => {
-      const previous = entry.socket.onclose;
-      entry.socket.onclose = (event) => { previous?.(event); resolve(); };
-      try { entry.socket.send(JSON.stringify({ type: 'Terminate' })); } catch { resolve(); }
-      this.kit.clock.setTimeout(() => { if (!entry.closed) { entry.socket.close(1000); resolve(); } }, TERMINATE_WAIT_MS);
-    }));
-    await Promise.all(closing);
-    if (!this.sessionId) return null;
-    const bill = await this.kit.request('POST', '/transcription/stream', { body: { action: 'stop', session_id: this.sessionId } });
-    await this.kit.noteBalance(bill.remaining_balance);
+    await Promise.all(this.sockets.map((entry) => this.closeGracefully(entry)));
+    await this.settling;
+    for (const sessionId of [...this.openSessions]) await this.stopSession(sessionId);
+    if (!this.bills.length) return null;
+    const bill = { ...this.bills.at(-1), sessions: this.bills };
+    for (const field of ['duration_minutes', 'credits_used', 'credits_refunded']) {
+      bill[field] = this.bills.reduce((sum, b) => sum + (b[field] || 0), 0);
+    }
     this.emit('onStopped', bill);
     return bill;
   }
+
+  closeGracefully(entry) {
+    return new Promise((resolve) => {
+      const previous = entry.socket.onclose;
+      entry.socket.onclose = (event) => { previous?.(event); resolve(); };
+      try { entry.socket.send(JSON.stringify({ type: 'Terminate' })); } catch { /* not open */ }
+      this.kit.clock.setTimeout(() => { if (!entry.closed) entry.socket.close(CLOSE_NORMAL); resolve(); }, TERMINATE_WAIT_MS);
+    });
+  }
+}
+
+function credits(grant) {
+  return {
+    sessionId: grant.session_id,
+    tokenNumber: grant.token_number,
+    balance: grant.credits_balance,
+    available: grant.credits_available ?? null,
+    held: grant.credits_held ?? null,
+    creditsReserved: grant.credits_reserved,
+  };
 }

@@ -97,7 +97,7 @@ export const PLANS = [
  * a Checkout, finish a job, or queue a failure (`failNext`).
  */
 export class FakeBackend {
-  constructor({ clock, streaming, baseUrl = 'https://api.test/api', accessTtlSeconds = 900 } = {}) {
+  constructor({ clock, streaming, baseUrl = 'https://api.test/api', accessTtlSeconds = 900, tokenMinutes = 10, sessionMaxMinutes = 180 } = {}) {
     this.clock = clock;
     this.streaming = streaming;
     this.baseUrl = baseUrl;
@@ -116,6 +116,10 @@ export class FakeBackend {
     this.failures = [];
     this.counter = 0;
     this.livePrice = 10;
+    this.tokenMinutesSetting = tokenMinutes;
+    this.renewLeadSeconds = 45;
+    this.renewWindowSeconds = 120;
+    this.sessionMaxMinutes = sessionMaxMinutes;
     this.askPrice = 5;
     this.fetch = (url, init) => this.handle(url, init);
   }
@@ -123,8 +127,8 @@ export class FakeBackend {
   id(prefix) { this.counter += 1; return `${prefix}${this.counter}`; }
 
   /** The next request matching `method path` gets this answer instead (or a network error). */
-  failNext(method, path, status, body = {}, headers = {}, { times = 1 } = {}) {
-    this.failures.push({ method, path, status, body, headers, times });
+  failNext(method, path, status, body = {}, headers = {}, { times = 1, when = () => true } = {}) {
+    this.failures.push({ method, path, status, body, headers, times, when });
   }
 
   userByToken(headers) {
@@ -177,7 +181,7 @@ export class FakeBackend {
     if (parsed.origin === 'https://s3.test') return this.handleUpload(parsed, method, headers, init.body);
     const path = parsed.pathname.replace(/^\/api/, '');
     this.requests.push({ method, path, query: Object.fromEntries(parsed.searchParams), headers, body, at: this.clock.now() });
-    const failure = this.failures.find((f) => f.method === method && f.path === path);
+    const failure = this.failures.find((f) => f.method === method && f.path === path && f.when(body));
     if (failure) {
       failure.times -= 1;
       if (failure.times <= 0) this.failures.splice(this.failures.indexOf(failure), 1);
@@ -306,44 +310,83 @@ export class FakeBackend {
     user.credits_balance += plan.credits_per_period;
   }
 
-  // ---- live captions ----
+  // ---- live captions: the renew protocol of README "Live captions: sessions, tokens and renewal" ----
+
+  available(user) { return user.credits_balance - (user.credits_held || 0); }
+
+  grantAnswer(user, id, session, token, sampleRate) {
+    const seconds = session.tokenSeconds;
+    return {
+      success: true, session_id: id, renewable: true, token, assemblyai_api_key: token,
+      websocket_url: `wss://streaming.test/v3/ws?sample_rate=${sampleRate}&format_turns=true&token=${token}`,
+      token_number: session.tokenNumber, expires_in_seconds: 60, max_session_seconds: seconds, max_minutes: seconds / 60,
+      renew_in_seconds: Math.max(0, seconds - this.renewLeadSeconds), session_max_minutes: this.sessionMaxMinutes,
+      expires_at: new Date(this.clock.now() + seconds * 1000).toISOString(), credits_reserved: session.reserved,
+      price_per_minute: this.livePrice, credits_balance: user.credits_balance, credits_available: this.available(user),
+      credits_held: user.credits_held || 0, heartbeat_interval_seconds: 30,
+    };
+  }
+
+  /** Minutes the next token may have: the token length, what the balance pays, what the session has left. */
+  tokenMinutes(user, session, requested) {
+    return Math.min(this.tokenMinutesSetting, Math.floor(this.available(user) / this.livePrice), requested, this.sessionMaxMinutes - (session?.minutes || 0));
+  }
+
+  insufficient(user) {
+    return [402, { error: 'Insufficient credits', message: 'Insufficient credits', code: 'insufficient_credits', balance: this.available(user), required: this.livePrice, price_per_minute: this.livePrice }];
+  }
 
   stream(user, headers, body) {
     if (body.action === 'start') {
       return this.idempotently(user, headers, 'POST /transcription/stream start', body, () => {
-        const minutes = Math.min(body.max_minutes || 180, Math.floor(user.credits_balance / this.livePrice));
-        if (minutes < 1) return [402, { error: 'Insufficient credits', message: 'Insufficient credits', code: 'insufficient_credits', balance: user.credits_balance, required: this.livePrice, price_per_minute: this.livePrice }];
-        const reserved = minutes * this.livePrice;
-        user.credits_balance -= reserved;
-        const sessionId = this.id('sess-');
-        const token = this.streaming.mint(minutes * 60);
-        this.sessions.set(sessionId, { user_id: user.user_id, startedAt: this.clock.now(), reserved, minutes, state: 'active', heartbeats: 0 });
-        return [200, {
-          success: true, session_id: sessionId, token, assemblyai_api_key: token,
-          websocket_url: `wss://streaming.test/v3/ws?sample_rate=${body.sample_rate || 16000}&format_turns=true&token=${token}`,
-          expires_in_seconds: 60, max_session_seconds: minutes * 60, max_minutes: minutes,
-          expires_at: new Date(this.clock.now() + minutes * 60000).toISOString(), credits_reserved: reserved,
-          credits_balance: user.credits_balance, price_per_minute: this.livePrice, heartbeat_interval_seconds: 30,
-        }];
+        const minutes = this.tokenMinutes(user, null, body.max_minutes || 180);
+        if (minutes < 1) return this.insufficient(user);
+        const id = this.id('sess-');
+        const session = {
+          user_id: user.user_id, startedAt: this.clock.now(), state: 'active', tokenNumber: 1, tokenSeconds: minutes * 60,
+          tokenAt: this.clock.now(), minutes, committed: 0, reserved: minutes * this.livePrice, sampleRate: body.sample_rate || 16000, renews: 0,
+        };
+        user.credits_held = (user.credits_held || 0) + session.reserved;
+        this.sessions.set(id, session);
+        return [200, this.grantAnswer(user, id, session, this.streaming.mint(minutes * 60), session.sampleRate)];
       });
     }
     const session = this.sessions.get(body.session_id);
     if (!session || session.user_id !== user.user_id) return envelope(404, 'session_not_found', 'Session not found');
-    if (body.action === 'heartbeat') {
+    if (body.action === 'renew') {
       if (session.state !== 'active') return envelope(409, 'session_not_active', 'Session not active', { state: session.state });
-      session.heartbeats += 1;
-      const elapsed = Math.floor((this.clock.now() - session.startedAt) / 1000);
-      return json(200, { success: true, session_id: body.session_id, seconds_elapsed: elapsed, seconds_remaining: session.minutes * 60 - elapsed });
+      if (body.token_number === session.tokenNumber - 1 && session.lastRenew) return json(200, { ...session.lastRenew, replayed: true });
+      if (body.token_number !== session.tokenNumber) return envelope(409, 'token_superseded', 'Token superseded', { token_number: session.tokenNumber });
+      const left = (session.tokenAt + session.tokenSeconds * 1000 - this.clock.now()) / 1000;
+      if (left > this.renewWindowSeconds) return envelope(409, 'renew_too_early', 'Too early to renew', { renew_in_seconds: Math.ceil(left - this.renewLeadSeconds) });
+      if (session.minutes >= this.sessionMaxMinutes) return envelope(409, 'session_limit_reached', 'Session limit reached');
+      const minutes = this.tokenMinutes(user, session, 180);
+      if (minutes < 1) { const [status, answer] = this.insufficient(user); return json(status, answer); }
+      session.committed += session.tokenSeconds;
+      session.tokenNumber += 1;
+      session.tokenSeconds = minutes * 60;
+      session.tokenAt = this.clock.now();
+      session.minutes += minutes;
+      session.reserved += minutes * this.livePrice;
+      session.renews += 1;
+      user.credits_held += minutes * this.livePrice;
+      session.lastRenew = this.grantAnswer(user, body.session_id, session, this.streaming.mint(minutes * 60), session.sampleRate);
+      return json(200, session.lastRenew);
     }
     if (body.action === 'stop') {
       if (session.bill) return json(200, { ...session.bill, already_stopped: true });
       const elapsed = (this.clock.now() - session.startedAt) / 1000;
-      const minutes = Math.min(session.minutes, Math.max(1, Math.ceil(elapsed / 60)));
+      const billed = Math.min(session.minutes * 60, Math.max(elapsed, session.committed));
+      const minutes = Math.max(1, Math.ceil(billed / 60 - 1e-9));
       const used = minutes * this.livePrice;
-      user.credits_balance += session.reserved - used;
+      user.credits_held -= session.reserved;
+      user.credits_balance -= used;
       user.total_usage += used;
       session.state = 'stopped';
-      session.bill = { success: true, session_id: body.session_id, duration_minutes: minutes, credits_used: used, credits_refunded: session.reserved - used, remaining_balance: user.credits_balance, already_stopped: false };
+      session.bill = {
+        success: true, session_id: body.session_id, duration_minutes: minutes, credits_used: used, credits_refunded: session.reserved - used,
+        remaining_balance: user.credits_balance, credits_available: this.available(user), credits_held: user.credits_held, already_stopped: false,
+      };
       return json(200, session.bill);
     }
     return envelope(422, 'validation_error', 'Invalid action', { field: 'action' });
@@ -353,7 +396,7 @@ export class FakeBackend {
 
   ask(user, headers, body) {
     return this.idempotently(user, headers, 'POST /transcription/ask', body, () => {
-      if (user.credits_balance < this.askPrice) return [402, { error: 'Insufficient credits', message: 'Insufficient credits', code: 'insufficient_credits', balance: user.credits_balance, required: this.askPrice }];
+      if (this.available(user) < this.askPrice) return [402, { error: 'Insufficient credits', message: 'Insufficient credits', code: 'insufficient_credits', balance: this.available(user), required: this.askPrice }];
       user.credits_balance -= this.askPrice;
       user.total_usage += this.askPrice;
       this.history.push({ user: user.user_id, id: this.id('ask-'), kind: 'ask', created_at: new Date(this.clock.now()).toISOString(), credits_used: this.askPrice });
