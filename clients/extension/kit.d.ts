@@ -330,7 +330,7 @@ export interface HistoryPage {
 // ---- the kit's own shapes -----------------------------------------------------------------
 
 export type SignOutReason =
-  | 'logout' | 'session_expired' | 'refresh_token_reused' | 'account_not_found' | 'signed_out_elsewhere';
+  | 'logout' | 'session_expired' | 'refresh_token_reused' | 'account_not_found' | 'account_suspended' | 'signed_out_elsewhere';
 
 export interface Payment {
   kind: 'purchase' | 'subscription';

@@ -158,3 +158,20 @@ test('the balance seen in one context reaches the other', async () => {
   await kit.getBalance();
   assert.deepEqual(seen, [700]);
 });
+
+test('a suspended account signs the user out without trying to refresh', async () => {
+  const { kit, backend } = await signedIn();
+  const reasons = [];
+  kit.onSignedOut((reason) => reasons.push(reason));
+  backend.failNext('GET', '/credits/balance', 401, { code: 'account_suspended', message: 'Account suspended' });
+  await assert.rejects(kit.getBalance(), (error) => error instanceof SessionExpiredError && error.code === 'account_suspended');
+  assert.deepEqual(reasons, ['account_suspended']);
+  assert.equal(backend.requests.filter((r) => r.path === '/auth/refresh').length, 0);
+});
+
+test('a token revoked by a logout elsewhere is replaced through the refresh token', async () => {
+  const { kit, backend } = await signedIn();
+  backend.failNext('GET', '/credits/balance', 401, { code: 'token_revoked', message: 'Token revoked' });
+  assert.equal((await kit.getBalance()).balance, 200);
+  assert.equal(backend.requests.filter((r) => r.path === '/auth/refresh').length, 1);
+});

@@ -98,6 +98,9 @@ export class UploadError extends KitError {}
 /** Live captions could not continue (socket refused, renewals failing). */
 export class CaptionsError extends KitError {}
 
+/** 401 codes after which no refresh can help: the user is signed out with this reason. */
+const ACCOUNT_GONE = new Set(['account_not_found', 'account_suspended']);
+
 const STATUS_ERRORS = {
   400: ValidationError, 401: AuthError, 402: InsufficientCreditsError, 403: ForbiddenError,
   404: NotFoundError, 409: ConflictError, 413: PayloadTooLargeError, 422: ValidationError,
@@ -261,7 +264,7 @@ export class TranscriptionKit {
   onPaid(listener) { return this.events.on('paid', listener); }
   /** `listener(user)` after register or login (in any context). */
   onSignedIn(listener) { return this.events.on('signedIn', listener); }
-  /** `listener(reason)`: `logout`, `session_expired`, `refresh_token_reused`, `account_not_found`. */
+  /** `listener(reason)`: `logout`, `session_expired`, `refresh_token_reused`, `account_not_found`, `account_suspended`, `signed_out_elsewhere`. */
   onSignedOut(listener) { return this.events.on('signedOut', listener); }
 
   onStorageChanged(key, value) {
@@ -353,8 +356,8 @@ export class TranscriptionKit {
       return await this.send(method, path, { ...options, token });
     } catch (error) {
       if (!(error instanceof AuthError)) throw error;
-      if (error.code === 'account_not_found') {
-        await this.signOutLocally('account_not_found');
+      if (ACCOUNT_GONE.has(error.code)) {
+        await this.signOutLocally(error.code);
         throw new SessionExpiredError(error.message, { code: error.code, status: 401, body: error.body });
       }
       // The token was refused before its expiry (revoked, a new signing key, clock skew):
@@ -481,7 +484,7 @@ export class TranscriptionKit {
       answer = await this.send('POST', '/auth/refresh', { body: { refresh_token: session.refresh_token } });
     } catch (error) {
       if (error instanceof AuthError) {
-        const reason = error.code === 'refresh_token_reused' ? 'refresh_token_reused' : 'session_expired';
+        const reason = error.code === 'refresh_token_reused' || ACCOUNT_GONE.has(error.code) ? error.code : 'session_expired';
         await this.signOutLocally(reason);
         throw new SessionExpiredError('Your session has ended; please sign in again.', {
           code: error.code, status: 401, body: error.body, cause: error,
