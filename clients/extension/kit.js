@@ -254,6 +254,7 @@ export class TranscriptionKit {
     this.refreshing = null;
     this.signedIn = undefined;
     this.storage.subscribe?.((key, value) => this.onStorageChanged(key, value));
+    this.loadSession().then((session) => { this.signedIn ??= Boolean(session); }, () => {});
   }
 
   // ---- events --------------------------------------------------------------------------
@@ -273,8 +274,10 @@ export class TranscriptionKit {
       this.events.emit('balance', value.balance);
     } else if (key === this.keys.session) {
       const nowSignedIn = Boolean(value);
+      const known = this.signedIn !== undefined;
       if (nowSignedIn === this.signedIn) return;
       this.signedIn = nowSignedIn;
+      if (!known) return; // this context had not read the session yet: nothing changed for it
       if (nowSignedIn) this.events.emit('signedIn', value.user ?? null);
       else this.events.emit('signedOut', 'signed_out_elsewhere');
     }
@@ -919,7 +922,7 @@ export class CaptionSession {
       await this.stop().catch(() => {});
       throw error instanceof KitError ? error : new CaptionsError('Live captions could not start', { code: 'captions_failed', cause: error });
     }
-    this.unsubscribeBalance = this.kit.onBalanceChanged(() => this.onBalanceRaised());
+    this.unsubscribeBalance = this.kit.onBalanceChanged((balance) => this.onBalanceChanged(balance));
     this.emit('onStarted', credits(this.grant));
   }
 
@@ -992,6 +995,7 @@ export class CaptionSession {
   /** No next token: captions end with the current socket (or now, if none is open). */
   giveUp(error) {
     this.blocked = error;
+    this.blockedBalance = this.kit.lastBalance ?? 0;
     if (!this.active) this.end(error instanceof InsufficientCreditsError ? 'insufficient_credits' : 'renew_failed');
   }
 
@@ -1029,8 +1033,9 @@ export class CaptionSession {
     return backoff(attempt, { firstMs: 1000, factor: 2, maxMs: 15_000 });
   }
 
-  onBalanceRaised() {
-    if (this.blocked instanceof InsufficientCreditsError && this.state === 'live') {
+  /** Credits arrived while renewals were refused for want of them: try again. */
+  onBalanceChanged(balance) {
+    if (this.blocked instanceof InsufficientCreditsError && this.state === 'live' && balance > this.blockedBalance) {
       this.blocked = null;
       this.renew();
     }

@@ -175,3 +175,15 @@ test('a token revoked by a logout elsewhere is replaced through the refresh toke
   assert.equal((await kit.getBalance()).balance, 200);
   assert.equal(backend.requests.filter((r) => r.path === '/auth/refresh').length, 1);
 });
+
+test('a rotation in one context is not a new sign-in for the others', async () => {
+  const { kit, clock, storage, options } = await signedIn();
+  const other = createKit({ ...options, storage });
+  const events = [];
+  other.onSignedIn(() => events.push('in'));
+  other.onSignedOut((reason) => events.push(reason));
+  await clock.advance(16 * 60_000);
+  await kit.getBalance(); // rotates the session in storage
+  await kit.logout();
+  assert.deepEqual(events, ['signed_out_elsewhere']);
+});
