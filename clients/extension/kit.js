@@ -763,10 +763,16 @@ export function mediaStreamSource(stream, { sampleRate = 16000, playThrough = fa
   };
 }
 
-/** Gathers PCM into frames of `frameMs` (AssemblyAI takes 50 to 1000 ms per message). */
+/** AssemblyAI refuses (close 3007) an audio message shorter than 50 ms or longer than 1000 ms. */
+const MIN_FRAME_MS = 50;
+const MAX_FRAME_MS = 1000;
+
+/** Gathers PCM into frames of `frameMs`. */
 class Framer {
   constructor(sampleRate, frameMs) {
-    this.size = Math.round((sampleRate * frameMs) / 1000);
+    const ms = Math.min(MAX_FRAME_MS, Math.max(MIN_FRAME_MS, frameMs));
+    this.size = Math.round((sampleRate * ms) / 1000);
+    this.minimum = Math.ceil((sampleRate * MIN_FRAME_MS) / 1000);
     this.buffer = new Int16Array(this.size);
     this.filled = 0;
   }
@@ -780,8 +786,13 @@ class Framer {
       if (this.filled === this.size) { emit(this.buffer.slice()); this.filled = 0; }
     }
   }
+  /** The last, partial frame, padded with silence to the shortest length AssemblyAI takes. */
   flush(emit) {
-    if (this.filled > 0) { emit(this.buffer.slice(0, this.filled)); this.filled = 0; }
+    if (this.filled === 0) return;
+    const frame = new Int16Array(Math.max(this.filled, this.minimum));
+    frame.set(this.buffer.subarray(0, this.filled));
+    emit(frame);
+    this.filled = 0;
   }
 }
 
@@ -1200,7 +1211,7 @@ export class CaptionSession {
     this.timers.clear();
     await this.renewing;
     try { await this.source.stop(); } catch { /* the source is gone anyway */ }
-    if (this.active && !this.active.closed && this.framer) this.framer.flush((frame) => this.sendFrame(frame));
+    if (this.active && !this.active.closed && this.framer) this.framer.flush((frame) => { this.ring.push(frame); this.sendFrame(frame); });
     await Promise.all(this.sockets.map((entry) => this.closeGracefully(entry)));
     await this.settling;
     for (const sessionId of [...this.openSessions]) await this.stopSession(sessionId);

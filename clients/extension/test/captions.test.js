@@ -232,3 +232,14 @@ test('recentAudio hands the last seconds to catch-up as WAV', async () => {
   assert.equal(wavMinutes(bytes), 1);
   await captions.stop();
 });
+
+test('the last bit of audio at stop is padded to the 50 ms AssemblyAI requires', async () => {
+  const { streaming, source, speak, captions } = await live();
+  await speak(1);
+  source.onChunk(new Int16Array(480).fill(7)); // 30 ms
+  await captions.stop();
+  const frames = streaming.sockets[0].frames;
+  assert.equal(frames.at(-1).length, 800);
+  assert.deepEqual([...frames.at(-1).subarray(478, 482)], [7, 7, 0, 0]);
+  assert.ok(frames.slice(0, -1).every((f) => f.length === 1600));
+});
