@@ -12,7 +12,7 @@ let captions = null; // the running CaptionSession
 let lastRun = null; // the latest one, running or stopped: its audio feeds catch-up
 let captionTab = null;
 let captionUrl = null; // the captioned page, for catch-up's stream_url
-let state = { running: false, partial: '', finals: [], transcript: '', bill: null, catchup: null, error: null };
+let state = { running: false, partial: '', finals: [], transcript: '', renewals: 0, bill: null, catchup: null, error: null };
 let audioPortWaiter = null;
 
 // A purchase whose popup closed (the Checkout tab took the focus) still ends in onPaid.
@@ -104,12 +104,13 @@ async function startCaptions(tabId) {
   await chrome.scripting.executeScript({ target: { tabId }, files: ['overlay.js'] }).catch(() => {});
   captionTab = tabId;
   captionUrl = /^https?:\/\//.test(tab.url || '') ? tab.url.slice(0, 2048) : null;
-  await publish({ running: true, starting: true, partial: '', finals: [], transcript: '', bill: null, error: null });
+  await publish({ running: true, starting: true, partial: '', finals: [], transcript: '', renewals: 0, bill: null, error: null });
   try {
     const source = await tabAudio(tabId);
     captions = await kit.startCaptions(source, {
       onPartial: (turn) => caption(turn, false),
       onFinal: (turn) => caption(turn, true),
+      onRenewed: ({ renewals }) => publish({ renewals }),
       onError: (error) => publish({ error: describe(error) }),
       onEnded: ({ reason, bill }) => finished(bill, reason),
     }, { keepAudioSeconds: RECENT_AUDIO_SECONDS, title: (tab.title || '').slice(0, 200) || undefined });
