@@ -31,7 +31,7 @@ from tests.conftest import PASSWORD, start_live_server, stop_live_server, unique
 
 REFERENCE = ROOT / "clients" / "reference-extension"
 DOCS = ROOT / "docs" / "reference-extension"
-SHORT_TOKENS = {"LIVE_TOKEN_MINUTES": "1", "LIVE_FREE_TOKEN_MINUTES": "1", "LIVE_RENEW_LEAD_SECONDS": "50"}
+SHORT_TOKENS = {"LIVE_TOKEN_MINUTES": "1", "LIVE_FREE_TOKEN_MINUTES": "1", "LIVE_RENEW_LEAD_SECONDS": "55"}
 # Short enough that the kit rotates its session during the test, in the popup and the worker.
 ACCESS_TOKEN_TTL_SECONDS = 75
 POPUP = {"width": 360, "height": 760}

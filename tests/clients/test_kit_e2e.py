@@ -1,7 +1,7 @@
 """The client kit end to end: clients/extension/e2e/against-api.mjs under node, against the
 real service as `make run` starts it (chalice local, the embedded AWS, the sandbox's Stripe
-Checkout and its real AssemblyAI streaming socket), with one-minute tokens renewed 10 s
-after they arrive, so a half-minute session renews twice.
+Checkout and its real AssemblyAI streaming socket), with one-minute tokens renewed 5 s
+after they arrive, so a short session renews twice.
 
 Checked from the outside: the credits the payment brought, what the sandbox's streaming
 socket received (every audio sample the source produced, exactly once, across sockets that
@@ -21,7 +21,7 @@ from tests.conftest import start_live_server, stop_live_server
 pytestmark = pytest.mark.e2e
 
 SCRIPT = Path(__file__).resolve().parents[2] / "clients" / "extension" / "e2e" / "against-api.mjs"
-SHORT_TOKENS = {"LIVE_TOKEN_MINUTES": "1", "LIVE_FREE_TOKEN_MINUTES": "1", "LIVE_RENEW_LEAD_SECONDS": "50"}
+SHORT_TOKENS = {"LIVE_TOKEN_MINUTES": "1", "LIVE_FREE_TOKEN_MINUTES": "1", "LIVE_RENEW_LEAD_SECONDS": "55"}
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def test_the_kit_against_the_running_service(kit_server, fake_assemblyai, fake_t
     assert all(s.close_code == 1000 for s in sockets), [s.close_code for s in sockets]
 
     # billed as the server's rule says: elapsed time, but at least every token a renewal
-    # replaced (one minute each here, since these test tokens are renewed 10 s in), rounded
+    # replaced (one minute each here, since these test tokens are renewed 5 s in), rounded
     # up once; Ask answered during the session
     elapsed_minutes = (report["captionsStoppedAt"] - report["captionsStartedAt"]) / 60000
     bill = report["bill"]
