@@ -130,19 +130,7 @@ export interface User {
  * The user as register and login answer it, without the access token the kit keeps.
  * @schema SessionUser @omit token
  */
-export interface SignedInUser {
-  user_id: string;
-  email: string;
-  name: string;
-  credits_balance: number;
-  subscription_tier: string;
-  subscription_status?: string | null;
-  is_admin: boolean;
-  created_at: string;
-  last_login: string | null;
-  total_credits_purchased: number;
-  total_usage: number;
-}
+export interface SignedInUser extends User {}
 
 /** @schema Balance */
 export interface Balance {

@@ -25,7 +25,7 @@ KIT_JS = KIT_DIR / "kit.js"
 KIT_DTS = KIT_DIR / "kit.d.ts"
 
 CALL = re.compile(r"(?:request|send)\(\s*'(GET|POST|PUT|DELETE)',\s*(['`])(/[^'`]*)\2")
-DOC_INTERFACE = re.compile(r"/\*\*((?:[^*]|\*(?!/))*)\*/\s*export interface (\w+)(?:\s+extends\s+[\w, ]+)?\s*\{")
+INTERFACE = re.compile(r"(?:/\*\*((?:[^*]|\*(?!/))*)\*/\s*)?export interface (\w+)(?:\s+extends\s+([\w, ]+?))?\s*\{")
 OPERATION_TAG = re.compile(r"@operation (GET|POST|PUT|DELETE) (/\S*)")
 METHOD_RESULT = re.compile(r"@operation (GET|POST|PUT|DELETE) (/\S*)[^\n]*\*/\s*(\w+)\([^)]*(?:\([^)]*\)[^)]*)*\)\s*:\s*Promise<(\w+)>")
 
@@ -82,8 +82,10 @@ class Declarations:
         self.interfaces: dict[str, dict[str, tuple[str, bool]]] = {}
         self.schema_of: dict[str, str] = {}
         self.omitted: dict[str, set[str]] = {}
-        for match in DOC_INTERFACE.finditer(text):
-            doc, name = match.group(1), match.group(2)
+        parents: dict[str, list[str]] = {}
+        for match in INTERFACE.finditer(text):
+            doc, name = match.group(1) or "", match.group(2)
+            parents[name] = [p.strip() for p in (match.group(3) or "").split(",") if p.strip()]
             open_brace = match.end() - 1
             self.interfaces[name] = object_fields(text[open_brace + 1 : matching_brace(text, open_brace)])
             tag = re.search(r"@schema (\S+)", doc)
@@ -91,12 +93,22 @@ class Declarations:
                 self.schema_of[name] = tag.group(1)
                 omit = re.search(r"@omit (\S+)", doc)
                 self.omitted[name] = set(omit.group(1).split(",")) if omit else set()
+        for name in self.interfaces:  # inherited fields first, as TypeScript merges them
+            self.interfaces[name] = self.inherited(name, parents)
         self.aliases = {
             m.group(1): " ".join(m.group(2).split())
             for m in re.finditer(r"export type (\w+)\s*=\s*([^;]+);", strip_comments(text))
         }
         self.operations = {(m.group(1), m.group(2)) for m in OPERATION_TAG.finditer(text)}
         self.results = [(m.group(1), m.group(2), m.group(3), m.group(4)) for m in METHOD_RESULT.finditer(text)]
+
+
+    def inherited(self, name: str, parents: dict[str, list[str]]) -> dict[str, tuple[str, bool]]:
+        fields: dict[str, tuple[str, bool]] = {}
+        for parent in parents.get(name, []):
+            if parent in self.interfaces:
+                fields.update(self.inherited(parent, parents))
+        return {**fields, **self.interfaces[name]}
 
 
 @pytest.fixture(scope="module")

@@ -4,15 +4,8 @@ import assert from 'node:assert/strict';
 import {
   createKit, memoryStorage, AuthError, NotSignedInError, SessionExpiredError,
 } from '../kit.js';
-import { setup, fakeLocks } from './fakes.js';
+import { setup, signedIn, fakeLocks } from './fakes.js';
 
-async function signedIn(overrides) {
-  const world = setup(overrides);
-  const storage = memoryStorage();
-  const kit = createKit({ ...world.options, storage });
-  await kit.register({ email: 'ada@example.com', password: 'correct horse battery' });
-  return { ...world, storage, kit };
-}
 
 test('register keeps the session in storage and reports the user and the signup balance', async () => {
   const { storage, options, backend } = setup();

@@ -2,16 +2,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import {
-  createKit, memoryStorage, encodeWav, wavMinutes, CatchupFailedError, KitError, NotFoundError, UploadError,
+  encodeWav, wavMinutes, CatchupFailedError, KitError, NotFoundError, UploadError,
 } from '../kit.js';
-import { setup } from './fakes.js';
+import { signedIn } from './fakes.js';
 
-async function signedIn() {
-  const world = setup();
-  const kit = createKit({ ...world.options, storage: memoryStorage() });
-  await kit.register({ email: 'ada@example.com', password: 'correct horse battery' });
-  return { ...world, kit };
-}
 
 function wavOfSeconds(seconds, sampleRate = 8000) {
   return encodeWav([new Int16Array(sampleRate * seconds)], sampleRate);

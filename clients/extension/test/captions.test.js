@@ -2,13 +2,11 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import { createKit, memoryStorage, wavMinutes, CaptionsError, InsufficientCreditsError } from '../kit.js';
-import { setup, FakePcmSource } from './fakes.js';
+import { setup, signedIn, FakePcmSource } from './fakes.js';
 
 async function live({ credits = 1000, backend: backendOptions, options = {} } = {}) {
-  const world = setup({ backend: backendOptions });
-  const kit = createKit({ ...world.options, storage: memoryStorage() });
-  await kit.register({ email: 'ada@example.com', password: 'correct horse battery' });
-  const user = world.backend.users.values().next().value;
+  const world = await signedIn({ backend: backendOptions });
+  const { kit, user } = world;
   user.credits_balance = credits;
   const source = new FakePcmSource();
   const events = { partial: [], final: [], started: [], renewed: [], ended: [], stopped: [], errors: [], balances: [] };

@@ -2,15 +2,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import { createKit, memoryStorage, CheckoutError, ValidationError } from '../kit.js';
-import { setup } from './fakes.js';
+import { setup, signedIn } from './fakes.js';
 
-async function signedIn() {
-  const world = setup();
-  const storage = memoryStorage();
-  const kit = createKit({ ...world.options, storage });
-  await kit.register({ email: 'ada@example.com', password: 'correct horse battery' });
-  return { ...world, kit, storage };
-}
 
 const txnOf = (url) => new URL(url).searchParams.get('txn');
 

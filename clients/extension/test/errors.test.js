@@ -2,17 +2,11 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import {
-  createKit, memoryStorage, errorFromResponse, ApiError, ConflictError, InsufficientCreditsError,
+  errorFromResponse, ApiError, ConflictError, InsufficientCreditsError,
   NetworkError, NotFoundError, PayloadTooLargeError, RateLimitError, ServiceError, ValidationError,
 } from '../kit.js';
-import { setup } from './fakes.js';
+import { signedIn } from './fakes.js';
 
-async function signedIn() {
-  const world = setup();
-  const kit = createKit({ ...world.options, storage: memoryStorage() });
-  await kit.register({ email: 'ada@example.com', password: 'correct horse battery' });
-  return { ...world, kit };
-}
 
 test('402 is an InsufficientCreditsError carrying balance and required', async () => {
   const { kit, backend } = await signedIn();

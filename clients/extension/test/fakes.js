@@ -1,3 +1,5 @@
+import { createKit, memoryStorage } from '../kit.js';
+
 // Test doubles for the kit: a clock, a fake backend behind a fake fetch (the API's real
 // paths, bodies, statuses and error envelope), a fake AssemblyAI streaming socket, tabs
 // and a Web Locks stand-in. They model the behaviour the kit depends on (refresh-token
@@ -585,4 +587,13 @@ export function setup(overrides = {}) {
     randomId: () => `key-${++ids}`, locks: null, ...overrides.kit,
   };
   return { clock, streaming, backend, tabs, options };
+}
+
+/** A world (setup()) with a kit signed in to a new account (200 credits); `kit.storage` is shared storage. */
+export async function signedIn(overrides = {}) {
+  const world = setup(overrides);
+  const storage = memoryStorage();
+  const kit = createKit({ ...world.options, storage });
+  await kit.register({ email: 'ada@example.com', password: 'correct horse battery' });
+  return { ...world, storage, kit, user: world.backend.users.values().next().value };
 }
