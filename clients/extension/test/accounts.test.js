@@ -180,3 +180,14 @@ test('a rotation in one context is not a new sign-in for the others', async () =
   await kit.logout();
   assert.deepEqual(events, ['signed_out_elsewhere']);
 });
+
+test('short access tokens are used for three quarters of their life before a rotation', async () => {
+  const { kit, clock, backend } = await signedIn({ backend: { accessTtlSeconds: 20 } });
+  await kit.getBalance();
+  await clock.advance(14_000);
+  await kit.getBalance();
+  assert.equal(backend.requests.filter((r) => r.path === '/auth/refresh').length, 0);
+  await clock.advance(2_000);
+  await kit.getBalance();
+  assert.equal(backend.requests.filter((r) => r.path === '/auth/refresh').length, 1);
+});

@@ -10,7 +10,7 @@
 export const KIT_VERSION = '1.0.0';
 
 const MINUTE = 60_000;
-/** Refresh the access token when it has less than this left. */
+/** Refresh the access token when it has less than this left (or a quarter of its lifetime, if shorter). */
 const REFRESH_MARGIN_MS = 60_000;
 /** Attempts for a request that is safe to repeat (a GET, or a POST with an Idempotency-Key). */
 const SAFE_ATTEMPTS = 3;
@@ -379,6 +379,7 @@ export class TranscriptionKit {
       token: answer.token,
       refresh_token: answer.refresh_token,
       expires_at: this.clock.now() + answer.expires_in * 1000,
+      lifetime_ms: answer.expires_in * 1000,
       user,
     };
     this.signedIn = true;
@@ -453,8 +454,13 @@ export class TranscriptionKit {
   async accessToken() {
     const session = await this.loadSession();
     if (!session) throw new NotSignedInError('Not signed in', { code: 'not_signed_in', status: 401 });
-    if (session.expires_at - this.clock.now() > REFRESH_MARGIN_MS) return session.token;
+    if (this.fresh(session)) return session.token;
     return this.refreshSession(session.token);
+  }
+
+  fresh(session) {
+    const margin = Math.min(REFRESH_MARGIN_MS, (session.lifetime_ms || Infinity) / 4);
+    return session.expires_at - this.clock.now() > margin;
   }
 
   /**
@@ -479,7 +485,7 @@ export class TranscriptionKit {
   async rotate(staleToken) {
     const session = await this.loadSession();
     if (!session) throw new NotSignedInError('Not signed in', { code: 'not_signed_in', status: 401 });
-    if (session.token !== staleToken && session.expires_at - this.clock.now() > REFRESH_MARGIN_MS) {
+    if (session.token !== staleToken && this.fresh(session)) {
       return session.token; // another context rotated it meanwhile
     }
     let answer;
