@@ -961,6 +961,7 @@ export class CaptionSession {
     this.grant = grant;
     this.blocked = null;
     if (this.renewTimer) this.cancel(this.renewTimer);
+    if (grant.renew_in_seconds == null) return; // a one-token session: it ends with its token
     const due = grant.receivedAt + grant.renew_in_seconds * 1000 - this.kit.clock.now();
     this.renewTimer = this.later(due, () => this.renew());
   }
@@ -990,17 +991,19 @@ export class CaptionSession {
         continue;
       }
       if (this.state !== 'live') return; // stop() settles every session this run opened
+      const chained = next.session_id !== current.session_id;
       try {
         await this.openSocket(next);
       } catch (error) {
         this.emit('onError', error);
+        if (chained) this.settleLater(next.session_id); // a new session whose socket failed: settle it now
         socketFailures += 1;
         if (socketFailures >= MAX_SOCKET_FAILURES) { this.giveUp(error); return; }
         // Retrying replays the same renew (same token, not paid twice) or mints a fresh one.
         await sleep(this.kit.clock, backoff(attempt, { firstMs: 1000, factor: 2, maxMs: 10_000 }), signal);
         continue;
       }
-      const chained = next.session_id !== current.session_id;
+      if (this.state !== 'live') return;
       this.useGrant(next);
       this.renewals += 1;
       this.emit('onRenewed', { ...credits(next), renewals: this.renewals, newSession: chained });
