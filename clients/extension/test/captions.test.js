@@ -241,3 +241,13 @@ test('the last bit of audio at stop is padded to the 50 ms AssemblyAI requires',
   assert.deepEqual([...frames.at(-1).subarray(478, 482)], [7, 7, 0, 0]);
   assert.ok(frames.slice(0, -1).every((f) => f.length === 1600));
 });
+
+test('a session the server will not renew runs its token out, then a new session carries on', async () => {
+  const { backend, streaming, source, speak, captions } = await live({ backend: { tokenMinutes: 1, renewable: false } });
+  await speak(90);
+  assert.equal(streamCalls(backend, 'renew').length, 1, 'one renew, refused with not_renewable, once the token ran out');
+  assert.equal(streamCalls(backend, 'start').length, 2);
+  assert.equal(streaming.sockets[0].closeCode, 3008);
+  await captions.stop();
+  assertNoGap(streaming, source);
+});

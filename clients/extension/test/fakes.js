@@ -18,7 +18,7 @@ export class FakeClock {
   now() { return this.time; }
   setTimeout(fn, ms) {
     const id = this.nextId++;
-    this.timers.set(id, { at: this.time + Math.max(0, ms), fn });
+    this.timers.set(id, { at: this.time + Math.max(0, ms || 0), fn }); // NaN and undefined fire at once, as in browsers
     return id;
   }
   clearTimeout(id) { this.timers.delete(id); }
@@ -99,7 +99,7 @@ export const PLANS = [
  * a Checkout, finish a job, or queue a failure (`failNext`).
  */
 export class FakeBackend {
-  constructor({ clock, streaming, baseUrl = 'https://api.test/api', accessTtlSeconds = 900, tokenMinutes = 10, sessionMaxMinutes = 180 } = {}) {
+  constructor({ clock, streaming, baseUrl = 'https://api.test/api', accessTtlSeconds = 900, tokenMinutes = 10, sessionMaxMinutes = 180, renewable = true } = {}) {
     this.clock = clock;
     this.streaming = streaming;
     this.baseUrl = baseUrl;
@@ -122,6 +122,7 @@ export class FakeBackend {
     this.renewLeadSeconds = 45;
     this.renewWindowSeconds = 120;
     this.sessionMaxMinutes = sessionMaxMinutes;
+    this.renewable = renewable;
     this.askPrice = 5;
     this.fetch = (url, init) => this.handle(url, init);
   }
@@ -319,10 +320,10 @@ export class FakeBackend {
   grantAnswer(user, id, session, token, sampleRate) {
     const seconds = session.tokenSeconds;
     return {
-      success: true, session_id: id, renewable: true, token, assemblyai_api_key: token,
+      success: true, session_id: id, renewable: this.renewable, token, assemblyai_api_key: token,
       websocket_url: `wss://streaming.test/v3/ws?sample_rate=${sampleRate}&format_turns=true&token=${token}`,
       token_number: session.tokenNumber, expires_in_seconds: 60, max_session_seconds: seconds, max_minutes: seconds / 60,
-      renew_in_seconds: Math.max(0, seconds - this.renewLeadSeconds), session_max_minutes: this.sessionMaxMinutes,
+      renew_in_seconds: this.renewable ? Math.max(0, seconds - this.renewLeadSeconds) : null, session_max_minutes: this.sessionMaxMinutes,
       expires_at: new Date(this.clock.now() + seconds * 1000).toISOString(), credits_reserved: session.reserved,
       price_per_minute: this.livePrice, credits_balance: user.credits_balance, credits_available: this.available(user),
       credits_held: user.credits_held || 0, heartbeat_interval_seconds: 30,
@@ -357,6 +358,7 @@ export class FakeBackend {
     if (!session || session.user_id !== user.user_id) return envelope(404, 'session_not_found', 'Session not found');
     if (body.action === 'renew') {
       if (session.state !== 'active') return envelope(409, 'session_not_active', 'Session not active', { state: session.state });
+      if (!this.renewable) return envelope(409, 'not_renewable', 'This session has one token and cannot be renewed; start a new one');
       if (body.token_number === session.tokenNumber - 1 && session.lastRenew) return json(200, { ...session.lastRenew, replayed: true });
       if (body.token_number !== session.tokenNumber) return envelope(409, 'token_superseded', 'Token superseded', { token_number: session.tokenNumber });
       const left = (session.tokenAt + session.tokenSeconds * 1000 - this.clock.now()) / 1000;
