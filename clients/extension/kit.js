@@ -674,11 +674,11 @@ export class TranscriptionKit {
     if (audio) body.audio = audio;
     if (streamUrl) body.stream_url = streamUrl;
     if (channel) body.channel = channel;
-    const job = await this.request('POST', '/transcription/catchup', {
+    // Its `remaining_balance` is what is left to spend, not what the user owns (what
+    // onBalanceChanged reports): the balance is read again when the job ends.
+    return this.request('POST', '/transcription/catchup', {
       body, idempotencyKey: idempotencyKey || this.randomId(), signal,
     });
-    await this.noteBalance(job.remaining_balance);
-    return job;
   }
 
   /** A catch-up job's current state. */

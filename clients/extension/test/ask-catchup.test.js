@@ -127,3 +127,17 @@ test('an unknown job is a NotFoundError; history pages pass limit and cursor', a
   assert.equal(page.items[0].kind, 'ask');
   assert.deepEqual(backend.requests.at(-1).query, { limit: '5', cursor: 'abc' });
 });
+
+test('onBalanceChanged reports what the user owns while a job holds credits, then the charge', async () => {
+  const { kit, backend, clock } = await signedIn();
+  const seen = [];
+  kit.onBalanceChanged((b) => seen.push(b));
+  let job = null;
+  kit.catchUp({ audio: wavOfSeconds(30), channel: 'somechannel' }).then((j) => { job = j; });
+  await clock.until(() => backend.jobs.size === 1);
+  assert.deepEqual(seen, [], 'the submit answer (what is left to spend) is not reported as the balance');
+  backend.finishJob([...backend.jobs.keys()][0]);
+  await clock.until(() => job !== null);
+  await clock.advance(0);
+  assert.deepEqual(seen, [190]);
+});

@@ -155,8 +155,13 @@ export class FakeBackend {
     return rest;
   }
 
+  /** Owned, held and available, as every answer with a balance carries them. */
+  holdings(user) {
+    return { credits_available: this.available(user), credits_held: user.credits_held || 0 };
+  }
+
   balanceOf(user) {
-    return { balance: user.credits_balance, subscription_tier: user.subscription_tier, total_credits_purchased: user.total_credits_purchased, total_usage: user.total_usage };
+    return { balance: user.credits_balance, ...this.holdings(user), subscription_tier: user.subscription_tier, total_credits_purchased: user.total_credits_purchased, total_usage: user.total_usage };
   }
 
   /** Replays the first answer for a key and body, like chalicelib.idempotency. */
@@ -206,7 +211,7 @@ export class FakeBackend {
     const user = this.userByToken(headers);
     if (!user) return envelope(401, 'unauthorized', 'Unauthorized');
     if (user === 'deleted') return envelope(401, 'account_not_found', 'Account no longer exists');
-    if (key === 'GET /auth/user') return json(200, { user: this.publicUser(user) });
+    if (key === 'GET /auth/user') return json(200, { user: { ...this.publicUser(user), ...this.holdings(user) } });
     if (key === 'GET /credits/balance') return json(200, this.balanceOf(user));
     if (key === 'GET /credits/transactions') {
       const items = this.transactions.filter((t) => t.user_id === user.user_id).reverse().slice(0, Number(url.searchParams.get('limit') || 20));
@@ -325,8 +330,7 @@ export class FakeBackend {
       token_number: session.tokenNumber, expires_in_seconds: 60, max_session_seconds: seconds, max_minutes: seconds / 60,
       renew_in_seconds: this.renewable ? Math.max(0, seconds - this.renewLeadSeconds) : null, session_max_minutes: this.sessionMaxMinutes,
       expires_at: new Date(this.clock.now() + seconds * 1000).toISOString(), credits_reserved: session.reserved,
-      price_per_minute: this.livePrice, credits_balance: user.credits_balance, credits_available: this.available(user),
-      credits_held: user.credits_held || 0, heartbeat_interval_seconds: 30,
+      price_per_minute: this.livePrice, credits_balance: user.credits_balance, ...this.holdings(user), heartbeat_interval_seconds: 30,
     };
   }
 
@@ -389,7 +393,7 @@ export class FakeBackend {
       session.state = 'stopped';
       session.bill = {
         success: true, session_id: body.session_id, duration_minutes: minutes, credits_used: used, credits_refunded: session.reserved - used,
-        remaining_balance: user.credits_balance, credits_available: this.available(user), credits_held: user.credits_held, already_stopped: false,
+        remaining_balance: user.credits_balance, ...this.holdings(user), already_stopped: false,
       };
       return json(200, session.bill);
     }
@@ -404,7 +408,10 @@ export class FakeBackend {
       user.credits_balance -= this.askPrice;
       user.total_usage += this.askPrice;
       this.history.push({ user: user.user_id, id: this.id('ask-'), kind: 'ask', created_at: new Date(this.clock.now()).toISOString(), credits_used: this.askPrice });
-      return [200, { success: true, answer: `Answer to: ${body.question}`, credits_used: this.askPrice, remaining_balance: user.credits_balance, transcript_trimmed: false }];
+      return [200, {
+        success: true, answer: `Answer to: ${body.question}`, credits_used: this.askPrice, remaining_balance: user.credits_balance,
+        credits_balance: user.credits_balance, ...this.holdings(user), transcript_trimmed: false,
+      }];
     });
   }
 
@@ -438,26 +445,26 @@ export class FakeBackend {
     return this.idempotently(user, headers, 'POST /transcription/catchup', body, () => {
       if (body.audio_key && !this.uploads.get(body.audio_key)?.received) return [404, { error: 'Audio not found', message: 'Audio not found', code: 'audio_not_found' }];
       const cost = body.duration_minutes * 10;
-      if (user.credits_balance < cost) return [402, { error: 'Insufficient credits', message: 'Insufficient credits', code: 'insufficient_credits', balance: user.credits_balance, required: cost }];
-      user.credits_balance -= cost;
+      if (this.available(user) < cost) return [402, { error: 'Insufficient credits', message: 'Insufficient credits', code: 'insufficient_credits', balance: this.available(user), required: cost }];
+      user.credits_held = (user.credits_held || 0) + cost;
       const jobId = (this.id('') + 'f'.repeat(32)).slice(0, 32).replace(/[^0-9a-f]/g, 'e');
       this.jobs.set(jobId, {
         job_id: jobId, user_id: user.user_id, status: 'queued', created_at: new Date(this.clock.now()).toISOString(),
         duration_minutes: body.duration_minutes, credits_reserved: cost, credits_used: null, error: null, result: null, polls: 0, pollTimes: [],
       });
-      return [202, { job_id: jobId, status: 'queued', credits_reserved: cost, duration_minutes: body.duration_minutes, price_per_minute: 10, remaining_balance: user.credits_balance }];
+      return [202, { job_id: jobId, status: 'queued', credits_reserved: cost, duration_minutes: body.duration_minutes, price_per_minute: 10, remaining_balance: this.available(user) }];
     });
   }
 
   finishJob(jobId, { failed = false } = {}) {
     const job = this.jobs.get(jobId);
     const user = this.users.get(job.user_id);
+    user.credits_held -= job.credits_reserved;
     if (failed) {
       Object.assign(job, { status: 'failed', credits_used: 0, error: 'transcription_failed', error_message: 'The audio could not be transcribed.' });
-      user.credits_balance += job.credits_reserved;
     } else {
       Object.assign(job, { status: 'completed', credits_used: 10, result: { summary: 'They talked.', key_points: ['a point'], notable_moments: [], transcript: 'hello', stream: { channel: null, title: null, game: null, started_at: null } } });
-      user.credits_balance += job.credits_reserved - 10;
+      user.credits_balance -= 10;
     }
   }
 }
