@@ -218,7 +218,8 @@ def test_the_reference_extension_end_to_end(context, reference, audio_page, shot
     assert all(s.close_code == 1000 for s in sockets), [s.close_code for s in sockets]
     span = sockets[-1].closed_at - sockets[0].opened_at
     heard = sum(s.audio_seconds for s in sockets)
-    assert span - 3 <= heard <= span + 1, f"audio covers the session without a gap: {heard:.1f} s in {span:.1f} s"
+    # Audio captured before the first socket opened is sent when it does: a little more may be heard than the span.
+    assert span - 3 <= heard <= span + 3, f"audio covers the session without a gap: {heard:.1f} s in {span:.1f} s"
 
     # 6. Catch up on the captured audio.
     popup.click("#catchup")
