@@ -6,14 +6,15 @@ one-minute test tokens renew at least twice, ask during the session, stop, and c
 It reuses tests/browser's harness (Debian's Chromium driven by Playwright, loopback only).
 Tab capture needs the extension to be invoked on the tab (a click on its icon), which a
 test cannot do; `--allowlisted-extension-id` gives the extension that permission instead.
-Screenshots: build/browser-artefacts/test_reference_extension/, and the ones that document
-the reference extension in docs/reference-extension/.
+Screenshots: build/browser-artefacts/test_reference_extension/; with DOCS_SCREENSHOTS=1 the
+ones that document the reference extension are also written to docs/reference-extension/.
 """
 from __future__ import annotations
 
 import functools
 import http.server
 import math
+import os
 import shutil
 import struct
 import tempfile
@@ -126,11 +127,12 @@ def shots() -> Any:
     artefacts = ARTEFACTS / "test_reference_extension"
     shutil.rmtree(artefacts, ignore_errors=True)
     artefacts.mkdir(parents=True)
-    DOCS.mkdir(parents=True, exist_ok=True)
+    update_docs = os.environ.get("DOCS_SCREENSHOTS") == "1"
 
     def take(page: Any, name: str, *, docs: bool = False) -> None:
         page.screenshot(path=str(artefacts / f"{name}.png"))
-        if docs:
+        if docs and update_docs:
+            DOCS.mkdir(parents=True, exist_ok=True)
             shutil.copy(artefacts / f"{name}.png", DOCS / f"{name}.png")
 
     return take
