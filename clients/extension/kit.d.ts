@@ -260,7 +260,10 @@ export interface CatchupAccepted {
   job_id: string;
   status: CatchupStatus;
   credits_reserved: number;
+  /** As requested: the most the client will pay for. */
   duration_minutes: number;
+  /** The audio's measured length rounded up, at most duration_minutes: what is reserved, transcribed and billed at most. */
+  reserved_minutes: number;
   price_per_minute: number;
   remaining_balance?: number;
 }
@@ -281,6 +284,7 @@ export interface CatchupJob {
   created_at: string;
   updated_at?: string | null;
   duration_minutes: number;
+  reserved_minutes: number;
   channel?: string | null;
   stream_url?: string | null;
   credits_reserved: number;

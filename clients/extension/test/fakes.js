@@ -450,9 +450,12 @@ export class FakeBackend {
       const jobId = (this.id('') + 'f'.repeat(32)).slice(0, 32).replace(/[^0-9a-f]/g, 'e');
       this.jobs.set(jobId, {
         job_id: jobId, user_id: user.user_id, status: 'queued', created_at: new Date(this.clock.now()).toISOString(),
-        duration_minutes: body.duration_minutes, credits_reserved: cost, credits_used: null, error: null, result: null, polls: 0, pollTimes: [],
+        duration_minutes: body.duration_minutes, reserved_minutes: body.duration_minutes, credits_reserved: cost, credits_used: null, error: null, result: null, polls: 0, pollTimes: [],
       });
-      return [202, { job_id: jobId, status: 'queued', credits_reserved: cost, duration_minutes: body.duration_minutes, price_per_minute: 10, remaining_balance: this.available(user) }];
+      return [202, {
+        job_id: jobId, status: 'queued', credits_reserved: cost, duration_minutes: body.duration_minutes,
+        reserved_minutes: body.duration_minutes, price_per_minute: 10, remaining_balance: this.available(user),
+      }];
     });
   }
 
