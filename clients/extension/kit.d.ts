@@ -116,7 +116,12 @@ export interface User {
   user_id: string;
   email: string;
   name: string;
+  /** What the user owns: available + held (may be negative after a refund or chargeback). */
   credits_balance: number;
+  /** Held for live sessions, catch-up jobs and asks in progress. */
+  credits_held?: number;
+  /** What can be spent now. */
+  credits_available?: number;
   subscription_tier: string;
   subscription_status?: string | null;
   is_admin: boolean;
@@ -135,6 +140,10 @@ export interface SignedInUser extends User {}
 /** @schema Balance */
 export interface Balance {
   balance: number;
+  /** Held for live sessions, catch-up jobs and asks in progress. */
+  credits_held: number;
+  /** What can be spent now (balance - held). */
+  credits_available: number;
   subscription_tier: string;
   total_credits_purchased: number;
   total_usage: number;
@@ -218,9 +227,24 @@ export interface StreamStarted {
   max_minutes: number;
   expires_at: string;
   credits_reserved: number;
+  /** What the user owns (available + held). */
   credits_balance: number;
+  /** Held for this and any other work in progress. */
+  credits_held: number;
+  /** What can be spent now. */
+  credits_available: number;
   price_per_minute: number;
   heartbeat_interval_seconds: number;
+  /** False for a legacy start: one token, no renewal. */
+  renewable: boolean;
+  /** 1 for the start's token, then one more per renewal; sent back with `renew`. */
+  token_number: number;
+  /** When to renew, from when this answer arrived (null when not renewable). */
+  renew_in_seconds: number | null;
+  /** The session's longest duration. */
+  session_max_minutes: number;
+  /** A retried renew: the token already handed out for this token_number. */
+  replayed?: true;
 }
 
 /** @schema StreamStopped */
@@ -231,6 +255,8 @@ export interface StreamStopped {
   credits_used: number;
   credits_refunded: number;
   remaining_balance: number;
+  credits_held: number;
+  credits_available: number;
   already_stopped: boolean;
 }
 
@@ -240,6 +266,10 @@ export interface AskAnswer {
   answer: string;
   credits_used: number;
   remaining_balance: number;
+  credits_balance: number;
+  credits_held: number;
+  /** What can be spent now (a live session may hold the rest). */
+  credits_available: number;
   transcript_trimmed: boolean;
 }
 

@@ -24,6 +24,7 @@ from typing import Any, Iterator
 
 import pytest
 
+from tests.certificates import self_signed_certificate
 from tests.conftest import start_live_server, stop_live_server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -92,32 +93,6 @@ class Stack:
     stream_page: str  # a web page playing audio, under a twitch.tv-like path
 
 
-def self_signed_certificate(directory: Path) -> tuple[str, str]:
-    """A throwaway certificate for streaming.assemblyai.com (Chromium is told to ignore
-    certificate errors; nothing else ever sees it)."""
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "streaming.assemblyai.com")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("streaming.assemblyai.com")]),
-                           critical=False)
-            .sign(key, hashes.SHA256()))
-    certfile, keyfile = directory / "cert.pem", directory / "key.pem"
-    certfile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    keyfile.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption()))
-    return str(certfile), str(keyfile)
-
-
 @pytest.fixture(scope="module")
 def stream_page(tmp_path_factory) -> Iterator[str]:
     """A page that plays audio for the extension to capture, at a path containing
@@ -184,17 +159,23 @@ def stack(chromium, aws_endpoint, provider_env, fake_stripe, fake_assemblyai, st
         shutil.rmtree(work, ignore_errors=True)
 
 
-def chromium_args(stack: Stack) -> list[str]:
+def chromium_args(extension_dir: Path, extension_id: str, streaming_tls_port: int | None = None) -> list[str]:
+    """Headless Chromium with only this extension, loopback only; with `streaming_tls_port`,
+    streaming.assemblyai.com resolves to the sandbox's TLS streaming listener there."""
+    if streaming_tls_port is None:
+        network = ["--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"]
+    else:
+        network = [f"--host-resolver-rules=MAP streaming.assemblyai.com 127.0.0.1:{streaming_tls_port},"
+                   " MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+                   "--ignore-certificate-errors"]  # the sandbox streaming socket's throwaway certificate
     return [
         "--headless=new",
-        f"--load-extension={stack.extension_dir}",
-        f"--disable-extensions-except={stack.extension_dir}",
+        f"--load-extension={extension_dir}",
+        f"--disable-extensions-except={extension_dir}",
         # tabCapture.getMediaStreamId without the toolbar click a user would make first
-        f"--allowlisted-extension-id={stack.extension_id}",
+        f"--allowlisted-extension-id={extension_id}",
         "--autoplay-policy=no-user-gesture-required",
-        f"--host-resolver-rules=MAP streaming.assemblyai.com 127.0.0.1:{stack.streaming_tls_port},"
-        " MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-        "--ignore-certificate-errors",  # the sandbox streaming socket's throwaway certificate
+        *network,
         "--disable-background-networking",
         "--disable-component-update",
         "--disable-sync",
@@ -266,7 +247,7 @@ def browser(chromium, stack, request) -> Iterator[Browser]:
             executable_path=chromium,
             headless=False,  # --headless=new below: the real browser, extensions included
             ignore_default_args=["--disable-extensions"],
-            args=chromium_args(stack),
+            args=chromium_args(stack.extension_dir, stack.extension_id, stack.streaming_tls_port),
         )
         try:
             worker = context.service_workers[0] if context.service_workers else \

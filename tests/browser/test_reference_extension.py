@@ -26,16 +26,10 @@ from typing import Any, Iterator
 
 import pytest
 
-from chalicelib.streaming import STREAM_SCHEMA
+from playwright.sync_api import expect
 
-pytest.importorskip("tests.browser.conftest", reason="needs tests/browser's Chromium harness (branch browser, issue 15)")
-if "renew" not in (STREAM_SCHEMA.fields["action"].choices or ()):
-    pytest.skip("the service does not speak the live-caption renew protocol yet (branch live, issue 14)", allow_module_level=True)
-
-from playwright.sync_api import expect  # noqa: E402  (installed with tests/browser's harness)
-
-from tests.browser.conftest import ARTEFACTS, ROOT, chromium_args, text_of, unpacked_extension_id  # noqa: E402
-from tests.conftest import PASSWORD, start_live_server, stop_live_server, unique_email  # noqa: E402
+from tests.browser.conftest import ARTEFACTS, ROOT, chromium_args, text_of, unpacked_extension_id
+from tests.conftest import PASSWORD, start_live_server, stop_live_server, unique_email
 
 REFERENCE = ROOT / "clients" / "reference-extension"
 DOCS = ROOT / "docs" / "reference-extension"
@@ -116,8 +110,7 @@ def context(chromium, reference) -> Iterator[Any]:
             executable_path=chromium,
             headless=False,  # --headless=new in the arguments: the real browser, extensions included
             ignore_default_args=["--disable-extensions", "--mute-audio"],
-            args=[*chromium_args(reference["dir"]), f"--allowlisted-extension-id={reference['id']}",
-                  "--autoplay-policy=no-user-gesture-required"],
+            args=chromium_args(reference["dir"], reference["id"]),
         )
         try:
             worker = browser_context.service_workers[0] if browser_context.service_workers else \
