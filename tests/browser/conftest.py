@@ -24,6 +24,7 @@ from typing import Any, Iterator
 
 import pytest
 
+from tests.certificates import self_signed_certificate
 from tests.conftest import start_live_server, stop_live_server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -87,13 +88,52 @@ class Stack:
     extension_dir: Path
     extension_id: str
     stripe: Any
+    assemblyai: Any
+    streaming_tls_port: int
+    stream_page: str  # a web page playing audio, under a twitch.tv-like path
 
 
 @pytest.fixture(scope="module")
-def stack(chromium, aws_endpoint, provider_env, fake_stripe) -> Iterator[Stack]:
+def stream_page(tmp_path_factory) -> Iterator[str]:
+    """A page that plays audio for the extension to capture, at a path containing
+    `twitch.tv` (content.js shows its catch-up button only on such pages)."""
+    import functools
+    import http.server
+    import threading
+
+    from devstack.fakes.audio import make_wav
+
+    root = tmp_path_factory.mktemp("site")
+    (root / "twitch.tv").mkdir()
+    (root / "twitch.tv" / "stream.wav").write_bytes(make_wav(30))
+    (root / "twitch.tv" / "sandbox.html").write_text(
+        "<!doctype html><title>Sandbox stream</title><h1>Sandbox stream</h1>"
+        "<audio src=stream.wav autoplay loop controls></audio>")
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/twitch.tv/sandbox.html"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def stack(chromium, aws_endpoint, provider_env, fake_stripe, fake_assemblyai, stream_page) -> Iterator[Stack]:
     """A local stack (`python -m devstack.run`) the extension can use: its origin allowed,
-    Stripe's webhooks delivered to it, Checkout landing on the sandbox's own page."""
+    Stripe's webhooks delivered to it, Checkout landing on the sandbox's own page, and the
+    AssemblyAI sandbox's streaming socket also served over TLS, standing in for
+    wss://streaming.assemblyai.com."""
+    from urllib.parse import urlsplit
+
     work = Path(tempfile.mkdtemp(prefix="browser-"))
+    certfile, keyfile = self_signed_certificate(work)
+    streaming_tls = fake_assemblyai.serve_streaming(certfile=certfile, keyfile=keyfile)
     extension_dir = work / "published-extension"
     extension_id = unpacked_extension_id(extension_dir)
     server = start_live_server(
@@ -111,19 +151,31 @@ def stack(chromium, aws_endpoint, provider_env, fake_stripe) -> Iterator[Stack]:
     fake_stripe.webhook_url = server.url + "/webhooks/stripe"
     try:
         copy_published_extension(extension_dir, server.url)
-        yield Stack(server.url, extension_dir, extension_id, fake_stripe)
+        yield Stack(server.url, extension_dir, extension_id, fake_stripe, fake_assemblyai,
+                    urlsplit(streaming_tls).port, stream_page)
     finally:
         fake_stripe.webhook_url = previous_webhook
         stop_live_server(server)
         shutil.rmtree(work, ignore_errors=True)
 
 
-def chromium_args(extension_dir: Path) -> list[str]:
+def chromium_args(extension_dir: Path, extension_id: str, streaming_tls_port: int | None = None) -> list[str]:
+    """Headless Chromium with only this extension, loopback only; with `streaming_tls_port`,
+    streaming.assemblyai.com resolves to the sandbox's TLS streaming listener there."""
+    if streaming_tls_port is None:
+        network = ["--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"]
+    else:
+        network = [f"--host-resolver-rules=MAP streaming.assemblyai.com 127.0.0.1:{streaming_tls_port},"
+                   " MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+                   "--ignore-certificate-errors"]  # the sandbox streaming socket's throwaway certificate
     return [
         "--headless=new",
         f"--load-extension={extension_dir}",
         f"--disable-extensions-except={extension_dir}",
-        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+        # tabCapture.getMediaStreamId without the toolbar click a user would make first
+        f"--allowlisted-extension-id={extension_id}",
+        "--autoplay-policy=no-user-gesture-required",
+        *network,
         "--disable-background-networking",
         "--disable-component-update",
         "--disable-sync",
@@ -195,7 +247,7 @@ def browser(chromium, stack, request) -> Iterator[Browser]:
             executable_path=chromium,
             headless=False,  # --headless=new below: the real browser, extensions included
             ignore_default_args=["--disable-extensions"],
-            args=chromium_args(stack.extension_dir),
+            args=chromium_args(stack.extension_dir, stack.extension_id, stack.streaming_tls_port),
         )
         try:
             worker = context.service_workers[0] if context.service_workers else \

@@ -7,6 +7,8 @@ Screenshots of each step: build/browser-artefacts/test_published_extension/.
 """
 from __future__ import annotations
 
+import math
+import re
 import time
 
 import jwt
@@ -113,35 +115,81 @@ def test_still_logged_in_after_the_access_token_lifetime(browser):
     page.close()
 
 
-def test_a_stop_after_the_access_token_lifetime_succeeds_and_bills_exactly(browser):
-    """The issue: a stop sent with a token older than the access-token lifetime got 401 and
-    the credits stayed held. Here the extension starts live captions through its own message
-    path (START_TRANSCRIPTION, as its popup sends it) with the token it stored at login,
-    long expired as a short access token. Its socket to wss://streaming.assemblyai.com
-    cannot open (that host resolves to nothing here until the sandbox's streaming socket
-    exists), so the extension stops the session itself: that stop must succeed, release what
-    was held, and the popup must show the balance minus exactly what the stop billed."""
+def test_live_captions_ask_and_a_stop_after_the_access_token_lifetime(browser):
+    """Live captions through the extension's own path: the popup's START_TRANSCRIPTION
+    message with a tab-capture stream id (what its Start button sends), the token it stored
+    at login (older than a short access token lives), captions from the sandbox's streaming
+    socket (wss://streaming.assemblyai.com mapped to its TLS listener) in the page's overlay,
+    a question answered during the session from the overlay's Ask dialog, the catch-up
+    button's message, then the popup's Stop button: the stop succeeds and the popup shows
+    the balance minus exactly what was billed."""
+    stack = browser.stack
     page = browser.open_popup()
     before = balance_shown(page)
     browser.wake_service_worker_logged_in(page)
     auth = page.evaluate("() => chrome.storage.local.get(['userAuth'])")["userAuth"]
     issued = jwt.decode(auth["token"], options={"verify_signature": False})["iat"]
     assert time.time() - issued > ACCESS_TOKEN_TTL_SECONDS + 5  # older than a short token lives
+    sessions_before = len(stack.assemblyai.streaming_sessions)
+
     tab = browser.context.new_page()
-    tab.goto(browser.stack.url + "/health")
-    tab_id = page.evaluate("(url) => chrome.tabs.query({url}).then(tabs => tabs[0].id)", tab.url)
-    answer = browser.send_message(page, {"type": "START_TRANSCRIPTION", "tabId": tab_id,
-                                         "streamId": "unused-before-the-socket-opens",
-                                         "userToken": auth["token"]})
-    assert answer["success"] is False  # the socket, not our backend
+    tab.set_viewport_size({"width": 900, "height": 600})
+    tab.goto(stack.stream_page)
+    # the extension may not read that tab's URL (no host permission): the newest web tab
+    tab_id = page.evaluate("() => chrome.tabs.query({}).then(tabs => Math.max(...tabs.filter("
+                           "t => !(t.url || '').startsWith('chrome-extension://')).map(t => t.id)))")
+    stream_id = page.evaluate(
+        "(tabId) => new Promise((ok, fail) => chrome.tabCapture.getMediaStreamId({targetTabId: tabId},"
+        " id => id ? ok(id) : fail(new Error(chrome.runtime.lastError && chrome.runtime.lastError.message))))",
+        tab_id)
+    started = browser.send_message(page, {"type": "START_TRANSCRIPTION", "tabId": tab_id,
+                                          "streamId": stream_id, "userToken": auth["token"]})
+    assert started == {"success": True}, started
+    started_at = time.monotonic()
+
+    # the sandbox's script, paced by the audio the extension captured and sent
+    expect(tab.locator(".lt-caption-text")).to_contain_text(re.compile("welcome back", re.I), timeout=30_000)
+    browser.screenshot(tab, "09-live-captions")
+
+    tab.click(".lt-agent-button")
+    answer = tab.locator(".lt-response-text")
+    deadline = time.monotonic() + 30
+    while True:  # Ask needs one finished turn (the extension keeps only end-of-turn text)
+        tab.fill(".lt-question-input", "What is the stream about?")
+        tab.click(".lt-ask-btn")
+        expect(tab.locator(".lt-ask-btn")).to_have_text("Ask", timeout=30_000)
+        text = answer.inner_text()
+        if "No transcript available" not in text or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert text and not text.startswith("Error"), text
+    browser.screenshot(tab, "10-ask-answered")
+    tab.click(".lt-agent-dialog .lt-close-btn")
+
+    tab.click(".lt-catchup-button")
+    expect(tab.get_by_text("COMING SOON")).to_be_visible()
+    browser.screenshot(tab, "11-catch-up-button")
+    tab.get_by_role("button", name="Got it!").click()
+
+    page.close()
+    page = browser.open_popup()  # the popup asks the worker whether captions are running
+    expect(page.locator("#stop-transcription")).to_be_visible()
+    page.click("#stop-transcription")
+    expect(page.locator("#start-transcription")).to_be_visible()
+    elapsed = time.monotonic() - started_at
     history = wait_for(lambda: api_get(browser, "/transcription/history", auth["token"])["items"],
-                       bool)  # the stop writes the history entry
-    session = history[0]
-    assert session["kind"] == "stream" and session["credits_used"] > 0, session
+                       lambda items: any(i["kind"] == "stream" for i in items))
+    session = next(i for i in history if i["kind"] == "stream")
+    asks = [i for i in history if i["kind"] == "ask"]
+    # 10 credits per started minute of the session, as the server timed it (start to stop)
+    assert session["credits_used"] == 10 * session["duration_minutes"], session
+    assert session["duration_minutes"] in (math.ceil(elapsed / 60), math.ceil((elapsed - 5) / 60)), elapsed
+    spent = session["credits_used"] + sum(i["credits_used"] for i in asks)
     page.reload()
-    assert balance_shown(page) == before - session["credits_used"]
-    assert api_get(browser, "/credits/balance", auth["token"])["balance"] == before - session["credits_used"]
-    browser.screenshot(page, "09-after-stop")
+    assert balance_shown(page) == before - spent
+    browser.screenshot(page, "12-after-stop")
+    socket = stack.assemblyai.streaming_sessions[sessions_before]
+    assert socket.audio_seconds > 0 and socket.closed_at is not None
     tab.close()
     page.close()
 
@@ -162,6 +210,6 @@ def test_catch_up_fallback_shows_what_to_do(browser):
     # for the screenshot only, the answer is written into the popup's own status line.
     page.evaluate("(text) => { const s = document.querySelector('#transcription-status');"
                   " s.textContent = text; s.className = 'status error'; }", answer["error"])
-    browser.screenshot(page, "10-catch-up-message")
+    browser.screenshot(page, "13-catch-up-message")
     assert balance_shown(page) == balance  # nothing was reserved
     page.close()

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import datetime
 import json
 import ssl
 import threading
-from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -15,6 +13,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from devstack.fakes import AssemblyAIFake
+from tests.certificates import self_signed_certificate
 
 KEY = "test-assemblyai-key"
 
@@ -203,29 +202,8 @@ def test_the_token_endpoint_on_the_streaming_host_keeps_auth_and_faults(aai):
     assert [q.path for q in aai.requests_to("/v3/token")] == ["/v3/token", "/v3/token"]
 
 
-def _self_signed(directory: Path) -> tuple[str, str]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "streaming.assemblyai.com")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("streaming.assemblyai.com")]), critical=False)
-            .sign(key, hashes.SHA256()))
-    certfile, keyfile = directory / "cert.pem", directory / "key.pem"
-    certfile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    keyfile.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption()))
-    return str(certfile), str(keyfile)
-
-
 def test_a_tls_listener_serves_the_same_tokens_over_wss(aai, tmp_path):
-    certfile, keyfile = _self_signed(tmp_path)
+    certfile, keyfile = self_signed_certificate(tmp_path)
     base = aai.serve_streaming(certfile=certfile, keyfile=keyfile)
     assert base.startswith("https://127.0.0.1:")
     token = _token(aai)  # minted on the plain listener, as the backend does
