@@ -1,12 +1,13 @@
 """Secrets from SSM Parameter Store: one GetParameters per process, plain env vars still win."""
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 from chalicelib import logs, secrets
 from chalicelib.errors import ConfigurationError
 from chalicelib.settings import load_settings
-from tests.conftest import free_port
 
 STAGE = "sectest"
 PREFIX = f"/transcription-backend/{STAGE}/"
@@ -102,9 +103,12 @@ def test_a_missing_jwt_parameter_is_a_configuration_error_naming_it(ssm):
 
 
 def test_unreachable_ssm_is_a_configuration_error_and_is_retried_later(ssm, monkeypatch):
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
-    with pytest.raises(ConfigurationError, match="SSM"):
-        load_settings(_env())
+    # A port held bound but not listening: refused for sure, and no other server can take it.
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed.getsockname()[1]}")
+        with pytest.raises(ConfigurationError, match="SSM"):
+            load_settings(_env())
     monkeypatch.undo()
     assert load_settings(_env()).jwt_secret == VALUES["JWT_SECRET"]  # the failure was not cached
 

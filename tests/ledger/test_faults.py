@@ -164,9 +164,12 @@ def test_a_read_that_is_throttled_past_botocores_retries_is_503_not_500(client, 
     assert json.loads(response.body)["code"] == "storage_busy"
 
 
-def test_clear_caches_forgets_the_balance_guess_so_the_next_write_reads_it(make_user, dynamodb_faults):
-    """A warm process writes on its guess (one transaction); after clear_caches it is cold
-    again, as a new Lambda instance: the first attempt is refused and doubles as the read."""
+def test_clear_caches_forgets_the_balance_guess_so_the_next_write_reads_it(make_user, dynamodb_faults,
+                                                                          env_override):
+    """With the one-process guess design (LEDGER_GUESS_SECONDS=inf), a warm process writes on
+    its guess (one transaction); after clear_caches it is cold again, as a new Lambda instance:
+    the first attempt is refused and doubles as the read."""
+    env_override(LEDGER_GUESS_SECONDS="inf")
     user_id = make_user()
     ledger.get_balance(user_id)  # this process now knows the balance
     watch = dynamodb_faults.inject(TRANSACT, "TransactionConflict", count=0)  # counts, never fires
