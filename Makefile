@@ -25,7 +25,7 @@ run: $(STAMP)
 
 # The operator command against the running `make run` (or STAGE=...): make admin ARGS="find a@b.c"
 admin: $(STAMP)
-	$(PY) -m chalicelib.admin $(ARGS)
+	$(PY) -m chalicelib.ops.admin $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -10,30 +10,28 @@ import os
 from chalice import Chalice, Rate
 from chalice.app import AuthRequest, Request, Response
 
-from chalicelib import (
-    accounts,
-    analytics,
-    ask,
-    audio_uploads,
-    catchup,
-    console,
-    credits,
-    health,
-    history,
-    legacy,
-    privacy,
-    streaming,
-    support,
-    twitch_lookup,
-)
-from chalicelib import catchup_worker as catchup_jobs
-from chalicelib import cleanup as janitor
-from chalicelib.authorizer import authorize
+from chalicelib.accounts import auth
+from chalicelib.accounts import privacy
+from chalicelib.catchup import history
+from chalicelib.catchup import jobs
+from chalicelib.catchup import uploads
+from chalicelib.credits import statement
+from chalicelib.live import ask
+from chalicelib.live import captions
+from chalicelib.live import twitch_lookup
+from chalicelib.ops import analytics
+from chalicelib.ops import console
+from chalicelib.ops import health
+from chalicelib.ops import support
+from chalicelib.web import legacy
+from chalicelib.catchup import worker
+from chalicelib.ops import janitor
+from chalicelib.web.authorizer import authorize
 from chalicelib.billing import catalogue as billing_catalogue
 from chalicelib.billing import checkout as billing_checkout
 from chalicelib.billing import webhooks as billing_webhooks
-from chalicelib.settings import APP_NAME, get_settings, resource_name
-from chalicelib.web import (
+from chalicelib.core.settings import APP_NAME, get_settings, resource_name
+from chalicelib.web.middleware import (
     client_ip,
     handle,
     identity,
@@ -78,35 +76,35 @@ def get_health() -> Response:
 
 @app.route("/auth/register", methods=["POST"])
 def register() -> Response:
-    body = json_body(request(), accounts.REGISTER_SCHEMA)
-    session = accounts.register(get_settings(), body["email"], body["password"], body["name"])
+    body = json_body(request(), auth.REGISTER_SCHEMA)
+    session = auth.register(get_settings(), body["email"], body["password"], body["name"])
     return respond(session, status=201)
 
 
 @app.route("/auth/login", methods=["POST"])
 def login() -> Response:
-    body = json_body(request(), accounts.LOGIN_SCHEMA)
-    session = accounts.login(get_settings(), body["email"], body["password"], client_ip(request()))
+    body = json_body(request(), auth.LOGIN_SCHEMA)
+    session = auth.login(get_settings(), body["email"], body["password"], client_ip(request()))
     return respond(session)
 
 
 @app.route("/auth/refresh", methods=["POST"])
 def refresh() -> Response:
-    body = json_body(request(), accounts.REFRESH_SCHEMA)
-    return respond(accounts.refresh(get_settings(), body["refresh_token"]))
+    body = json_body(request(), auth.REFRESH_SCHEMA)
+    return respond(auth.refresh(get_settings(), body["refresh_token"]))
 
 
 @app.route("/auth/logout", methods=["POST"])
 def logout() -> Response:
-    body = json_body(request(), accounts.REFRESH_SCHEMA)
-    accounts.logout(body["refresh_token"])
+    body = json_body(request(), auth.REFRESH_SCHEMA)
+    auth.logout(body["refresh_token"])
     return respond(None, status=204)
 
 
 @app.route("/auth/password", methods=["POST"], authorizer=jwt_auth)
 def change_password() -> Response:
-    body = json_body(request(), accounts.CHANGE_PASSWORD_SCHEMA)
-    session = accounts.change_password(
+    body = json_body(request(), auth.CHANGE_PASSWORD_SCHEMA)
+    session = auth.change_password(
         get_settings(), identity(request()).user_id, body["current_password"], body["new_password"]
     )
     return respond(session)
@@ -114,8 +112,8 @@ def change_password() -> Response:
 
 @app.route("/auth/user", methods=["GET"], authorizer=jwt_auth)
 def get_user() -> Response:
-    user = accounts.get_user(identity(request()).user_id)
-    return respond({"user": accounts.public_user(user)})
+    user = auth.get_user(identity(request()).user_id)
+    return respond({"user": auth.public_user(user)})
 
 
 # --- credits --------------------------------------------------------------------------
@@ -123,13 +121,13 @@ def get_user() -> Response:
 
 @app.route("/credits/balance", methods=["GET"], authorizer=jwt_auth)
 def credits_balance() -> Response:
-    return respond(credits.balance(identity(request()).user_id))
+    return respond(statement.balance(identity(request()).user_id))
 
 
 @app.route("/credits/transactions", methods=["GET"], authorizer=jwt_auth)
 def credits_transactions() -> Response:
     return respond(
-        credits.transactions(
+        statement.transactions(
             identity(request()).user_id,
             limit=query_param(request(), "limit"),
             cursor=query_param(request(), "cursor"),
@@ -142,8 +140,8 @@ def credits_transactions() -> Response:
 
 @app.route("/transcription/stream", methods=["POST"], authorizer=jwt_auth)
 def transcription_stream() -> Response:
-    body = json_body(request(), streaming.STREAM_SCHEMA)
-    status, payload = streaming.handle(identity(request()).user_id, body, request().headers)
+    body = json_body(request(), captions.STREAM_SCHEMA)
+    status, payload = captions.handle(identity(request()).user_id, body, request().headers)
     return respond(payload, status=status)
 
 
@@ -164,22 +162,22 @@ def twitch_stream() -> Response:
 
 @app.route("/transcription/catchup/upload", methods=["POST"], authorizer=jwt_auth)
 def catchup_upload() -> Response:
-    body = json_body(request(), audio_uploads.UPLOAD_SCHEMA)
+    body = json_body(request(), uploads.UPLOAD_SCHEMA)
     return respond(
-        audio_uploads.create_upload(identity(request()).user_id, body["content_type"], body["file_size"])
+        uploads.create_upload(identity(request()).user_id, body["content_type"], body["file_size"])
     )
 
 
 @app.route("/transcription/catchup", methods=["POST"], authorizer=jwt_auth)
 def catchup_submit() -> Response:
-    body = json_body(request(), catchup.SUBMIT_SCHEMA)
-    status, payload = catchup.handle_submit(identity(request()).user_id, body, request().headers)
+    body = json_body(request(), jobs.SUBMIT_SCHEMA)
+    status, payload = jobs.handle_submit(identity(request()).user_id, body, request().headers)
     return respond(payload, status=status)
 
 
 @app.route("/transcription/catchup/{job_id}", methods=["GET"], authorizer=jwt_auth)
 def catchup_status(job_id: str) -> Response:
-    return respond(catchup.get_job(identity(request()).user_id, job_id))
+    return respond(jobs.get_job(identity(request()).user_id, job_id))
 
 
 @app.route("/transcription/history", methods=["GET"], authorizer=jwt_auth)
@@ -197,7 +195,7 @@ def transcription_history() -> Response:
     maximum_concurrency=int(os.environ["CATCHUP_MAX_CONCURRENCY"]) if os.environ.get("CATCHUP_MAX_CONCURRENCY") else None,
 )
 def catchup_worker(event) -> None:  # type: ignore[no-untyped-def]
-    catchup_jobs.handle_event(event.to_dict(), event.context)
+    worker.handle_event(event.to_dict(), event.context)
 
 
 # --- billing --------------------------------------------------------------------------
@@ -322,14 +320,14 @@ def admin_deduct(user_id: str) -> Response:
 def admin_suspend(user_id: str) -> Response:
     actor = admin()
     body = json_body(request(), support.STATUS_SCHEMA)
-    return respond(support.set_status(actor, user_id, accounts.SUSPENDED, body["reason"]))
+    return respond(support.set_status(actor, user_id, auth.SUSPENDED, body["reason"]))
 
 
 @app.route("/admin/api/users/{user_id}/reactivate", methods=["POST"], authorizer=jwt_auth)
 def admin_reactivate(user_id: str) -> Response:
     actor = admin()
     body = json_body(request(), support.STATUS_SCHEMA)
-    return respond(support.set_status(actor, user_id, accounts.ACTIVE, body["reason"]))
+    return respond(support.set_status(actor, user_id, auth.ACTIVE, body["reason"]))
 
 
 @app.route("/admin/api/purchases/{transaction_id}/refund", methods=["POST"], authorizer=jwt_auth)

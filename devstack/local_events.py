@@ -18,8 +18,8 @@ from typing import Any
 
 from chalice.app import Rate, ScheduledEventConfig, SQSEventConfig
 
-from chalicelib.aws import client
-from chalicelib.settings import get_settings
+from chalicelib.aws.clients import client
+from chalicelib.core.settings import get_settings
 
 logger = logging.getLogger("devstack.events")
 

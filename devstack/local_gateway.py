@@ -30,7 +30,7 @@ def gateway_response_type(code: int, headers: dict[str, str]) -> str | None:
 
 def render(response_type: str, request_id: str, allowed_origins: tuple[str, ...]) -> tuple[int, dict[str, str], str]:
     """Status, headers and body exactly as the deployed Gateway Response renders them."""
-    from chalicelib.web import CORS_EXPOSE_HEADERS
+    from chalicelib.web.middleware import CORS_EXPOSE_HEADERS
     from infra.template import GATEWAY_RESPONSES, gateway_response_body
 
     spec = GATEWAY_RESPONSES[response_type]
@@ -46,7 +46,7 @@ def install() -> None:
     """Route chalice local's own error responses through `render` (idempotent)."""
     import chalice.local
 
-    from chalicelib.settings import get_settings
+    from chalicelib.core.settings import get_settings
 
     handler = chalice.local.ChaliceRequestHandler
     if getattr(handler, "_gateway_responses_installed", False):

@@ -95,13 +95,13 @@ STATE_FILE_VARIABLE = "DEVSTACK_STATE_FILE"  # tests point it elsewhere
 
 def state_file() -> str:
     return os.environ.get(STATE_FILE_VARIABLE) or os.path.join(ROOT, ".local", "devstack.json")
-# What an operator tool needs to reach this stack (python -m chalicelib.admin reads it).
+# What an operator tool needs to reach this stack (python -m chalicelib.ops.admin reads it).
 STATE_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION",
                    "STAGE")
 
 
 def write_state(env: dict[str, str], api_url: str, sandboxed_stripe: bool) -> None:
-    """Where this stack runs, for `python -m chalicelib.admin` (git-ignored, owner-only, removed
+    """Where this stack runs, for `python -m chalicelib.ops.admin` (git-ignored, owner-only, removed
     at exit). The sandbox Stripe's key and address are included; a real key never is."""
     names = list(STATE_VARIABLES) + [name for name in env if name.endswith("_TABLE")]
     if sandboxed_stripe:
@@ -134,7 +134,7 @@ def main() -> int:
     host = env.setdefault("HOST", "127.0.0.1")
     os.environ.update(env)
 
-    from chalicelib import logs
+    from chalicelib.core import logs
 
     logs.configure(env.get("LOG_LEVEL", "INFO"))
     aws = _aws(env)
@@ -142,7 +142,7 @@ def main() -> int:
     servers, providers = _sandboxes(env)
     os.environ.update(env)
 
-    from chalicelib.settings import get_settings
+    from chalicelib.core.settings import get_settings
     from infra.bootstrap import bootstrap
 
     created = bootstrap(get_settings())

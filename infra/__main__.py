@@ -20,7 +20,7 @@ import sys
 
 def _bootstrap(args: argparse.Namespace) -> int:
     os.environ["STAGE"] = args.stage
-    from chalicelib.settings import load_settings, reset_settings
+    from chalicelib.core.settings import load_settings, reset_settings
     from infra.bootstrap import bootstrap
 
     reset_settings()

@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from chalicelib import resources
-from chalicelib.aws import client
-from chalicelib.settings import Settings
+from chalicelib.aws import resources
+from chalicelib.aws.clients import client
+from chalicelib.core.settings import Settings
 from infra.template import UPLOAD_CORS_HEADERS, UPLOAD_CORS_MAX_AGE, table_keys
 
 

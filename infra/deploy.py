@@ -241,7 +241,7 @@ def check_return_urls(cfg: StageConfig) -> None:
 
 def missing_secrets(cfg: StageConfig, ssm: Any) -> list[str]:
     """Names of the stage's secret parameters that do not exist (values are not read)."""
-    from chalicelib.secrets import parameter_names
+    from chalicelib.aws.ssm_secrets import parameter_names
 
     names = sorted(set(parameter_names(cfg.environment).values()))
     missing: list[str] = []

@@ -17,8 +17,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from chalicelib.admin import table_name
-from chalicelib.catchup import TERMINAL
+from chalicelib.ops.admin import table_name
+from chalicelib.catchup.jobs import TERMINAL
 
 BATCH = 10  # ReceiveMessage's maximum
 

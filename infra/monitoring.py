@@ -25,8 +25,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from chalicelib import resources
-from chalicelib.settings import APP_NAME, resource_name
+from chalicelib.aws import resources
+from chalicelib.core.settings import APP_NAME, resource_name
 from infra.policy import FUNCTIONS as FUNCTION_ENTRIES
 from infra.policy import function_name
 

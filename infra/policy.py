@@ -26,8 +26,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
-from chalicelib import resources
-from chalicelib.settings import APP_NAME, resource_name
+from chalicelib.aws import resources
+from chalicelib.core.settings import APP_NAME, resource_name
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEPLOY_STAGES = ("dev", "prod")
@@ -36,9 +36,9 @@ DEPLOY_STAGES = ("dev", "prod")
 # whose module-level code only registers routes and handlers.)
 FUNCTIONS: dict[str, str] = {
     "api_handler": "app",
-    "jwt_auth": "chalicelib.authorizer",
-    "cleanup": "chalicelib.cleanup",
-    "catchup_worker": "chalicelib.catchup_worker",
+    "jwt_auth": "chalicelib.web.authorizer",
+    "cleanup": "chalicelib.ops.janitor",
+    "catchup_worker": "chalicelib.catchup.worker",
 }
 
 TRANSACT_WRITE_ACTIONS = {
@@ -70,7 +70,7 @@ BUCKET_LEVEL_ACTIONS = frozenset({"s3:ListBucket"})
 # Tables whose items are written once and never changed or removed by the functions.
 APPEND_ONLY_TABLES = ("audit",)
 APPEND_ONLY_DENIED = ("dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem")
-# The key prefix the code writes under, per bucket (chalicelib.audio_uploads.PREFIX); the
+# The key prefix the code writes under, per bucket (chalicelib.catchup.uploads.PREFIX); the
 # recorded calls in tests/deploy prove every key the code touches starts with it.
 OBJECT_KEY_PREFIXES = {"audio": "uploads/"}
 SCOPED_SERVICES = ("dynamodb", "s3", "sqs", "ssm", "logs")
@@ -83,7 +83,7 @@ SCOPED_SERVICES = ("dynamodb", "s3", "sqs", "ssm", "logs")
 class Call:
     service: str
     operation: str
-    site: str  # "chalicelib/store.py:84"
+    site: str  # "chalicelib/aws/store.py:84"
 
 
 @dataclass
@@ -380,7 +380,7 @@ def scan(root: str = ROOT, modules: set[str] | None = None) -> Scan:
 def stage_names(stage: str, root: str = ROOT) -> dict[str, str]:
     """{suffix: physical name} of a stage's resources, with the stage's `<NAME>_TABLE`-style
     overrides from .chalice/config.json applied (a table restored from a backup has a new name)."""
-    from chalicelib.resources import RESOURCE_ENV_VARS
+    from chalicelib.aws.resources import RESOURCE_ENV_VARS
 
     environment: dict[str, str] = {}
     path = os.path.join(root, ".chalice", "config.json")
@@ -450,7 +450,7 @@ def render_policy(stage: str, actions: Iterable[str], function: str | None = Non
 
     allow("Logs", by_service.get("logs", ()), arns["logs"])
     allow("Tables", by_service.get("dynamodb", ()), arns["dynamodb"])
-    statements.append({  # the audit log is append-only, whatever the code does (chalicelib.audit)
+    statements.append({  # the audit log is append-only, whatever the code does (chalicelib.ops.audit)
         "Sid": "AuditLogAppendOnly", "Effect": "Deny", "Action": sorted(APPEND_ONLY_DENIED),
         "Resource": [f"arn:aws:dynamodb:*:*:table/{resource_name(stage, suffix)}" for suffix in APPEND_ONLY_TABLES],
     })

@@ -1,4 +1,4 @@
-"""The CloudFormation template of one stage's data resources, rendered from chalicelib.resources.
+"""The CloudFormation template of one stage's data resources, rendered from chalicelib.aws.resources.
 
 One stack per stage (`transcription-backend-<stage>-infra`) holds the tables, the audio
 bucket and the catch-up queues; the Chalice app is a separate deployment that finds them
@@ -17,8 +17,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from chalicelib import resources
-from chalicelib.settings import APP_NAME, resource_name
+from chalicelib.aws import resources
+from chalicelib.core.settings import APP_NAME, resource_name
 
 PROTECTED_STAGES = frozenset({"prod"})
 DEPLOY_STATE_BUCKET = "DeployStateBucket"
@@ -214,7 +214,7 @@ def render(stage: str, protected: bool | None = None) -> dict[str, Any]:
     template: dict[str, Any] = {
         "AWSTemplateFormatVersion": "2010-09-09",
         "Description": f"{APP_NAME} {stage}: tables, catch-up audio bucket and queues "
-        "(rendered from chalicelib/resources.py by `python -m infra template`)",
+        "(rendered from chalicelib/aws/resources.py by `python -m infra template`)",
         "Parameters": {
             "AllowedOrigins": {
                 "Type": "CommaDelimitedList",
@@ -278,7 +278,7 @@ GATEWAY_RESPONSES: dict[str, dict[str, str]] = {
 
 def gateway_response_headers(origin: str) -> dict[str, str]:
     """Response headers in API Gateway's mapping syntax (static values are single-quoted)."""
-    from chalicelib.web import CORS_EXPOSE_HEADERS
+    from chalicelib.web.middleware import CORS_EXPOSE_HEADERS
 
     return {
         "gatewayresponse.header.Access-Control-Allow-Origin": f"'{origin}'",

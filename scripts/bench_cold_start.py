@@ -117,8 +117,10 @@ def prepare(endpoint: str) -> dict[str, Any]:
     """Secrets in SSM, the prod tables, a user with a balance and a token: what the runs need."""
     import boto3
 
-    from chalicelib import ledger, store, tokens
-    from chalicelib.settings import load_settings, reset_settings
+    from chalicelib.accounts import tokens
+    from chalicelib.aws import store
+    from chalicelib.credits import ledger
+    from chalicelib.core.settings import load_settings, reset_settings
     from infra.bootstrap import bootstrap
 
     prefix = f"/transcription-backend/bench-{uuid.uuid4().hex[:6]}/"

@@ -10,7 +10,7 @@ ledger asks for) and `before-send` (HTTP requests, including any SDK retry).
 "warm" is the normal case: this process has seen the user's balance (and the
 reservation) before, so the ledger's guess is right. "cold" is a fresh process (caches
 cleared just before the operation): the first attempt of a write doubles as the read of
-the balance (see chalicelib/ledger.py). tests/ledger/test_bench.py asserts these counts.
+the balance (see chalicelib/credits/ledger.py). tests/ledger/test_bench.py asserts these counts.
 """
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ class RequestCounter:
     """Counts the DynamoDB API calls and HTTP requests made through the ledger's client."""
 
     def __init__(self) -> None:
-        from chalicelib import store
+        from chalicelib.aws import store
 
         self.calls: Counter[str] = Counter()
         self.sends = 0
@@ -72,7 +72,8 @@ class RequestCounter:
 
 def open_account(credits: int = 200) -> str:
     """An account with its signup grant, written as registration writes its money part."""
-    from chalicelib import ledger, store
+    from chalicelib.aws import store
+    from chalicelib.credits import ledger
 
     user_id = uuid.uuid4().hex
     now = store.iso()
@@ -91,7 +92,7 @@ def open_account(credits: int = 200) -> str:
 
 
 def _pending_purchase(user_id: str) -> str:
-    from chalicelib import store
+    from chalicelib.aws import store
 
     transaction_id = uuid.uuid4().hex
     store.ddb().put_item(TableName=store.table_name("transactions"), Item=store.to_item({
@@ -104,8 +105,8 @@ def _pending_purchase(user_id: str) -> str:
 
 def _operations() -> Iterator[tuple[str, Callable[[str], Callable[[], Any]]]]:
     """(name, prepare): prepare(user_id) does the uncounted setup and returns the operation."""
-    from chalicelib import ledger
-    from chalicelib.errors import InsufficientCredits
+    from chalicelib.credits import ledger
+    from chalicelib.core.errors import InsufficientCredits
 
     def new() -> str:
         return uuid.uuid4().hex
@@ -156,7 +157,7 @@ def _operations() -> Iterator[tuple[str, Callable[[str], Callable[[], Any]]]]:
 
 def measure(rounds: int = 5) -> list[Measurement]:
     """Count and time every operation; needs a reachable DynamoDB with the tables."""
-    from chalicelib import ledger
+    from chalicelib.credits import ledger
 
     counter = RequestCounter()
     results = []
@@ -212,7 +213,7 @@ def main(argv: list[str] | None = None) -> None:
         import logging
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
-        from chalicelib.settings import get_settings
+        from chalicelib.core.settings import get_settings
         from infra.bootstrap import ensure_tables
 
         ensure_tables(get_settings())

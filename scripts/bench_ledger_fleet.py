@@ -39,7 +39,8 @@ def _worker(endpoint: str, guess_seconds: str, inbox: Any, outbox: Any) -> None:
     """One "container": charges what it is sent, counts what it asks DynamoDB."""
     os.environ["AWS_ENDPOINT_URL"] = endpoint
     os.environ["LEDGER_GUESS_SECONDS"] = guess_seconds
-    from chalicelib import ledger, store
+    from chalicelib.aws import store
+    from chalicelib.credits import ledger
 
     counts: Counter[str] = Counter()
     units = {"wru": 0.0, "rru": 0.0}
@@ -104,7 +105,8 @@ def run(endpoint: str, guess_seconds: str, processes: int, users: list[str], spe
 
 def check_exact(user_id: str) -> None:
     """Every balance_after follows from the previous one; the last is the stored balance."""
-    from chalicelib import ledger, store
+    from chalicelib.aws import store
+    from chalicelib.credits import ledger
 
     rows = sorted(store.query_all({
         "TableName": store.table_name("usage"), "KeyConditionExpression": "user_id = :u",
@@ -142,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
 
     with EmbeddedAws() as aws:
         os.environ["AWS_ENDPOINT_URL"] = aws.url
-        from chalicelib.settings import get_settings
+        from chalicelib.core.settings import get_settings
         from infra.bootstrap import bootstrap
         from scripts.bench_ledger import open_account
 

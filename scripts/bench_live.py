@@ -56,7 +56,7 @@ class Client:
     """One account driving POST /transcription/stream like a browser, requests counted."""
 
     def __init__(self, http: Any, clock: Clock, fake: Any, paying: bool) -> None:
-        from chalicelib import ledger
+        from chalicelib.credits import ledger
 
         self.http, self.clock, self.fake = http, clock, fake
         email = f"bench-{uuid.uuid4().hex[:12]}@example.com"
@@ -85,7 +85,7 @@ class Client:
         return sum(self.fake.token_info(t).max_session_duration_seconds for t in set(self.tokens))
 
     def billed_seconds(self) -> int:
-        from chalicelib import store
+        from chalicelib.aws import store
 
         rows = store.query_all({
             "TableName": store.table_name("usage"), "KeyConditionExpression": "user_id = :u",
@@ -115,10 +115,11 @@ def renewing_session(client: Client, seconds: int, *, stop: bool = True, vanish_
 
 
 def settle_by_cleanup(client: Client) -> None:
-    from chalicelib import cleanup, store
+    from chalicelib.aws import store
+    from chalicelib.ops import janitor
 
     client.clock.advance(4 * 3600)
-    cleanup.run(now_epoch=store.epoch())
+    janitor.run(now_epoch=store.epoch())
 
 
 def scenarios(new_client: Callable[[bool], Client], hours: int) -> list[Outcome]:
@@ -156,7 +157,7 @@ def scenarios(new_client: Callable[[bool], Client], hours: int) -> list[Outcome]
 
 
 def report(results: list[Outcome], hours: int) -> str:
-    from chalicelib.settings import get_settings
+    from chalicelib.core.settings import get_settings
 
     settings = get_settings()
     lines = ["Live captions: requests and unpaid provider time per session", ""]
@@ -207,8 +208,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         from chalice.test import Client as ChaliceClient
 
-        from chalicelib import logs, store
-        from chalicelib.settings import get_settings
+        from chalicelib.aws import store
+        from chalicelib.core import logs
+        from chalicelib.core.settings import get_settings
         from infra.bootstrap import bootstrap
 
         bootstrap(get_settings())

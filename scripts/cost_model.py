@@ -127,7 +127,8 @@ class UnitCounter:
     """Counts DynamoDB requests and the request units AWS would bill for them."""
 
     def __init__(self) -> None:
-        from chalicelib import resources, store
+        from chalicelib.aws import resources
+        from chalicelib.aws import store
 
         self.store = store
         self.tables = {store.table_name(t.suffix): t for t in resources.TABLES}
@@ -351,7 +352,7 @@ def _start_body() -> dict[str, Any]:
     """A renewing start where the code has renewing sessions (the live-captions design)."""
     import inspect
 
-    from chalicelib import streaming
+    from chalicelib.live import captions as streaming
 
     renewing = '"renewable"' in inspect.getsource(streaming)
     return {"action": "start", "max_minutes": 60, **({"renewable": True} if renewing else {})}
@@ -359,7 +360,7 @@ def _start_body() -> dict[str, Any]:
 
 def _renew(timed: Any, started: dict[str, Any]) -> None:
     """A renewing session (the live-captions design): the clock is moved to the renew window."""
-    from chalicelib import store
+    from chalicelib.aws import store
 
     real = store.epoch
     shift = max(0, int(started.get("renew_in_seconds", 0)) + 1)
@@ -372,7 +373,7 @@ def _renew(timed: Any, started: dict[str, Any]) -> None:
 
 
 def _grant(user_id: str) -> None:
-    from chalicelib import ledger
+    from chalicelib.credits import ledger
 
     ledger.grant(user_id, 10_000, source="admin", record_id=uuid.uuid4().hex)
 
@@ -395,7 +396,7 @@ def run_measurement(repetitions: int) -> dict[str, RouteFigures]:
     fakes, _ = start_sandboxes(provider_env)  # fills provider_env with the fakes' settings
     os.environ.update(provider_env)
     try:
-        from chalicelib.settings import get_settings
+        from chalicelib.core.settings import get_settings
         from infra.bootstrap import bootstrap
 
         bootstrap(get_settings())

@@ -50,8 +50,8 @@ def unique_email(prefix: str = "user") -> str:
 
 
 def reset_process_caches() -> None:
-    from chalicelib.aws import reset_clients
-    from chalicelib.settings import reset_settings
+    from chalicelib.aws.clients import reset_clients
+    from chalicelib.core.settings import reset_settings
 
     reset_settings()
     reset_clients()
@@ -95,8 +95,9 @@ def use_private_tables(prefix: str) -> dict[str, str | None]:
     test (or module) wrote: global figures can be compared with exact values, and moto's
     transactions stay fast whatever the rest of the session stored.
     """
-    from chalicelib import ledger, resources
-    from chalicelib.settings import get_settings
+    from chalicelib.aws import resources
+    from chalicelib.credits import ledger
+    from chalicelib.core.settings import get_settings
     from infra.bootstrap import ensure_tables
 
     saved = set_env({var: f"{prefix}-{suffix}" for var, suffix in resources.RESOURCE_ENV_VARS.items()
@@ -108,7 +109,7 @@ def use_private_tables(prefix: str) -> dict[str, str | None]:
 
 def restore_tables(saved: Mapping[str, str | None]) -> None:
     """Back to the session's tables after `use_private_tables`."""
-    from chalicelib import ledger
+    from chalicelib.credits import ledger
 
     restore_env(saved)
     ledger.clear_caches()
@@ -116,7 +117,7 @@ def restore_tables(saved: Mapping[str, str | None]) -> None:
 
 def usage_rows(user_id: str, service_type: str | None = None) -> list[dict[str, Any]]:
     """A user's usage rows (only those of `service_type`, if given)."""
-    from chalicelib import store
+    from chalicelib.aws import store
 
     rows = store.query_all({
         "TableName": store.table_name("usage"),
@@ -128,7 +129,7 @@ def usage_rows(user_id: str, service_type: str | None = None) -> list[dict[str, 
 
 def balance(user_id: str) -> int:
     """The balance as stored on the user item."""
-    from chalicelib import store
+    from chalicelib.aws import store
 
     user = store.get("users", user_id=user_id)
     assert user is not None
@@ -137,7 +138,7 @@ def balance(user_id: str) -> int:
 
 def assert_books_balance(*user_ids: str) -> None:
     """The ledger explains each user's balance from the records."""
-    from chalicelib import ledger
+    from chalicelib.credits import ledger
 
     for user_id in user_ids:
         report = ledger.check_invariant(user_id)
@@ -167,7 +168,7 @@ def aws_endpoint():
     with EmbeddedAws() as aws:
         os.environ["AWS_ENDPOINT_URL"] = aws.url
         reset_process_caches()
-        from chalicelib.settings import get_settings
+        from chalicelib.core.settings import get_settings
         from infra.bootstrap import bootstrap
 
         bootstrap(get_settings())
@@ -178,7 +179,7 @@ def aws_endpoint():
 
 @pytest.fixture
 def settings(aws_endpoint):
-    from chalicelib.settings import get_settings
+    from chalicelib.core.settings import get_settings
 
     return get_settings()
 

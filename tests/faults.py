@@ -2,7 +2,7 @@
 
 The app's boto3 clients are not touched: they receive DynamoDB's own error answers.
 
-botocore retries some errors itself before the app sees them (`chalicelib.aws`: standard
+botocore retries some errors itself before the app sees them (`chalicelib.aws.clients`: standard
 mode, `TOTAL_MAX_ATTEMPTS` attempts): a whole-request ThrottlingException,
 ProvisionedThroughputExceededException, RequestLimitExceeded, InternalServerError or a
 timeout reaches the app only if it fires on every attempt (`count=BOTOCORE_ATTEMPTS`).
@@ -17,7 +17,7 @@ from typing import Any
 
 import requests
 
-from chalicelib.aws import TOTAL_MAX_ATTEMPTS
+from chalicelib.aws.clients import TOTAL_MAX_ATTEMPTS
 
 BOTOCORE_ATTEMPTS = TOTAL_MAX_ATTEMPTS
 PATH = "/_devstack/dynamodb/faults"
@@ -33,7 +33,7 @@ class DynamoDBFaults:
         """Fail matching calls from now on; returns the fault's id. `table` is a logical
         table name (`users`, `reservations`, ...), resolved as the app resolves it now."""
         if table is not None:
-            from chalicelib import store
+            from chalicelib.aws import store
 
             table = store.table_name(table)
         response = requests.post(self.url, timeout=5, json={

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from chalicelib.errors import ConfigurationError, ValidationFailed
-from chalicelib.settings import Settings
+from chalicelib.core.errors import ConfigurationError, ValidationFailed
+from chalicelib.core.settings import Settings
 
 
 @dataclass(frozen=True)

@@ -27,10 +27,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from chalicelib import ledger, privacy, stats, store
+from chalicelib.accounts import privacy
+from chalicelib.aws import store
+from chalicelib.credits import ledger
+from chalicelib.credits import stats
 from chalicelib.billing import purchases
-from chalicelib.errors import Conflict
-from chalicelib.logs import log_event
+from chalicelib.core.errors import Conflict
+from chalicelib.core.logs import log_event
 
 logger = logging.getLogger(__name__)
 

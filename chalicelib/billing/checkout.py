@@ -13,12 +13,14 @@ import time
 import uuid
 from typing import Any, Mapping
 
-from chalicelib import accounts, idempotency, store
+from chalicelib.accounts import auth
+from chalicelib.aws import store
+from chalicelib.web import idempotency
 from chalicelib.billing import catalogue, open_checkouts, purchases, stripe_api, subscriptions
-from chalicelib.errors import Conflict
-from chalicelib.logs import log_event
-from chalicelib.settings import Settings
-from chalicelib.validation import Field, Schema
+from chalicelib.core.errors import Conflict
+from chalicelib.core.logs import log_event
+from chalicelib.core.settings import Settings
+from chalicelib.core.validation import Field, Schema
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +91,7 @@ def ensure_customer(settings: Settings, user: dict[str, Any]) -> str:
             ExpressionAttributeValues=store.values(customer=customer["id"]),
         )
     except store.ddb().exceptions.ConditionalCheckFailedException:
-        stored = accounts.get_user(user_id).get("stripe_customer_id")
+        stored = auth.get_user(user_id).get("stripe_customer_id")
         if stored:
             return str(stored)
         raise
@@ -158,7 +160,7 @@ def purchase(
     sends Stripe identical parameters under the same idempotency key.
     """
     pack = catalogue.pack(package_id)
-    user = accounts.get_user(user_id)
+    user = auth.get_user(user_id)
     customer_id = ensure_customer(settings, user)
     now = store.now()
     row = purchases.create_pending(
@@ -227,7 +229,7 @@ def subscribe(
     or repeated requests for the same plan get the open session; another plan expires it first.
     """
     plan = catalogue.plan(plan_id)
-    user = accounts.get_user(user_id)
+    user = auth.get_user(user_id)
     if subscriptions.is_subscribed(user):
         raise Conflict(
             "You already have a subscription; manage it in the billing portal",
@@ -291,7 +293,7 @@ def _expire_subscription_checkout(stripe: Any, session_id: str) -> None:
 
 def portal(settings: Settings, user_id: str) -> dict[str, Any]:
     """A Stripe billing portal session for the user's customer (cancel, change card, invoices)."""
-    user = accounts.get_user(user_id)
+    user = auth.get_user(user_id)
     customer_id = user.get("stripe_customer_id")
     if not customer_id:
         raise Conflict("There is no billing account yet: buy credits or subscribe first",

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from chalicelib import store
+from chalicelib.aws import store
 
 TABLE = "stripe-events"
 PROCESSED = "processed"

@@ -22,12 +22,15 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, NamedTuple
 
-from chalicelib import ledger, privacy, stats, store
+from chalicelib.accounts import privacy
+from chalicelib.aws import store
+from chalicelib.credits import ledger
+from chalicelib.credits import stats
 from chalicelib.billing import catalogue, chargebacks, events, open_checkouts, purchases, subscriptions
 from chalicelib.billing.catalogue import Plan
 from chalicelib.billing.events import Outcome, ignored, orphaned, processed
-from chalicelib.logs import log_event
-from chalicelib.settings import Settings
+from chalicelib.core.logs import log_event
+from chalicelib.core.settings import Settings
 
 logger = logging.getLogger(__name__)
 

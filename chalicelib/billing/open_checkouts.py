@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from chalicelib import store
+from chalicelib.aws import store
 
 ATTRIBUTE = "subscribe_checkout"
 CLAIM_SECONDS = 30      # a claim without a session after this was abandoned (Lambda timeout)

@@ -33,7 +33,7 @@ import uuid
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable
 
-from chalicelib import store
+from chalicelib.aws import store
 
 TABLE = "transactions"
 PAYMENT_INTENT_INDEX = "payment_intent-index"

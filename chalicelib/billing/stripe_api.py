@@ -11,9 +11,9 @@ import logging
 import threading
 from typing import Any, Callable
 
-from chalicelib.errors import ConfigurationError, Conflict, ServiceUnavailable, UpstreamError
-from chalicelib.logs import log_event, register_secret
-from chalicelib.settings import Settings
+from chalicelib.core.errors import ConfigurationError, Conflict, ServiceUnavailable, UpstreamError
+from chalicelib.core.logs import log_event, register_secret
+from chalicelib.core.settings import Settings
 
 logger = logging.getLogger(__name__)
 

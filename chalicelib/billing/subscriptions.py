@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalicelib import store
+from chalicelib.aws import store
 from chalicelib.billing.catalogue import FREE_TIER, Plan
 
 ACTIVATING = ("active", "trialing")

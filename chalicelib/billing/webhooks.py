@@ -12,9 +12,9 @@ import logging
 from typing import Any
 
 from chalicelib.billing import fulfilment
-from chalicelib.errors import BadRequest, ConfigurationError
-from chalicelib.logs import log_event, register_secret
-from chalicelib.settings import Settings
+from chalicelib.core.errors import BadRequest, ConfigurationError
+from chalicelib.core.logs import log_event, register_secret
+from chalicelib.core.settings import Settings
 
 logger = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from typing import Any, Sequence
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 from chalicelib.providers.http import ProviderClient, require
-from chalicelib.logs import register_secret
-from chalicelib.settings import get_settings
+from chalicelib.core.logs import register_secret
+from chalicelib.core.settings import get_settings
 
 # AssemblyAI's limits for GET /v3/token.
 TOKEN_EXPIRES_RANGE = (1, 600)

@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 from urllib.parse import urlsplit
 
-from chalicelib.errors import ConfigurationError, ServiceUnavailable, UpstreamError
-from chalicelib.logs import log_event, register_secret
-from chalicelib.settings import get_settings
+from chalicelib.core.errors import ConfigurationError, ServiceUnavailable, UpstreamError
+from chalicelib.core.logs import log_event, register_secret
+from chalicelib.core.settings import get_settings
 
 if TYPE_CHECKING:  # requests is imported lazily: cold starts that never call a provider skip it
     import requests

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from chalicelib.providers.http import ProviderClient, require
-from chalicelib.settings import get_settings
+from chalicelib.core.settings import get_settings
 
 if TYPE_CHECKING:
     import requests

@@ -12,10 +12,10 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from chalicelib.errors import NotFound
-from chalicelib.logs import register_secret
+from chalicelib.core.errors import NotFound
+from chalicelib.core.logs import register_secret
 from chalicelib.providers.http import ProviderClient, ProviderRejected, StaleCredentials, require
-from chalicelib.settings import get_settings
+from chalicelib.core.settings import get_settings
 
 if TYPE_CHECKING:
     import requests

@@ -56,9 +56,9 @@ def refreshed_token(client, refresh_token: str) -> tuple[str, str]:
 
 @pytest.fixture
 def admin(client, new_user, private_tables) -> Callable[[], dict[str, Any]]:
-    """A registered user made admin the operator's way (chalicelib.admin), with a refreshed token."""
-    from chalicelib import admin as admin_command
-    from chalicelib.aws import client as aws_client
+    """A registered user made admin the operator's way (chalicelib.ops.admin), with a refreshed token."""
+    from chalicelib.ops import admin as admin_command
+    from chalicelib.aws.clients import client as aws_client
 
     def make() -> dict[str, Any]:
         session = new_user()

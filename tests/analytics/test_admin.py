@@ -12,9 +12,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def _admin_command(*args: str) -> subprocess.CompletedProcess:
-    """`python -m chalicelib.admin ...` in a fresh process, against the embedded AWS (AWS_ENDPOINT_URL)."""
+    """`python -m chalicelib.ops.admin ...` in a fresh process, against the embedded AWS (AWS_ENDPOINT_URL)."""
     env = {name: value for name, value in os.environ.items() if name != "STAGE"}
-    return subprocess.run([sys.executable, "-m", "chalicelib.admin", *args], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "chalicelib.ops.admin", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=60)
 
 

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from chalicelib import stats, store
+from chalicelib.aws import store
+from chalicelib.credits import stats
 from tests.analytics.conftest import KNOWN_PRICES, get_json
 from tests.billing.conftest import deliver
 from tests.conftest import at_once, post_json

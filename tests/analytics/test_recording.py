@@ -1,7 +1,8 @@
 """Every provider call records what it measured, once, when it completes (the stats hooks)."""
 from __future__ import annotations
 
-from chalicelib import stats, store
+from chalicelib.aws import store
+from chalicelib.credits import stats
 from tests.analytics.conftest import get_json
 from tests.conftest import usage_rows
 

@@ -6,7 +6,7 @@ clawback's own transaction, not a number the test wrote itself.
 """
 from __future__ import annotations
 
-from chalicelib import stats
+from chalicelib.credits import stats
 from tests.analytics.conftest import get_json
 from tests.billing.conftest import deliver
 from tests.conftest import at_once
@@ -147,7 +147,8 @@ def test_a_refund_and_dispute_of_a_deleted_accounts_purchase_are_acknowledged_an
     days), the anonymised purchase records the money given back, and revenue counts it."""
     import json
 
-    from chalicelib import privacy, store
+    from chalicelib.accounts import privacy
+    from chalicelib.aws import store
     from tests.conftest import PASSWORD, json_headers
 
     operator = admin()

@@ -4,7 +4,8 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timedelta, timezone
 
-from chalicelib import ledger, store
+from chalicelib.aws import store
+from chalicelib.credits import ledger
 from tests.analytics.conftest import get_json
 
 SIGNUP = 200

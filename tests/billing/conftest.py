@@ -74,7 +74,7 @@ def logged(caplog) -> Callable[[str], list[tuple[int, dict[str, Any]]]]:
     """
     import logging
 
-    from chalicelib import logs
+    from chalicelib.core import logs
 
     logs.configure()
     caplog.set_level(logging.INFO)
@@ -98,7 +98,7 @@ def paid_checkout(client, stripe_fake, token: str, package_id: str = "popular") 
 
 
 def user_item(user_id: str) -> dict[str, Any]:
-    from chalicelib import store
+    from chalicelib.aws import store
 
     item = store.get("users", user_id=user_id)
     assert item is not None

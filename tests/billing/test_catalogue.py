@@ -7,8 +7,8 @@ import pytest
 
 from chalicelib.billing import catalogue
 from chalicelib.billing.chargebacks import refunded_credits
-from chalicelib.errors import ConfigurationError, ValidationFailed
-from chalicelib.settings import load_settings
+from chalicelib.core.errors import ConfigurationError, ValidationFailed
+from chalicelib.core.settings import load_settings
 
 
 def test_packages_route_lists_the_extensions_packs_and_the_plans(client):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from chalicelib import store
+from chalicelib.aws import store
 from chalicelib.billing.chargebacks import refunded_credits
 from devstack.fakes.stripe_signing import build_event
 from tests.billing.conftest import deliver

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from chalicelib import ledger
+from chalicelib.credits import ledger
 from tests.billing.conftest import deliver, signed
 from tests.billing.test_fulfilment import SIGNUP, _completed_purchase, _purchase, _record, _row
 from tests.conftest import assert_books_balance, balance

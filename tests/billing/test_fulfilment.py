@@ -10,8 +10,9 @@ import time
 
 import pytest
 
-from chalicelib import ledger, store
-from chalicelib.errors import InsufficientCredits
+from chalicelib.aws import store
+from chalicelib.credits import ledger
+from chalicelib.core.errors import InsufficientCredits
 from devstack.fakes.stripe_signing import build_event
 from tests.billing.conftest import EventTap, deliver, user_item
 from tests.conftest import assert_books_balance, at_once, balance, post_json

@@ -8,7 +8,7 @@ import copy
 import logging
 
 
-from chalicelib import store
+from chalicelib.aws import store
 from devstack.fakes.stripe_signing import build_event
 from tests.billing.conftest import EventTap, deliver, paid_checkout, user_item
 from tests.conftest import balance, json_headers, post_json

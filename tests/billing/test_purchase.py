@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from chalicelib import store
+from chalicelib.aws import store
 from tests.billing.conftest import user_item
 from tests.conftest import STRIPE_KEY, post_json
 
@@ -111,7 +111,7 @@ def test_idempotency_key_replays_the_purchase(client, stripe_fake, buyer):
 def test_the_transaction_row_is_the_last_line_of_defence(client, stripe_fake, buyer, settings):
     """Past the Idempotency-Key's 24 hours the key still names the same purchase row."""
     from chalicelib.billing import checkout
-    from chalicelib.errors import Conflict
+    from chalicelib.core.errors import Conflict
 
     user = buyer()
     first = checkout.purchase(settings, user.user_id, "starter", idempotency_key="old-key")

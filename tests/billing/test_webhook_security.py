@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from chalicelib import store
+from chalicelib.aws import store
 from devstack.fakes.stripe_signing import build_event, encode_event, sign
 from tests.billing.conftest import deliver, signed
 from tests.conftest import STRIPE_WEBHOOK_SECRET, balance, post_json

@@ -13,7 +13,7 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from chalicelib import store
+from chalicelib.aws import store
 from chalicelib.billing import fulfilment
 from devstack.fakes.stripe_signing import build_event
 from tests.billing.conftest import deliver, paid_checkout

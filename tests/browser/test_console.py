@@ -8,9 +8,10 @@ pytest.importorskip("playwright")
 
 from playwright.sync_api import expect
 
-from chalicelib import admin as admin_command
-from chalicelib import ledger, stats
-from chalicelib.aws import client as aws_client
+from chalicelib.ops import admin as admin_command
+from chalicelib.credits import ledger
+from chalicelib.credits import stats
+from chalicelib.aws.clients import client as aws_client
 from tests.browser.console_fixtures import chromium_path, console_page, screenshot, stage_url  # noqa: F401
 from tests.conftest import PASSWORD, register_over_http
 

@@ -76,7 +76,7 @@ class CatchupStack:
 
     def receive(self) -> dict[str, Any]:
         """The next message of the private queue (exactly one is expected)."""
-        from chalicelib.aws import client
+        from chalicelib.aws.clients import client
 
         messages = client("sqs").receive_message(
             QueueUrl=self.queue_url, MaxNumberOfMessages=1, WaitTimeSeconds=2, AttributeNames=["All"]
@@ -94,8 +94,8 @@ class CatchupStack:
 
 @pytest.fixture
 def stack(client, provider_env, fake_assemblyai, fake_openai, fake_twitch, monkeypatch) -> Iterator[CatchupStack]:
-    from chalicelib import catchup_worker
-    from chalicelib.aws import client as aws_client
+    from chalicelib.catchup import worker as catchup_worker
+    from chalicelib.aws.clients import client as aws_client
 
     name = f"transcription-backend-local-catchup-t{uuid.uuid4().hex[:12]}"
     sqs = aws_client("sqs")

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from chalicelib import catchup, ledger
+from chalicelib.catchup import jobs as catchup
+from chalicelib.credits import ledger
 from tests.catchup.test_jobs import PRICE, accepted
 from tests.conftest import assert_books_balance
 

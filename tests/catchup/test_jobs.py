@@ -11,7 +11,9 @@ import time
 import pytest
 import requests
 
-from chalicelib import catchup, ledger, store
+from chalicelib.aws import store
+from chalicelib.catchup import jobs as catchup
+from chalicelib.credits import ledger
 from devstack.fakes.audio import make_wav
 from tests.conftest import assert_books_balance, usage_rows
 
@@ -118,7 +120,7 @@ def test_a_body_user_id_is_never_read(stack, new_user):
 
 
 def test_insufficient_credits_is_402_and_nothing_is_queued(stack, new_user, settings):
-    from chalicelib.aws import client
+    from chalicelib.aws.clients import client
 
     user = new_user()
     status, body = stack.submit(user["token"], seconds=21 * 60, duration_minutes=21)  # 210 > 200
@@ -140,7 +142,7 @@ def test_a_failed_enqueue_gives_the_credits_back(stack, new_user):
 
 
 def test_a_repeated_idempotency_key_returns_the_first_response_and_reserves_once(stack, new_user, settings):
-    from chalicelib.aws import client
+    from chalicelib.aws.clients import client
 
     user = new_user()
     key = {"Idempotency-Key": "catchup-retry-1"}
@@ -281,7 +283,7 @@ def test_a_delivery_while_another_worker_holds_the_job_backs_off(stack, new_user
 
 
 def test_a_job_whose_worker_died_is_taken_over_and_resumes_its_transcript(stack, new_user):
-    from chalicelib import audio_uploads
+    from chalicelib.catchup import uploads as audio_uploads
     from chalicelib.providers import assemblyai
 
     user = new_user()
@@ -385,7 +387,7 @@ def test_polling_stops_in_time_for_a_short_lambda(stack, new_user):
 
 
 def test_missing_audio_refunds_and_fails(stack, new_user, settings):
-    from chalicelib.aws import client
+    from chalicelib.aws.clients import client
 
     user = new_user()
     body = accepted(stack, user["token"])
@@ -428,7 +430,7 @@ def test_openai_recovering_on_the_retry_completes_and_bills_once(stack, new_user
 
 
 def test_a_busy_ledger_at_the_end_is_retried_from_the_saved_transcript(stack, new_user, monkeypatch):
-    from chalicelib.errors import ServiceUnavailable
+    from chalicelib.core.errors import ServiceUnavailable
 
     user = new_user()
     real_settle = ledger.settle

@@ -7,7 +7,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from chalicelib.aws import client as aws_client
+from chalicelib.aws.clients import client as aws_client
 from devstack.fakes.audio import make_wav
 from tests.catchup.sigv4 import signature_matches
 

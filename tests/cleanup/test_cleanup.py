@@ -4,7 +4,10 @@ from __future__ import annotations
 import logging
 import uuid
 
-from chalicelib import catchup, cleanup, ledger, store
+from chalicelib.aws import store
+from chalicelib.catchup import jobs as catchup
+from chalicelib.credits import ledger
+from chalicelib.ops import janitor
 from tests.billing.conftest import deliver
 from tests.conftest import assert_books_balance, at_once, balance, post_json, usage_rows
 from tests.billing.conftest import paid_checkout
@@ -14,11 +17,11 @@ HOUR = 3600
 
 
 def _run(offset: int = 0, **kwargs) -> dict:
-    return cleanup.run(now_epoch=store.epoch() + offset, **kwargs)
+    return janitor.run(now_epoch=store.epoch() + offset, **kwargs)
 
 
 def _actions(counts: dict) -> dict:
-    return {name: counts[name] for name in cleanup.ACTIONS if counts[name]}
+    return {name: counts[name] for name in janitor.ACTIONS if counts[name]}
 
 
 def _reservation(reservation_id: str) -> dict:
@@ -98,9 +101,9 @@ def test_silent_live_sessions_are_billed_to_their_last_sign_of_life(private_tabl
 
 
 def streaming_timeout() -> int:
-    from chalicelib import streaming
+    from chalicelib.live import captions
 
-    return streaming.STARTING_TIMEOUT_SECONDS
+    return captions.STARTING_TIMEOUT_SECONDS
 
 
 # --- catch-up jobs ---------------------------------------------------------------------------
@@ -154,7 +157,7 @@ def test_a_dead_workers_job_fails_but_a_live_lease_is_left_alone(
     # racing: the cleanup reads it as it was (queued, long stuck) while a worker has claimed
     # it; the cleanup's transaction is refused and the worker keeps the job, credits held
     load_job = catchup.load_job
-    monkeypatch.setattr(cleanup.catchup, "load_job",
+    monkeypatch.setattr(janitor.catchup, "load_job",
                         lambda job_id: racing_job if job_id == racing_job["job_id"] else load_job(job_id))
     counts = _run(later)
     assert _actions(counts) == {} and counts["skipped"] == 1
@@ -198,7 +201,7 @@ def test_reservations_held_past_their_expiry_are_released(private_tables, client
         resources=["arn:aws:events:us-east-1:123456789012:rule/transcription-backend-local-cleanup"],
     )
     response = client.lambda_.invoke("cleanup", event)
-    assert set(response.payload) == set(cleanup.COUNTS)
+    assert set(response.payload) == set(janitor.COUNTS)
     assert _actions(response.payload) == {"reservations_released": 1}
     assert balance(user_id) == SIGNUP
     assert _actions(client.lambda_.invoke("cleanup", event).payload) == {}
@@ -250,13 +253,13 @@ def test_the_books_of_users_touched_since_the_last_run_are_checked(private_table
     )
     ledger.clear_caches()
     with caplog.at_level(logging.INFO):
-        counts = cleanup.run()
+        counts = janitor.run()
     assert counts["reservations_released"] == 1  # and so `broken` was touched by this run
     assert counts["invariant_checked"] == 2 and counts["invariant_breaches"] == 1
-    breach = [r for r in caplog.records if r.getMessage() == "cleanup.invariant_breach"]
+    breach = [r for r in caplog.records if r.getMessage() == "janitor.invariant_breach"]
     assert len(breach) == 1 and breach[0].levelno == logging.ERROR
     assert breach[0].fields == {"checked": 2, "breaches": 1}
-    finished = [r for r in caplog.records if r.getMessage() == "cleanup.finished"]
+    finished = [r for r in caplog.records if r.getMessage() == "janitor.finished"]
     assert finished[-1].fields["invariant_breaches"] == 1 and finished[-1].fields["errors"] == 0
 
 
@@ -301,8 +304,8 @@ def test_twice_in_a_row_the_second_run_does_nothing(private_tables, client, call
 def test_two_runs_at_once_settle_everything_exactly_once(private_tables, client, caller, stack, new_user, settings):
     cases = _everything(client, caller, stack, new_user)
     now = store.epoch() + settings.cleanup_catchup_stuck_seconds + 1
-    results = at_once(2, lambda: cleanup.run(now_epoch=now))  # a run that raises fails the test
+    results = at_once(2, lambda: janitor.run(now_epoch=now))  # a run that raises fails the test
     for name, expected in EXPECTED.items():
         assert sum(result[name] for result in results) == expected, (name, results)
     _check_everything(cases)
-    assert _actions(cleanup.run(now_epoch=now)) == {}
+    assert _actions(janitor.run(now_epoch=now)) == {}

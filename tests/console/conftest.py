@@ -26,9 +26,9 @@ def get_json(client, path: str, token: str | None) -> tuple[int, Any]:
 
 @pytest.fixture
 def admin(client, new_user, console_tables) -> Callable[[], dict[str, Any]]:
-    """A registered user given the admin role with `python -m chalicelib.admin grant-admin`."""
-    from chalicelib import admin as admin_command
-    from chalicelib.aws import client as aws_client
+    """A registered user given the admin role with `python -m chalicelib.ops.admin grant-admin`."""
+    from chalicelib.ops import admin as admin_command
+    from chalicelib.aws.clients import client as aws_client
 
     def make() -> dict[str, Any]:
         session = new_user()
@@ -52,6 +52,6 @@ def member(new_user, console_tables) -> Callable[[], dict[str, Any]]:
 
 
 def audit_entries(target: str | None = None) -> list[dict[str, Any]]:
-    from chalicelib import audit
+    from chalicelib.ops import audit
 
     return list(audit.iter_all(target))

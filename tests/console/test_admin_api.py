@@ -11,8 +11,11 @@ import json
 
 import pytest
 
-from chalicelib import accounts, audit, ledger, store
-from chalicelib.errors import ApiError
+from chalicelib.accounts import auth as accounts
+from chalicelib.aws import store
+from chalicelib.credits import ledger
+from chalicelib.ops import audit
+from chalicelib.core.errors import ApiError
 from tests.console.conftest import audit_entries, get_json
 from tests.conftest import PASSWORD, post_json
 
@@ -284,7 +287,7 @@ def test_audit_log_pages_filters_and_exports_and_cannot_be_edited(client, admin,
 
 
 def test_what_needs_attention(client, admin, member):
-    from chalicelib import cleanup
+    from chalicelib.ops import janitor
     from chalicelib.billing import events
 
     operator, user = admin(), member()
@@ -300,7 +303,7 @@ def test_what_needs_attention(client, admin, member):
     events.record({"id": "evt_review", "type": "checkout.session.completed", "data": {"object": {"id": "cs_y"}}},
                   events.needs_review("amount_mismatch"))
     ledger.reserve(user["user_id"], 5, reservation_id="res-overdue", purpose="ask", ref_id="q", ttl_seconds=1)
-    cleanup._remember_run(store.epoch() + 10**6, [{"user_id": user["user_id"], "expected": 1, "actual": 2,
+    janitor._remember_run(store.epoch() + 10**6, [{"user_id": user["user_id"], "expected": 1, "actual": 2,
                                                   "checked_epoch": 1}])
     import time
     time.sleep(1.1)

@@ -1,4 +1,4 @@
-"""CLI parity: `python -m chalicelib.admin` runs the console's actions against `make run`
+"""CLI parity: `python -m chalicelib.ops.admin` runs the console's actions against `make run`
 with no environment of its own (it reads the stack's endpoint from the state file)."""
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def _command(state_file: str | None, *args: str) -> subprocess.CompletedProcess:
     """The operator command with a bare environment: no AWS endpoint, keys, stage or tables."""
     env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp")}
     env["DEVSTACK_STATE_FILE"] = state_file or os.path.join(ROOT, ".local", "no-such-state.json")
-    return subprocess.run([sys.executable, "-m", "chalicelib.admin", *args], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "chalicelib.ops.admin", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
 
 

@@ -1,7 +1,8 @@
 """An admin refund goes through Stripe; the webhook then claws back exactly once, as today."""
 from __future__ import annotations
 
-from chalicelib import ledger, store
+from chalicelib.aws import store
+from chalicelib.credits import ledger
 from tests.billing.conftest import deliver, paid_checkout
 from tests.console.conftest import audit_entries, get_json
 from tests.conftest import at_once, post_json

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import re
 
-from chalicelib import console
+from chalicelib.ops import console
 
 STATIC = console.STATIC
 

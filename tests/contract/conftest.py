@@ -199,7 +199,7 @@ class CatchupQueue:
     def run_worker(self) -> None:
         """Hand the queue's one message to the app's SQS handler, as Lambda would."""
         import app
-        from chalicelib.aws import client
+        from chalicelib.aws.clients import client
         from devstack.local_events import LambdaContext, sqs_event
 
         messages = client("sqs").receive_message(
@@ -211,8 +211,8 @@ class CatchupQueue:
 
 @pytest.fixture
 def catchup_queue(provider_env, monkeypatch) -> Iterator[CatchupQueue]:
-    from chalicelib import catchup_worker
-    from chalicelib.aws import client
+    from chalicelib.catchup import worker as catchup_worker
+    from chalicelib.aws.clients import client
 
     name = f"transcription-backend-local-catchup-c{uuid.uuid4().hex[:12]}"
     sqs = client("sqs")

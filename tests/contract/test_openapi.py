@@ -24,8 +24,17 @@ from typing import Any
 
 import pytest
 
-from chalicelib import analytics, audit, catchup, credits, history, idempotency, legacy, ratelimit, support, twitch_lookup
-from chalicelib.validation import Field, Schema
+from chalicelib.catchup import history
+from chalicelib.catchup import jobs
+from chalicelib.credits import statement
+from chalicelib.live import twitch_lookup
+from chalicelib.ops import analytics
+from chalicelib.ops import audit
+from chalicelib.ops import support
+from chalicelib.web import idempotency
+from chalicelib.web import legacy
+from chalicelib.web import ratelimit
+from chalicelib.core.validation import Field, Schema
 from devstack.fakes.audio import make_wav
 from devstack.fakes.stripe_signing import build_event, encode_event, sign
 from tests.conftest import PASSWORD, STRIPE_WEBHOOK_SECRET, unique_email
@@ -260,7 +269,7 @@ def test_request_bodies_equal_the_route_schemas(spec):
 
 
 def test_a_change_on_either_side_is_noticed(spec):
-    from chalicelib import accounts
+    from chalicelib.accounts import auth as accounts
 
     operation = spec["paths"]["/auth/register"]["post"]
     assert body_mismatches(spec, operation, accounts.REGISTER_SCHEMA) == []
@@ -296,12 +305,12 @@ def test_query_parameters_carry_the_limits_the_code_enforces(spec):
     search = support.SEARCH_SCHEMA.fields["q"]
     expected = {
         ("get", "/admin/api/users"): {"q": expected_property(search, nullable=False)},
-        ("get", "/admin/api/users/{user_id}/ledger"): paging(credits),
+        ("get", "/admin/api/users/{user_id}/ledger"): paging(statement),
         ("get", "/admin/api/audit"): {
-            **paging(credits), "cursor": {"type": "string", "maxLength": audit.MAX_CURSOR_CHARS},
+            **paging(statement), "cursor": {"type": "string", "maxLength": audit.MAX_CURSOR_CHARS},
             "target": {"type": "string", "pattern": anchored(support.USER_ID.pattern)}},
         ("get", "/admin/api/business"): days,
-        ("get", "/credits/transactions"): paging(credits),
+        ("get", "/credits/transactions"): paging(statement),
         ("get", "/transcription/history"): paging(history),
         ("get", "/analytics/usage"): days,
         ("get", "/analytics/costs"): days,
@@ -324,7 +333,7 @@ def test_path_parameters_match_the_templates_and_the_job_id_format(spec):
         assert set(described) == names, f"{method} {path}"
         assert all(parameter["required"] is True for parameter in described.values())
     job_id = parameters(spec, spec["paths"]["/transcription/catchup/{job_id}"]["get"], "path")["job_id"]
-    assert job_id["schema"]["pattern"] == anchored(catchup.JOB_ID.pattern)
+    assert job_id["schema"]["pattern"] == anchored(jobs.JOB_ID.pattern)
 
 
 def test_idempotency_key_is_declared_exactly_where_the_code_honours_it(spec):
@@ -417,8 +426,8 @@ def test_ext_response_fields_are_marked_required_and_where_the_extension_reads_t
 
 def test_every_operation_answers_as_described(api, spec, fake_twitch, stripe_fake, catchup_queue):
     """One user's tour of the whole API; each answer is validated (conftest.SpecCheckedApi)."""
-    from chalicelib import admin
-    from chalicelib.aws import client as aws_client
+    from chalicelib.ops import admin
+    from chalicelib.aws.clients import client as aws_client
 
     assert api.get("/health").status == 200
     assert api.get("/credits/packages").status == 200
@@ -585,7 +594,7 @@ def test_errors_are_the_envelope_with_documented_statuses(api, provider_env, fak
             404, "session_not_found")
 
     # 402: a live session holds what is left (one minute); then 409 for a session that has ended.
-    from chalicelib import ledger
+    from chalicelib.credits import ledger
 
     ledger.charge(registered["user"]["user_id"], 190, service_type="test", request_id="contract-402")
     held = api.post("/transcription/stream", {"action": "start"}, token=token)
@@ -627,8 +636,8 @@ def test_operations_with_idempotency_key_refuse_a_malformed_one(api, spec, new_u
     declared = {(method, path) for method, path, operation in operations(spec)
                 if idempotency.HEADER in parameters(spec, operation, "header")}
     assert set(valid_bodies) == declared
-    from chalicelib import admin
-    from chalicelib.aws import client as aws_client
+    from chalicelib.ops import admin
+    from chalicelib.aws.clients import client as aws_client
 
     session = new_user()
     token = session["token"]

@@ -50,14 +50,14 @@ def _overrides() -> dict[str, str]:
 
     Tests give some resources names of their own this way; they still stand for our suffix.
     """
-    from chalicelib.resources import RESOURCE_ENV_VARS
+    from chalicelib.aws.resources import RESOURCE_ENV_VARS
 
     return {os.environ[var]: suffix for var, suffix in RESOURCE_ENV_VARS.items() if os.environ.get(var)}
 
 
 def _canonical(name: str, overrides: dict[str, str]) -> str:
     """An overridden name as the derived name of its suffix, so checks see what it stands for."""
-    from chalicelib.settings import resource_name
+    from chalicelib.core.settings import resource_name
 
     return resource_name("override", overrides[name]) if name in overrides else name
 

@@ -39,7 +39,7 @@ def cfn_client(cfn_stack):
     from chalice.test import Client
 
     import app
-    from chalicelib.settings import get_settings
+    from chalicelib.core.settings import get_settings
 
     os.environ["STAGE"] = CFN_STAGE
     reset_process_caches()
@@ -129,7 +129,7 @@ def test_the_app_registers_logs_in_and_grants_credits_on_the_stack_resources(cfn
     )
     assert grant["Item"]["credits"] == {"N": "200"}
 
-    from chalicelib import ledger
+    from chalicelib.credits import ledger
 
     first = ledger.grant(user_id, 50, source="admin", record_id="cfn-check")
     replay = ledger.grant(user_id, 50, source="admin", record_id="cfn-check")

@@ -7,8 +7,8 @@ import os
 import pytest
 from chalice.config import Config
 
-from chalicelib import resources
-from chalicelib.secrets import SECRET_NAMES
+from chalicelib.aws import resources
+from chalicelib.aws.ssm_secrets import SECRET_NAMES
 from infra import policy
 from tests.deploy.recording import ROOT
 
@@ -155,13 +155,14 @@ def test_retries_visibility_and_the_stuck_job_threshold_fit_together(stage):
     Worst case from the first delivery: maxReceiveCount runs of the worker's timeout, with
     a full visibility timeout between two of them (a worker that died never shortened it).
     """
-    from chalicelib import catchup, catchup_worker
-    from chalicelib.settings import load_settings
+    from chalicelib.catchup import jobs
+    from chalicelib.catchup import worker as catchup_worker
+    from chalicelib.core.settings import load_settings
 
     queue = next(q for q in resources.QUEUES if q.suffix == "catchup")
     timeout = _scoped(stage, "catchup_worker").lambda_timeout
     worst_case = queue.max_receive_count * timeout + (queue.max_receive_count - 1) * queue.visibility_timeout
     threshold = load_settings({"STAGE": "local"}).cleanup_catchup_stuck_seconds
     assert threshold >= worst_case + 600, (threshold, worst_case)
-    assert catchup.MAX_ATTEMPTS == queue.max_receive_count  # the worker's last attempt fails the job itself
+    assert jobs.MAX_ATTEMPTS == queue.max_receive_count  # the worker's last attempt fails the job itself
     assert catchup_worker.MAX_VISIBILITY_SECONDS <= queue.visibility_timeout

@@ -6,7 +6,7 @@ import json
 import boto3
 import pytest
 
-from chalicelib.settings import load_settings
+from chalicelib.core.settings import load_settings
 from infra import dlq
 from infra.bootstrap import bootstrap
 from tests.conftest import JWT_SECRET

@@ -13,8 +13,8 @@ import re
 
 import pytest
 
-from chalicelib import resources
-from chalicelib.settings import APP_NAME
+from chalicelib.aws import resources
+from chalicelib.core.settings import APP_NAME
 from infra import policy
 from tests.deploy.recording import RECORDER
 

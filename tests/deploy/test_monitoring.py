@@ -16,8 +16,8 @@ import sys
 import boto3
 import pytest
 
-from chalicelib import resources
-from chalicelib.logs import JsonFormatter
+from chalicelib.aws import resources
+from chalicelib.core.logs import JsonFormatter
 from infra import monitoring
 
 pytestmark = pytest.mark.slow

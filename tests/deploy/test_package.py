@@ -117,7 +117,7 @@ def test_deployment_zip_is_small_and_built_for_lambda(chalice_package):
     assert unzipped < UNZIPPED_LIMIT_BYTES, f"unzipped {unzipped / 2**20:.1f} MiB"
     with zipfile.ZipFile(chalice_package.zip_path) as archive:
         names = archive.namelist()
-    assert "app.py" in names and "chalicelib/secrets.py" in names
+    assert "app.py" in names and "chalicelib/aws/ssm_secrets.py" in names
     assert not any(n.startswith(("tests/", "devstack/", "infra/", ".chalice/")) for n in names)
     native = [n for n in names if n.startswith("bcrypt/") and n.endswith(".so")]
     assert native, "bcrypt's compiled module is missing: the Lambda runtime could not hash"

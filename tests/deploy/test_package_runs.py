@@ -71,7 +71,7 @@ def test_the_package_fits_the_budget_and_keeps_only_the_used_service_models(chal
 
 
 def test_every_route_answers_from_the_package_alone(task_root, aws_endpoint):
-    from chalicelib.settings import load_settings
+    from chalicelib.core.settings import load_settings
     from infra.bootstrap import bootstrap
 
     bootstrap(load_settings({"STAGE": "prod", "JWT_SECRET": "p" * 48, "ALLOWED_ORIGINS": ORIGIN}))

@@ -29,7 +29,7 @@ def _granted(stage, function):
 
 def test_the_internet_facing_authorizer_reads_its_secrets_and_accounts_and_writes_its_logs_nothing_else():
     document = _granted("prod", "jwt_auth")
-    # chalicelib.standing: one GetItem of the account per token per cache period (store's
+    # chalicelib.accounts.standing: one GetItem of the account per token per cache period (store's
     # module also holds a read-only Query helper); nothing that writes a table.
     assert policy.allowed_actions(document) == {
         "logs:CreateLogStream", "logs:PutLogEvents", "ssm:GetParameters", "dynamodb:GetItem", "dynamodb:Query",
@@ -53,8 +53,9 @@ def test_each_function_is_granted_what_its_own_code_calls(tmp_path):
     root = _tree(tmp_path, {
         "app.py": textwrap.dedent("""
             from chalice import Chalice
-            from chalicelib import web, worker
-            from chalicelib.authorizer import authorize
+            from chalicelib import worker
+            from chalicelib.web import middleware
+            from chalicelib.web.authorizer import authorize
             app = Chalice(app_name="x")
 
             @app.authorizer()
@@ -63,37 +64,37 @@ def test_each_function_is_granted_what_its_own_code_calls(tmp_path):
 
             @app.route("/")
             def index():
-                return web.page()
+                return middleware.page()
 
             @app.on_sqs_message(queue="q")
             def catchup_worker(event):
                 worker.handle(event)
         """),
         "authorizer.py": """
-            from chalicelib import secrets
+            from chalicelib.aws import ssm_secrets
 
             def authorize(request):
-                return secrets.read()
+                return ssm_secrets.read()
         """,
-        "secrets.py": """
-            from chalicelib.aws import client
+        "ssm_secrets.py": """
+            from chalicelib.aws.clients import client
 
             def read():
                 return client("ssm").get_parameters(Names=[])
         """,
-        "web.py": """
-            from chalicelib.aws import client
+        "middleware.py": """
+            from chalicelib.aws.clients import client
 
             def page():
                 return client("dynamodb").get_item(TableName="t", Key={})
         """,
         "worker.py": """
             def handle(event):
-                from chalicelib.aws import client  # a deferred import counts too
+                from chalicelib.aws.clients import client  # a deferred import counts too
                 client("s3").put_object(Bucket="b", Key="k")
         """,
     })
-    functions = {"api_handler": "app", "jwt_auth": "chalicelib.authorizer", "catchup_worker": "chalicelib.worker"}
+    functions = {"api_handler": "app", "jwt_auth": "chalicelib.web.authorizer", "catchup_worker": "chalicelib.worker"}
     original = dict(policy.FUNCTIONS)
     policy.FUNCTIONS.clear()
     policy.FUNCTIONS.update(functions)
@@ -150,7 +151,7 @@ def test_scan_follows_clients_through_helpers_variables_paginators_presigns_and_
                 """
             ),
             "store.py": """
-                from chalicelib.aws import client
+                from chalicelib.aws.clients import client
 
                 def ddb():
                     return client("dynamodb")
@@ -159,8 +160,8 @@ def test_scan_follows_clients_through_helpers_variables_paginators_presigns_and_
                     ddb().transact_write_items(TransactItems=[{"Put": {}}, {"ConditionCheck": {}}])
             """,
             "jobs.py": """
-                from chalicelib import store
-                from chalicelib.aws import client
+                from chalicelib.aws import store
+                from chalicelib.aws.clients import client
 
                 def run():
                     s3, bucket = client("s3"), "b"
@@ -200,7 +201,7 @@ def test_scan_reports_a_presign_it_cannot_name(tmp_path):
     root = _tree(
         tmp_path,
         {"x.py": """
-            from chalicelib.aws import client
+            from chalicelib.aws.clients import client
 
             def url(method):
                 return client("s3").generate_presigned_url(method, Params={})

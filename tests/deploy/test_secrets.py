@@ -5,9 +5,10 @@ import socket
 
 import pytest
 
-from chalicelib import logs, secrets
-from chalicelib.errors import ConfigurationError
-from chalicelib.settings import load_settings
+from chalicelib.aws import ssm_secrets
+from chalicelib.core import logs
+from chalicelib.core.errors import ConfigurationError
+from chalicelib.core.settings import load_settings
 
 STAGE = "sectest"
 PREFIX = f"/transcription-backend/{STAGE}/"
@@ -26,9 +27,9 @@ def ssm(aws_endpoint):
     client = boto3.session.Session().client("ssm", region_name="us-east-1")
     for name, value in VALUES.items():
         client.put_parameter(Name=PREFIX + name, Value=value, Type="SecureString", Overwrite=True)
-    secrets.reset_secrets()
+    ssm_secrets.reset_secrets()
     yield client
-    secrets.reset_secrets()
+    ssm_secrets.reset_secrets()
     names = [PREFIX + name for name in VALUES] + [PREFIX + "OTHER_JWT"]
     client.delete_parameters(Names=names)
 
@@ -37,13 +38,13 @@ def ssm(aws_endpoint):
 def get_parameters_calls(monkeypatch):
     """Every GetParameters request the module sends, with its parameter names."""
     calls: list[list[str]] = []
-    real = secrets._get_parameters
+    real = ssm_secrets._get_parameters
 
     def counting(names, region):  # type: ignore[no-untyped-def]
         calls.append(sorted(names))
         return real(names, region)
 
-    monkeypatch.setattr(secrets, "_get_parameters", counting)
+    monkeypatch.setattr(ssm_secrets, "_get_parameters", counting)
     return calls
 
 
@@ -52,19 +53,19 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def test_parameter_names_follow_the_prefix_explicit_names_and_plain_values():
-    names = secrets.parameter_names(
+    names = ssm_secrets.parameter_names(
         {"SECRETS_SSM_PREFIX": "/app/prod", "OPENAI_API_KEY_PARAM": "/elsewhere/openai", "TWITCH_CLIENT_ID": "plain"}
     )
     assert names["JWT_SECRET"] == "/app/prod/JWT_SECRET"
     assert names["OPENAI_API_KEY"] == "/elsewhere/openai"
     assert "TWITCH_CLIENT_ID" not in names  # a plain value wins
-    assert set(names) == set(secrets.SECRET_NAMES) - {"TWITCH_CLIENT_ID"}
+    assert set(names) == set(ssm_secrets.SECRET_NAMES) - {"TWITCH_CLIENT_ID"}
 
 
 def test_without_parameter_names_ssm_is_never_contacted(monkeypatch):
-    monkeypatch.setattr(secrets, "_get_parameters", lambda names, region: pytest.fail("SSM contacted"))
+    monkeypatch.setattr(ssm_secrets, "_get_parameters", lambda names, region: pytest.fail("SSM contacted"))
     env = {"STAGE": "local", "JWT_SECRET": "x" * 40}
-    assert secrets.with_secrets(env) is env
+    assert ssm_secrets.with_secrets(env) is env
 
 
 def test_all_secrets_come_in_one_call_and_are_cached_for_the_process(ssm, get_parameters_calls):
@@ -74,7 +75,7 @@ def test_all_secrets_come_in_one_call_and_are_cached_for_the_process(ssm, get_pa
     assert settings.stripe_webhook_secrets == ("whsec_old123456", "whsec_new123456")
     assert settings.openai_api_key == VALUES["OPENAI_API_KEY"]
     assert settings.twitch_client_secret == ""  # no such parameter: the feature answers 503
-    assert get_parameters_calls == [sorted(PREFIX + name for name in secrets.SECRET_NAMES)]
+    assert get_parameters_calls == [sorted(PREFIX + name for name in ssm_secrets.SECRET_NAMES)]
 
     load_settings(_env())  # settings rebuilt (reset_settings): secrets are not fetched again
     assert len(get_parameters_calls) == 1
@@ -102,7 +103,7 @@ def test_a_missing_jwt_parameter_is_a_configuration_error_naming_it(ssm):
         load_settings(_env(SECRETS_SSM_PREFIX=f"/transcription-backend/{STAGE}x/"))
 
 
-@pytest.mark.xfail(strict=False, reason="in the full suite another endpoint (likely a cached or per-service SSM endpoint in chalicelib.aws_json) answers; passes alone; to be fixed")
+@pytest.mark.xfail(strict=False, reason="in the full suite another endpoint (likely a cached or per-service SSM endpoint in chalicelib.aws.json_client) answers; passes alone; to be fixed")
 def test_unreachable_ssm_is_a_configuration_error_and_is_retried_later(ssm, monkeypatch):
     # A port held bound but not listening: refused for sure, and no other server can take it.
     with socket.socket() as closed:
@@ -115,7 +116,7 @@ def test_unreachable_ssm_is_a_configuration_error_and_is_retried_later(ssm, monk
 
 
 def test_secrets_are_read_without_the_sdk_when_credentials_are_in_the_environment(ssm, monkeypatch):
-    """Lambda's case: the signed call of chalicelib.aws_json, boto3 never asked."""
+    """Lambda's case: the signed call of chalicelib.aws.json_client, boto3 never asked."""
     import boto3
 
     monkeypatch.setattr(boto3.session, "Session", lambda *a, **k: pytest.fail("boto3 used"))
@@ -124,8 +125,8 @@ def test_secrets_are_read_without_the_sdk_when_credentials_are_in_the_environmen
 
 def test_without_credentials_in_the_environment_boto3_reads_them(ssm, monkeypatch):
     """A laptop with an AWS profile: the SDK's credential chain, same answer."""
-    from chalicelib import aws_json
+    from chalicelib.aws import json_client
 
-    monkeypatch.setattr(aws_json, "available", lambda env=None: False)
-    monkeypatch.setattr(aws_json, "call", lambda *a, **k: pytest.fail("aws_json used"))
+    monkeypatch.setattr(json_client, "available", lambda env=None: False)
+    monkeypatch.setattr(json_client, "call", lambda *a, **k: pytest.fail("aws_json used"))
     assert load_settings(_env()).jwt_secret == VALUES["JWT_SECRET"]

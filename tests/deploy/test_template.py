@@ -1,4 +1,4 @@
-"""The infrastructure template: rendered from chalicelib.resources, valid for cfn-lint."""
+"""The infrastructure template: rendered from chalicelib.aws.resources, valid for cfn-lint."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from chalicelib import resources
+from chalicelib.aws import resources
 from infra import template
 from tests.conftest import ORIGIN
 

@@ -8,7 +8,7 @@ import time
 import jwt
 import pytest
 
-from chalicelib import store
+from chalicelib.aws import store
 from tests.conftest import ORIGIN, PASSWORD, unique_email
 from tests.functional.conftest import assert_envelope
 
@@ -225,7 +225,7 @@ def test_login_returns_the_same_shape_and_updates_last_login(call, settings):
 
 
 def test_wrong_password_and_unknown_email_are_indistinguishable(call, monkeypatch):
-    import chalicelib.accounts as accounts
+    import chalicelib.accounts.auth as accounts
 
     email = unique_email()
     register(call, email=email)
@@ -394,7 +394,7 @@ def test_balance_read_from_dynamodb_serialises_as_a_number(call, new_user):
 
 
 def _expired_token(settings, user_id: str) -> str:
-    from chalicelib.tokens import Identity, issue_access_token
+    from chalicelib.accounts.tokens import Identity, issue_access_token
 
     return issue_access_token(settings, Identity(user_id, "x@example.com"), now=time.time() - 3600)
 

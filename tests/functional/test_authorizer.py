@@ -8,9 +8,11 @@ import jwt
 import pytest
 from chalice.app import AuthRequest, AuthResponse
 
-from chalicelib import accounts, standing, store
-from chalicelib.authorizer import authorize
-from chalicelib.tokens import Identity, issue_access_token
+from chalicelib.accounts import auth as accounts
+from chalicelib.accounts import standing
+from chalicelib.aws import store
+from chalicelib.web.authorizer import authorize
+from chalicelib.accounts.tokens import Identity, issue_access_token
 from tests.conftest import PASSWORD, unique_email
 
 

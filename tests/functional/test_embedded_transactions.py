@@ -6,7 +6,7 @@ import uuid
 import pytest
 from boto3.dynamodb.types import TypeDeserializer
 
-from chalicelib.aws import client
+from chalicelib.aws.clients import client
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from chalicelib.logs import JsonFormatter, register_secret
+from chalicelib.core.logs import JsonFormatter, register_secret
 from tests.conftest import ORIGIN, OTHER_ORIGIN, PASSWORD, free_port, reset_process_caches, unique_email
 from tests.functional.conftest import assert_envelope
 
@@ -131,7 +131,7 @@ def test_authenticated_route_preflight_needs_no_token(call):
 @pytest.fixture
 def root_log():
     """Everything logged through the root logger, formatted by the service's JSON formatter."""
-    from chalicelib import logs
+    from chalicelib.core import logs
 
     logs.configure()  # first use replaces the root handlers: do it before adding ours
     stream = io.StringIO()
@@ -143,14 +143,14 @@ def root_log():
 
 
 def test_unexpected_exception_is_a_generic_500(call, new_user, monkeypatch, root_log):
-    import chalicelib.accounts as accounts
+    import chalicelib.accounts.auth as accounts
 
     session = new_user()
     secret = "internal-secret-" + "q" * 20
     register_secret(secret)
 
     def explode(user_id):
-        raise RuntimeError(f"boom {secret} at /var/task/chalicelib/accounts.py {FAKE_LIVE_KEY}")
+        raise RuntimeError(f"boom {secret} at /var/task/chalicelib/accounts/auth.py {FAKE_LIVE_KEY}")
 
     monkeypatch.setattr(accounts, "get_user", explode)
     result = call("GET", "/auth/user", token=session["token"], origin=ORIGIN)
@@ -170,7 +170,7 @@ def test_unexpected_exception_is_a_generic_500(call, new_user, monkeypatch, root
 def test_storage_error_text_never_reaches_the_client(call, monkeypatch):
     from botocore.exceptions import ClientError
 
-    import chalicelib.accounts as accounts
+    import chalicelib.accounts.auth as accounts
 
     def throttled(*args, **kwargs):
         raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException",
@@ -183,8 +183,8 @@ def test_storage_error_text_never_reaches_the_client(call, monkeypatch):
 
 
 def test_configuration_error_inside_a_route_is_503(call, monkeypatch):
-    import chalicelib.accounts as accounts
-    from chalicelib.errors import ConfigurationError
+    import chalicelib.accounts.auth as accounts
+    from chalicelib.core.errors import ConfigurationError
 
     def misconfigured(*args, **kwargs):
         raise ConfigurationError("STRIPE_SECRET_KEY is required on stage 'prod'")
@@ -206,7 +206,7 @@ def test_a_stage_without_jwt_secret_answers_503(aws_endpoint, monkeypatch, origi
     from chalice.test import Client
 
     import app
-    from chalicelib.secrets import PARAM_SUFFIX, PREFIX_VAR
+    from chalicelib.aws.ssm_secrets import PARAM_SUFFIX, PREFIX_VAR
 
     monkeypatch.setenv("STAGE", "qa")
     monkeypatch.delenv("JWT_SECRET")

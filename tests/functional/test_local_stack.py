@@ -4,9 +4,9 @@ from __future__ import annotations
 import os
 import uuid
 
-from chalicelib.aws import client
-from chalicelib.resources import BUCKETS, QUEUES, TABLES
-from chalicelib.settings import load_settings
+from chalicelib.aws.clients import client
+from chalicelib.aws.resources import BUCKETS, QUEUES, TABLES
+from chalicelib.core.settings import load_settings
 from infra.bootstrap import bootstrap
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from chalicelib import legacy
+from chalicelib.web import legacy
 from tests.conftest import OTHER_ORIGIN, TWITCH_CLIENT_ID, TWITCH_CLIENT_SECRET, PASSWORD, unique_email
 from tests.functional.conftest import assert_envelope
 
@@ -96,7 +96,7 @@ def test_legacy_upload_routes_name_the_supported_flow(call, extension_user, path
 
 
 def test_gone_answers_carry_cors_for_every_allowed_origin(call, env_override):
-    from chalicelib.settings import get_settings
+    from chalicelib.core.settings import get_settings
 
     env_override(ALLOWED_ORIGINS="chrome-extension://" + "a" * 32 + "," + OTHER_ORIGIN)
     assert OTHER_ORIGIN in get_settings().allowed_origins

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from chalicelib import accounts
+from chalicelib.accounts import auth as accounts
 from tests.conftest import ORIGIN, OTHER_ORIGIN, PASSWORD
 from tests.functional.conftest import assert_envelope
 

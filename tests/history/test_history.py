@@ -7,7 +7,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from chalicelib import history, store
+from chalicelib.aws import store
+from chalicelib.catchup import history
 from tests.conftest import ORIGIN, json_headers
 
 

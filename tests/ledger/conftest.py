@@ -28,18 +28,18 @@ def private_tables(aws_endpoint) -> Iterator[None]:
 @pytest.fixture
 def make_user(aws_endpoint) -> Callable[[], str]:
     """Register an account the real way (signup grant of 200); returns its user_id."""
-    from chalicelib import accounts
-    from chalicelib.settings import get_settings
+    from chalicelib.accounts import auth
+    from chalicelib.core.settings import get_settings
 
     def make() -> str:
-        return accounts.register(get_settings(), unique_email("ledger"), PASSWORD, "Ledger")["user"]["user_id"]
+        return auth.register(get_settings(), unique_email("ledger"), PASSWORD, "Ledger")["user"]["user_id"]
 
     return make
 
 
 def delete_keys(keys: list[tuple[str, dict]]) -> None:
     """Batch-delete (table suffix, key) pairs."""
-    from chalicelib import store
+    from chalicelib.aws import store
 
     for start in range(0, len(keys), 25):
         batch: dict[str, list] = {}
@@ -50,7 +50,7 @@ def delete_keys(keys: list[tuple[str, dict]]) -> None:
 
 def purge_user(user_id: str) -> None:
     """Delete a user's ledger rows (users, usage, transactions, reservations)."""
-    from chalicelib import store
+    from chalicelib.aws import store
 
     keys: list[tuple[str, dict]] = [("users", store.key(user_id=user_id))]
     for row in store.query_all({

@@ -10,8 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from chalicelib import ledger
-from chalicelib.errors import InsufficientCredits
+from chalicelib.credits import ledger
+from chalicelib.core.errors import InsufficientCredits
 from tests.conftest import at_once, usage_rows
 from tests.ledger.conftest import new_id
 
@@ -79,7 +79,7 @@ def charge_from_another_process(
     import time
 
     os.environ.update(env)  # importing tests.conftest (to unpickle us) reset the endpoint
-    from chalicelib import ledger as own_ledger
+    from chalicelib.credits import ledger as own_ledger
 
     time.sleep(max(0.0, start_at - time.time()))
     charged = refused = 0
@@ -128,7 +128,7 @@ def test_fifty_parallel_paid_requests_over_http(spend_server, fake_openai):
     """POST /transcription/ask (5 credits each) x 50 against a balance that pays for 4."""
     import requests
 
-    from chalicelib.settings import get_settings
+    from chalicelib.core.settings import get_settings
     from tests.conftest import ORIGIN, json_headers, register_over_http
 
     base = spend_server.url
@@ -160,7 +160,7 @@ def test_same_idempotency_key_twenty_times_in_parallel_over_http(spend_server, f
     """POST /transcription/ask with one Idempotency-Key x 20: one charge, 20 identical answers."""
     import requests
 
-    from chalicelib.settings import get_settings
+    from chalicelib.core.settings import get_settings
     from tests.conftest import ORIGIN, json_headers, register_over_http
 
     base = spend_server.url

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from chalicelib import ledger
+from chalicelib.credits import ledger
 from tests.conftest import ORIGIN, json_headers
 from tests.ledger.conftest import new_id
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from chalicelib import ledger
-from chalicelib.errors import ServiceUnavailable, StorageBusy
+from chalicelib.credits import ledger
+from chalicelib.core.errors import ServiceUnavailable, StorageBusy
 from tests.conftest import usage_rows
 from tests.faults import BOTOCORE_ATTEMPTS
 from tests.ledger.conftest import new_id

@@ -6,8 +6,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from chalicelib import idempotency, ledger, store
-from chalicelib.errors import BadRequest, Conflict, InsufficientCredits, UpstreamError, ValidationFailed
+from chalicelib.aws import store
+from chalicelib.credits import ledger
+from chalicelib.web import idempotency
+from chalicelib.core.errors import BadRequest, Conflict, InsufficientCredits, UpstreamError, ValidationFailed
 from tests.conftest import at_once
 from tests.ledger.conftest import new_id
 
@@ -125,7 +127,7 @@ def test_an_abandoned_claim_is_taken_over():
 
 
 def test_a_duplicate_gets_409_when_the_first_outlasts_the_wait(monkeypatch):
-    from chalicelib.settings import reset_settings
+    from chalicelib.core.settings import reset_settings
 
     monkeypatch.setenv("IDEMPOTENCY_WAIT_SECONDS", "0")
     reset_settings()

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from chalicelib import ledger, store
-from chalicelib.errors import Conflict, InsufficientCredits, NotFound
+from chalicelib.aws import store
+from chalicelib.credits import ledger
+from chalicelib.core.errors import Conflict, InsufficientCredits, NotFound
 from tests.conftest import usage_rows
 from tests.ledger.conftest import new_id
 

@@ -12,7 +12,8 @@ import logging
 
 import pytest
 
-from chalicelib import ledger, store
+from chalicelib.aws import store
+from chalicelib.credits import ledger
 from tests.ledger.conftest import new_id
 
 pytestmark = pytest.mark.usefixtures("private_tables")

@@ -6,7 +6,8 @@ import re
 
 import pytest
 
-from chalicelib import ledger, store
+from chalicelib.aws import store
+from chalicelib.credits import ledger
 from tests.conftest import usage_rows
 from tests.ledger.conftest import new_id
 

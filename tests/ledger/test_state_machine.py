@@ -18,9 +18,9 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from chalicelib import ledger
-from chalicelib.errors import Conflict, InsufficientCredits
-from chalicelib import store
+from chalicelib.credits import ledger
+from chalicelib.core.errors import Conflict, InsufficientCredits
+from chalicelib.aws import store
 from scripts.bench_ledger import open_account
 from tests.ledger.conftest import delete_keys
 

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from chalicelib import credits, idempotency, ledger
-from chalicelib.errors import BadRequest, ValidationFailed
+from chalicelib.credits import ledger
+from chalicelib.credits import statement
+from chalicelib.web import idempotency
+from chalicelib.core.errors import BadRequest, ValidationFailed
 
 
 def test_spend_update_is_conditional_on_exact_balance_and_cost():
@@ -101,33 +103,33 @@ def test_programming_errors_are_refused_before_any_request(call, names):
 def test_cursor_round_trip_is_bound_to_the_caller():
     key = {"transaction_id": {"S": "grant#admin#1"}, "user_id": {"S": "u1"},
            "created_at": {"S": "2024-01-01T00:00:00.000Z"}}
-    cursor = credits.encode_cursor(key)
+    cursor = statement.encode_cursor(key)
     assert "u1" not in cursor and "=" not in cursor
-    assert credits.decode_cursor(cursor, "u1") == key
-    assert credits.decode_cursor(cursor, "u2")["user_id"] == {"S": "u2"}  # never another partition
+    assert statement.decode_cursor(cursor, "u1") == key
+    assert statement.decode_cursor(cursor, "u2")["user_id"] == {"S": "u2"}  # never another partition
 
 
 @pytest.mark.parametrize("cursor", ["%%%", "e30", "eyJ0IjoiYSJ9", "eyJ0IjoiYSIsImMiOiIiLCJ4IjoxfQ", "x" * 1025])
 def test_invalid_cursors(cursor):
     with pytest.raises(BadRequest):
-        credits.decode_cursor(cursor, "u1")
+        statement.decode_cursor(cursor, "u1")
 
 
 @pytest.mark.parametrize("raw, expected", [(None, 20), ("", 20), ("1", 1), ("100", 100)])
 def test_limit(raw, expected):
-    assert credits.parse_limit(raw) == expected
+    assert statement.parse_limit(raw) == expected
 
 
 @pytest.mark.parametrize("raw", ["0", "101", "-5", "ten", " 5", "5.0"])
 def test_bad_limit(raw):
     with pytest.raises(ValidationFailed):
-        credits.parse_limit(raw)
+        statement.parse_limit(raw)
 
 
 def test_public_transaction_hides_internals():
     row = {"transaction_id": "t", "kind": "purchase", "credits": 5, "user_id": "u",
            "payment_intent": "pi_secret", "checkout_url": "https://x", "metadata": {"a": 1}}
-    assert credits.public_transaction(row) == {"transaction_id": "t", "kind": "purchase", "credits": 5}
+    assert statement.public_transaction(row) == {"transaction_id": "t", "kind": "purchase", "credits": 5}
 
 
 def test_fingerprint_ignores_key_order_but_not_values_or_route():

@@ -11,7 +11,7 @@ import pytest
 @pytest.fixture
 def providers(provider_env, fake_assemblyai, fake_openai, fake_twitch, monkeypatch):
     from chalicelib.providers import http, twitch
-    from chalicelib.settings import reset_settings
+    from chalicelib.core.settings import reset_settings
 
     monkeypatch.setenv("PROVIDER_BACKOFF_SECONDS", "0.01")
     reset_settings()

@@ -5,7 +5,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from chalicelib.errors import UpstreamError
+from chalicelib.core.errors import UpstreamError
 from chalicelib.providers import assemblyai, openai
 from chalicelib.providers.http import ProviderRejected
 from tests.conftest import ASSEMBLYAI_KEY, OPENAI_KEY
@@ -36,7 +36,7 @@ def test_mint_clamps_to_assemblyai_limits(providers, fake_assemblyai):
     ],
 )
 def test_websocket_url_follows_the_streaming_base(monkeypatch, base, expected):
-    from chalicelib.settings import reset_settings
+    from chalicelib.core.settings import reset_settings
 
     monkeypatch.setenv("ASSEMBLYAI_STREAMING_API_BASE", base)
     reset_settings()

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from chalicelib.errors import ServiceUnavailable, UpstreamError
-from chalicelib.logs import JsonFormatter
+from chalicelib.core.errors import ServiceUnavailable, UpstreamError
+from chalicelib.core.logs import JsonFormatter
 from chalicelib.providers import assemblyai, openai
 from chalicelib.providers.http import OutcomeUnknown, ProviderRejected
 from tests.conftest import OPENAI_KEY, free_port
@@ -72,7 +72,7 @@ def test_provider_503_with_retry_after_is_passed_on(providers, fake_assemblyai):
 def test_rejected_key_is_503_with_an_operator_log_that_never_names_the_key(
     providers, captured_logs, monkeypatch, caplog
 ):
-    from chalicelib.settings import reset_settings
+    from chalicelib.core.settings import reset_settings
 
     wrong_key = "wrong-openai-key-abcdef123456"
     monkeypatch.setenv("OPENAI_API_KEY", wrong_key)
@@ -110,7 +110,7 @@ def test_other_4xx_is_rejected_without_retry(providers, fake_openai):
 
 
 def test_unreachable_provider_is_a_502_after_bounded_retries(providers, monkeypatch):
-    from chalicelib.settings import reset_settings
+    from chalicelib.core.settings import reset_settings
 
     monkeypatch.setenv("ASSEMBLYAI_STREAMING_API_BASE", f"http://127.0.0.1:{free_port()}")
     reset_settings()
@@ -125,7 +125,7 @@ def test_read_timeout_on_post_is_not_retried(providers, monkeypatch):
     import socket
     import threading
 
-    from chalicelib.settings import reset_settings
+    from chalicelib.core.settings import reset_settings
 
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
@@ -157,8 +157,8 @@ def test_read_timeout_on_post_is_not_retried(providers, monkeypatch):
 
 
 def test_missing_key_is_a_configuration_error(providers, monkeypatch):
-    from chalicelib.errors import ConfigurationError
-    from chalicelib.settings import reset_settings
+    from chalicelib.core.errors import ConfigurationError
+    from chalicelib.core.settings import reset_settings
 
     monkeypatch.setenv("ASSEMBLYAI_API_KEY", "")
     reset_settings()
@@ -179,7 +179,7 @@ def test_session_is_shared(providers):
 @pytest.fixture
 def dropping(providers, monkeypatch):
     """Every provider base URL points at a server that reads each request, then hangs up."""
-    from chalicelib.settings import reset_settings
+    from chalicelib.core.settings import reset_settings
     from tests.dropping_server import DroppingServer
 
     with DroppingServer() as server:
@@ -218,7 +218,7 @@ def test_get_dropped_after_sending_is_retried(dropping, providers):
 
 def test_post_that_never_connected_is_retried(providers, monkeypatch):
     """Connection refused: not a byte left us, so sending it again cannot repeat it."""
-    from chalicelib.settings import reset_settings
+    from chalicelib.core.settings import reset_settings
 
     monkeypatch.setenv("OPENAI_API_BASE", f"http://127.0.0.1:{free_port()}/v1")
     reset_settings()

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from chalicelib.errors import NotFound, ServiceUnavailable
+from chalicelib.core.errors import NotFound, ServiceUnavailable
 from chalicelib.providers import twitch
 
 
@@ -81,7 +81,7 @@ def test_persistent_401_is_503_after_one_renewal(providers, fake_twitch, capture
 
 
 def test_expired_token_is_renewed_before_use(providers, monkeypatch):
-    from chalicelib.settings import reset_settings
+    from chalicelib.core.settings import reset_settings
     from devstack.fakes.twitch import TwitchFake
 
     with TwitchFake(client_id="short-id", client_secret="short-secret-123456", token_expires_in=1) as fake:
@@ -103,7 +103,7 @@ def test_expired_token_is_renewed_before_use(providers, monkeypatch):
 
 
 def test_bad_client_secret_is_503_naming_the_settings(providers, monkeypatch, captured_logs):
-    from chalicelib.settings import reset_settings
+    from chalicelib.core.settings import reset_settings
 
     monkeypatch.setenv("TWITCH_CLIENT_SECRET", "not-the-secret-000000")
     reset_settings()

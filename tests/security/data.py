@@ -1,7 +1,7 @@
 """What the suite counts as "a user's data": one number per place where it can live."""
 from __future__ import annotations
 
-from chalicelib import privacy
+from chalicelib.accounts import privacy
 
 
 def owned_counts(user_id: str) -> dict[str, int]:

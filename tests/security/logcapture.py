@@ -29,7 +29,7 @@ class _RecordingPinned(set):
 
 class CollectingHandler(logging.Handler):
     def __init__(self) -> None:
-        from chalicelib.logs import JsonFormatter
+        from chalicelib.core.logs import JsonFormatter
 
         super().__init__(level=logging.DEBUG)
         self.setFormatter(JsonFormatter())
@@ -51,12 +51,12 @@ HANDLER: CollectingHandler | None = None
 def install() -> CollectingHandler:
     """Attach the collector to the root logger once, after the service's own setup.
 
-    chalicelib.logs.configure() replaces the root handlers the first time it runs, so it
+    chalicelib.core.logs.configure() replaces the root handlers the first time it runs, so it
     runs here first; later calls are no-ops and the collector stays attached.
     """
     global HANDLER
     if HANDLER is None:
-        from chalicelib import logs
+        from chalicelib.core import logs
 
         logs.configure("INFO")
         SEEN_SECRETS.update(logs._pinned_secrets, logs._recent_secrets)

@@ -10,20 +10,18 @@ import re
 import urllib.parse
 from dataclasses import dataclass, field
 
-from chalicelib import (
-    accounts,
-    analytics,
-    ask,
-    audio_uploads,
-    catchup,
-    legacy,
-    privacy,
-    streaming,
-    support,
-    twitch_lookup,
-)
+from chalicelib.accounts import auth as accounts
+from chalicelib.accounts import privacy
+from chalicelib.catchup import jobs
+from chalicelib.catchup import uploads
+from chalicelib.live import ask
+from chalicelib.live import captions
+from chalicelib.live import twitch_lookup
+from chalicelib.ops import analytics
+from chalicelib.ops import support
+from chalicelib.web import legacy
 from chalicelib.billing import checkout
-from chalicelib.validation import Field, Schema
+from chalicelib.core.validation import Field, Schema
 
 RAW = "raw"  # the route reads its raw body itself (the Stripe webhook)
 
@@ -48,11 +46,11 @@ INPUTS: dict[tuple[str, str], Inputs] = {
     ("GET", "/auth/user"): Inputs(),
     ("GET", "/auth/user/export"): Inputs(),
     ("DELETE", "/auth/user"): Inputs(privacy.DELETE_SCHEMA),
-    ("POST", "/transcription/stream"): Inputs(streaming.STREAM_SCHEMA),
+    ("POST", "/transcription/stream"): Inputs(captions.STREAM_SCHEMA),
     ("POST", "/transcription/ask"): Inputs(ask.schema()),
     ("GET", "/twitch/stream"): Inputs(query=dict(twitch_lookup.QUERY_SCHEMA.fields)),
-    ("POST", "/transcription/catchup/upload"): Inputs(audio_uploads.UPLOAD_SCHEMA),
-    ("POST", "/transcription/catchup"): Inputs(catchup.SUBMIT_SCHEMA),
+    ("POST", "/transcription/catchup/upload"): Inputs(uploads.UPLOAD_SCHEMA),
+    ("POST", "/transcription/catchup"): Inputs(jobs.SUBMIT_SCHEMA),
     ("GET", "/transcription/catchup/{job_id}"): Inputs(),
     ("GET", "/transcription/history"): Inputs(query=HISTORY_QUERY),
     ("GET", "/credits/balance"): Inputs(),
@@ -79,7 +77,7 @@ INPUTS: dict[tuple[str, str], Inputs] = {
     ("GET", "/admin/api/audit/export"): Inputs(),
     ("GET", "/admin/api/business"): Inputs(query=dict(analytics.QUERY_SCHEMA.fields)),
     ("POST", "/auth/password"): Inputs(accounts.CHANGE_PASSWORD_SCHEMA),
-    # chalicelib.legacy: answered 410 without reading anything
+    # chalicelib.web.legacy: answered 410 without reading anything
     **{route: Inputs() for route in legacy.GONE_ROUTES},
 }
 

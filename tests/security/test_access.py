@@ -11,8 +11,9 @@ import uuid
 import jwt
 import pytest
 
-from chalicelib import ratelimit, store
-from chalicelib.settings import get_settings
+from chalicelib.aws import store
+from chalicelib.web import ratelimit
+from chalicelib.core.settings import get_settings
 from tests.conftest import JWT_SECRET, ORIGIN, OTHER_ORIGIN, PASSWORD, json_headers
 from tests.security.routes import INPUTS, all_routes, authenticated_routes
 
@@ -76,7 +77,7 @@ def test_every_route_is_described_and_classed():
     for route in all_routes():
         assert route.inputs is not None, f"add {route.id} to tests/security/routes.py INPUTS"
         assert (route.method, route.path) in ratelimit.ROUTE_CLASSES, (
-            f"add {route.id} to chalicelib.ratelimit.ROUTE_CLASSES")
+            f"add {route.id} to chalicelib.web.ratelimit.ROUTE_CLASSES")
     stale = set(INPUTS) - {(r.method, r.path) for r in all_routes()}
     assert not stale, f"routes listed but gone: {stale}"
     assert ratelimit.ROUTE_CLASSES[("POST", "/webhooks/stripe")] == ratelimit.EXEMPT
@@ -149,7 +150,7 @@ def test_another_users_ids_get_404_never_their_data(client, two_users):
     page = json.loads(client.http.get("/transcription/history?limit=1",
                                       headers=json_headers(alice["token"])).body)
     assert page["items"]
-    from chalicelib.history import encode_cursor
+    from chalicelib.catchup.history import encode_cursor
 
     cursor = encode_cursor(alice["user"]["user_id"], page["items"][0]["created_at"] + "#zzz")
     r = client.http.get(f"/transcription/history?cursor={cursor}", headers=bob_headers)

@@ -19,8 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chalicelib import store
-from chalicelib.validation import Field, Schema
+from chalicelib.aws import store
+from chalicelib.core.validation import Field, Schema
 from tests.conftest import PASSWORD, json_headers, unique_email
 from tests.security.routes import Route, all_routes
 
@@ -201,13 +201,13 @@ def snapshot(user_id: str) -> dict[str, Any]:
 def fuzz_user(aws_endpoint, provider_env):
     """One user to fuzz as, with rate limits off (the fuzzer must reach the views), and a
     snapshot of every table taken before the first route is fuzzed."""
-    from chalicelib import accounts
-    from chalicelib.settings import get_settings, reset_settings
+    from chalicelib.accounts import auth
+    from chalicelib.core.settings import get_settings, reset_settings
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("RATE_LIMITS_ENABLED", "false")
         reset_settings()
-        session = accounts.register(get_settings(), unique_email("fuzz"), PASSWORD, "Fuzz")
+        session = auth.register(get_settings(), unique_email("fuzz"), PASSWORD, "Fuzz")
         STATS["before"] = snapshot(session["user"]["user_id"])
         yield session
     reset_settings()

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from chalicelib.validation import Schema
-from chalicelib.web import GLOBAL_MAX_BODY_BYTES
+from chalicelib.core.validation import Schema
+from chalicelib.web.middleware import GLOBAL_MAX_BODY_BYTES
 from tests.conftest import PASSWORD, json_headers, unique_email
 from tests.security.routes import all_routes
 
@@ -18,8 +18,8 @@ SCHEMA_ROUTES = [r for r in BODY_ROUTES if isinstance(r.inputs.body, Schema)]
 @pytest.fixture
 def admin_token(client, new_user) -> str:
     """The operator console's routes refuse non-admins first: their bodies are checked as admin."""
-    from chalicelib import admin
-    from chalicelib.aws import client as aws_client
+    from chalicelib.ops import admin
+    from chalicelib.aws.clients import client as aws_client
 
     session = new_user()
     admin.set_role(aws_client("dynamodb"), "local", session["user"]["email"], "admin")

@@ -6,8 +6,9 @@ import time
 
 import pytest
 
-from chalicelib import lockout, store
-from chalicelib.ratelimit import subject_hash
+from chalicelib.accounts import lockout
+from chalicelib.aws import store
+from chalicelib.web.ratelimit import subject_hash
 from tests.conftest import PASSWORD, json_headers, unique_email
 from tests.security.conftest import fresh_window
 
@@ -103,7 +104,7 @@ def test_slowdown_after_some_failures(client, new_user, env_override):
 def test_lock_lasts_the_cooling_period_then_expires(aws_endpoint, env_override):
     """Unit level, with a clock: the lock outlives the window it started in."""
     env_override(LOGIN_MAX_FAILURES="2", LOGIN_FAILURE_WINDOW_SECONDS="900", LOGIN_LOCKOUT_SECONDS="900")
-    from chalicelib.settings import get_settings
+    from chalicelib.core.settings import get_settings
 
     settings, email = get_settings(), unique_email("clock")
     t0 = 1_700_000_100  # 800 s before the end of a 900 s window
@@ -117,7 +118,7 @@ def test_lock_lasts_the_cooling_period_then_expires(aws_endpoint, env_override):
 
 
 def test_delay_is_capped():
-    from chalicelib.settings import load_settings
+    from chalicelib.core.settings import load_settings
 
     settings = load_settings({"STAGE": "local", "JWT_SECRET": "x" * 40, "LOGIN_SLOWDOWN_MS": "3000"})
     attempt = lockout.Attempt(scopes=[], start=0, counts={"account": 50})

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from chalicelib import logs
+from chalicelib.core import logs
 from tests.conftest import JWT_SECRET, ORIGIN, PASSWORD, STRIPE_WEBHOOK_SECRET, json_headers
 
 logger = logging.getLogger("tests.security.logs")
@@ -131,7 +131,7 @@ def test_unhandled_errors_are_logged_redacted_and_answered_generically(client, n
                                                                        monkeypatch):
     """Even an exception whose text carries the password and the token never leaks it."""
     session = new_user()
-    from chalicelib import accounts
+    from chalicelib.accounts import auth as accounts
 
     def explode(user_id: str) -> dict:
         raise RuntimeError(f"db said {PASSWORD} / {session['token']} / {STRIPE_WEBHOOK_SECRET}")

@@ -12,9 +12,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from chalicelib import accounts, store
-from chalicelib.ratelimit import subject_hash, window
-from chalicelib.settings import get_settings
+from chalicelib.accounts import auth as accounts
+from chalicelib.aws import store
+from chalicelib.web.ratelimit import subject_hash, window
+from chalicelib.core.settings import get_settings
 from tests.conftest import PASSWORD, json_headers, unique_email
 from tests.security.conftest import LIMITED_WINDOW
 

@@ -5,9 +5,12 @@ import json
 import uuid
 
 
-from chalicelib import idempotency, privacy, stats, store
-from chalicelib.aws import client as aws_client
-from chalicelib.settings import get_settings
+from chalicelib.accounts import privacy
+from chalicelib.aws import store
+from chalicelib.credits import stats
+from chalicelib.web import idempotency
+from chalicelib.aws.clients import client as aws_client
+from chalicelib.core.settings import get_settings
 from tests.conftest import ORIGIN, PASSWORD, json_headers
 from tests.security.data import owned_counts
 

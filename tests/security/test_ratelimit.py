@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from chalicelib import ratelimit
-from chalicelib.errors import ConfigurationError, RateLimited, ServiceUnavailable
-from chalicelib.settings import load_settings
+from chalicelib.web import ratelimit
+from chalicelib.core.errors import ConfigurationError, RateLimited, ServiceUnavailable
+from chalicelib.core.settings import load_settings
 from tests.conftest import ORIGIN, PASSWORD, json_headers, unique_email
 from tests.security.conftest import fresh_window
 
@@ -81,7 +81,7 @@ def test_over_the_limit_does_no_work(client, env_override):
         )
         statuses.append(r.status_code)
     assert statuses == [201, 201, 429]
-    from chalicelib import store
+    from chalicelib.aws import store
 
     assert store.get("emails", email=emails[2]) is None
     assert store.get("emails", email=emails[1]) is not None
@@ -126,7 +126,7 @@ READ_ROUTES = ("/auth/user", "/credits/balance", "/credits/transactions", "/cred
 
 def dynamodb_operations() -> list[str]:
     """The name of every DynamoDB call the app's client makes from now on."""
-    from chalicelib import store
+    from chalicelib.aws import store
 
     calls: list[str] = []
     store.ddb().meta.events.register(
@@ -136,7 +136,7 @@ def dynamodb_operations() -> list[str]:
 
 def test_read_routes_write_nothing(client, new_user, env_override):
     """A read is limited in the container's memory: no DynamoDB write, whatever the route."""
-    from chalicelib import store
+    from chalicelib.aws import store
 
     session = new_user()
     env_override(RATE_LIMITS=f"read:50/{fresh_window()},public:2/{fresh_window()}")
@@ -170,7 +170,7 @@ def test_in_process_counters_keep_the_fixed_window_contract():
 
 def test_limiter_failure_fails_closed_for_spends(aws_endpoint, env_override, captured_logs):
     env_override(RATE_LIMITS_TABLE="no-such-table")
-    from chalicelib.settings import get_settings
+    from chalicelib.core.settings import get_settings
 
     with pytest.raises(ServiceUnavailable):
         ratelimit.check(get_settings(), "POST", "/transcription/stream", user_id="u1", source_ip="1.2.3.4")
@@ -186,7 +186,7 @@ def test_limiter_failure_fails_closed_for_spends(aws_endpoint, env_override, cap
 def test_window_rolls_over(aws_endpoint, env_override):
     """A full window refuses until its end; the next window starts from zero."""
     env_override(RATE_LIMITS="spend:2/60")
-    from chalicelib.settings import get_settings
+    from chalicelib.core.settings import get_settings
 
     settings, user = get_settings(), unique_email("window")
     start = 1_700_000_040  # a window boundary for 60 s windows

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 
-from chalicelib import store
+from chalicelib.aws import store
 from tests.security import logcapture
 from tests.catchup.conftest import stack  # noqa: F401  (the catch-up fixture: queue, worker, fakes)
 

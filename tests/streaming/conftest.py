@@ -67,7 +67,7 @@ class Caller:
         return self.post("/transcription/ask", {"question": question, "transcript": transcript})
 
     def balance(self) -> int:
-        from chalicelib import store
+        from chalicelib.aws import store
 
         return store.get("users", user_id=self.user_id)["credits_balance"]
 
@@ -75,20 +75,20 @@ class Caller:
         return self.balance()
 
     def owned(self) -> int:
-        from chalicelib import store
+        from chalicelib.aws import store
 
         user = store.get("users", user_id=self.user_id)
         return user["credits_balance"] + int(user.get("credits_held") or 0)
 
     def make_paying(self, credits: int) -> None:
         """Buy `credits` more (a purchase: the account is no longer never-paid)."""
-        from chalicelib import ledger
+        from chalicelib.credits import ledger
 
         ledger.grant(self.user_id, credits, source="test_purchase", record_id=uuid.uuid4().hex, purchased=True)
 
     def set_balance(self, credits: int) -> None:
         """Move the balance to `credits` through the ledger (a grant or a charge)."""
-        from chalicelib import ledger
+        from chalicelib.credits import ledger
 
         delta = credits - self.balance()
         if delta > 0:
@@ -110,7 +110,7 @@ def caller(client, new_user, live):
 
 
 def session_item(session_id: str) -> dict[str, Any]:
-    from chalicelib import store
+    from chalicelib.aws import store
 
     return store.get("sessions", session_id=session_id)
 
@@ -132,7 +132,7 @@ class FakeClock:
 def clock(monkeypatch, fake_assemblyai):
     """An injectable clock: `store.epoch`/`store.now` (sessions, reservations) and the fake
     AssemblyAI's token expiry and session duration all read it."""
-    from chalicelib import store
+    from chalicelib.aws import store
 
     fake = FakeClock(time.time())
     monkeypatch.setattr(store, "epoch", lambda: int(fake.now))

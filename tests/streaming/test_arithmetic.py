@@ -4,8 +4,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chalicelib.ask import ELLIPSIS, recent_part
-from chalicelib.streaming import billed_minutes, billed_seconds, token_minutes
+from chalicelib.live.ask import ELLIPSIS, recent_part
+from chalicelib.live.captions import billed_minutes, billed_seconds, token_minutes
 
 
 def test_token_minutes_examples():

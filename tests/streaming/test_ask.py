@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import json
 
-from chalicelib import history, ledger
-from chalicelib.ask import SYSTEM_PROMPT
+from chalicelib.catchup import history
+from chalicelib.credits import ledger
+from chalicelib.live.ask import SYSTEM_PROMPT
 from tests.conftest import usage_rows
 
 TRANSCRIPT = "Welcome back. The boss has 3 phases. In phase two, dodge the purple beams."

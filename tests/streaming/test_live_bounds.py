@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import time
 
-from chalicelib import cleanup, ledger, store
+from chalicelib.aws import store
+from chalicelib.credits import ledger
+from chalicelib.ops import janitor
 from tests.conftest import usage_rows
 from tests.streaming.conftest import session_item
 from tests.streaming.sandbox_client import SandboxSocket
@@ -65,8 +67,8 @@ def test_legacy_start_stopped_at_once_is_bounded_by_its_one_token(caller, clock,
 
 def test_never_stop_never_heartbeat_with_an_expired_access_token(caller, clock, fake_assemblyai, client):
     """Renews twice, then its access token expires: no renew, no stop ever arrives again."""
-    from chalicelib.settings import get_settings
-    from chalicelib.tokens import Identity, issue_access_token
+    from chalicelib.core.settings import get_settings
+    from chalicelib.accounts.tokens import Identity, issue_access_token
     from tests.conftest import ORIGIN, json_headers
 
     user = caller()
@@ -88,7 +90,7 @@ def test_never_stop_never_heartbeat_with_an_expired_access_token(caller, clock, 
     assert _stream_until_closed(socket, clock, 700) == 3008
     assert session_item(session_id)["state"] == "active"
     # The hourly cleanup settles it once its last token can no longer be open.
-    counts = cleanup.run(now_epoch=store.epoch() + 3600)
+    counts = janitor.run(now_epoch=store.epoch() + 3600)
     assert counts["live_settled"] == 1
     item = session_item(session_id)
     assert item["state"] == "settled_by_cleanup"
@@ -108,7 +110,7 @@ def test_a_legacy_session_never_stopped_is_billed_the_grace(caller, clock, fake_
     answer = user.stream("start").body
     socket = SandboxSocket(answer["websocket_url"])
     assert _stream_until_closed(socket, clock, 1900) == 3008
-    cleanup.run(now_epoch=store.epoch() + 3600)
+    janitor.run(now_epoch=store.epoch() + 3600)
     assert session_item(answer["session_id"])["state"] == "settled_by_cleanup"
     billed = _billed_seconds(user.user_id)
     assert billed == 120  # LIVE_HEARTBEAT_GRACE_SECONDS, rounded up
@@ -124,7 +126,7 @@ def test_heartbeats_only_ever_add_to_a_never_stopped_session(caller, clock, fake
         clock.advance(60)
         assert user.stream("heartbeat", session_id=answer["session_id"]).status == 200
     clock.advance(3600)
-    cleanup.run(now_epoch=store.epoch())
+    janitor.run(now_epoch=store.epoch())
     assert _billed_seconds(user.user_id) == (600 + 120)
 
 

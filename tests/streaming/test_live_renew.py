@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from chalicelib import ledger, store, streaming
-from chalicelib.errors import ApiError
+from chalicelib.aws import store
+from chalicelib.credits import ledger
+from chalicelib.live import captions as streaming
+from chalicelib.core.errors import ApiError
 from tests.conftest import at_once, usage_rows
 from tests.streaming.conftest import session_item
 from tests.streaming.sandbox_client import SandboxSocket

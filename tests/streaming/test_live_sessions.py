@@ -5,8 +5,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from chalicelib import ledger, store, streaming
-from chalicelib.errors import ApiError
+from chalicelib.aws import store
+from chalicelib.credits import ledger
+from chalicelib.live import captions
+from chalicelib.core.errors import ApiError
 from tests.conftest import at_once, usage_rows
 from tests.streaming.conftest import session_item
 
@@ -150,7 +152,7 @@ def test_concurrent_stops_settle_once(caller, clock):
     user = caller()
     session_id = user.stream("start", max_minutes=6).body["session_id"]
     clock.advance(150)
-    results = at_once(4, lambda: streaming.stop(user.user_id, session_id))
+    results = at_once(4, lambda: captions.stop(user.user_id, session_id))
     assert {r["credits_used"] for r in results} == {30}
     assert sum(not r["already_stopped"] for r in results) == 1
     assert user.available() == 170
@@ -226,7 +228,7 @@ def test_parallel_starts_cannot_reserve_more_than_the_balance(caller, live):
 
     def start() -> object:
         try:
-            return streaming.start(user.user_id, max_minutes=7)
+            return captions.start(user.user_id, max_minutes=7)
         except ApiError as error:
             return error
 
@@ -250,17 +252,17 @@ def test_settle_abandoned_waits_for_the_last_token_then_bills_last_sign_of_life(
     clock.advance(200)
     user.stream("heartbeat", session_id=session_id)
     clock.advance(200)
-    assert streaming.settle_abandoned(session_item(session_id), store.epoch()) is None  # may be open
+    assert captions.settle_abandoned(session_item(session_id), store.epoch()) is None  # may be open
     clock.advance(600 + 60 - 400)  # the token can no longer be open
     session = session_item(session_id)
-    outcome = streaming.settle_abandoned(session, store.epoch())
+    outcome = captions.settle_abandoned(session, store.epoch())
     # Billed from start to last heartbeat (200 s) + 120 s grace = 320 s -> 6 minutes.
     assert outcome["state"] == "settled_by_cleanup"
     assert (outcome["duration_minutes"], outcome["credits_used"], outcome["credits_refunded"]) == (6, 60, 40)
     assert user.available() == 140
     assert session_item(session_id)["state"] == "settled_by_cleanup"
-    assert streaming.settle_abandoned(session, store.epoch()) is None  # idempotent, even with a stale copy
-    assert streaming.settle_abandoned(session_item(session_id), store.epoch()) is None
+    assert captions.settle_abandoned(session, store.epoch()) is None  # idempotent, even with a stale copy
+    assert captions.settle_abandoned(session_item(session_id), store.epoch()) is None
     r = user.stream("stop", session_id=session_id)
     assert r.status == 200 and r.body["already_stopped"] is True
     assert (r.body["credits_used"], r.body["remaining_balance"]) == (60, 140)
@@ -274,7 +276,7 @@ def test_settle_abandoned_is_bounded_by_the_tokens(caller, clock):
     clock.advance(100)
     user.stream("heartbeat", session_id=session_id)
     clock.advance(7200)
-    outcome = streaming.settle_abandoned(session_item(session_id), store.epoch())
+    outcome = captions.settle_abandoned(session_item(session_id), store.epoch())
     assert (outcome["duration_minutes"], outcome["credits_used"]) == (2, 20)
 
 
@@ -286,22 +288,22 @@ def test_settle_abandoned_releases_a_start_that_never_finished(caller, monkeypat
         raise RuntimeError("the Lambda was cut off here")
 
     with monkeypatch.context() as patch:
-        patch.setattr(streaming, "_commit_token", crash)
+        patch.setattr(captions, "_commit_token", crash)
         with pytest.raises(RuntimeError):
-            streaming.start(user.user_id, max_minutes=3)
+            captions.start(user.user_id, max_minutes=3)
     [item] = _sessions_of(user.user_id)
     assert item["state"] == "starting" and user.balance() == 170
-    assert streaming.settle_abandoned(item, store.epoch()) is None  # it may still be starting
-    later = item["started_epoch"] + streaming.STARTING_TIMEOUT_SECONDS
-    assert streaming.settle_abandoned(item, later) == {"state": "failed", "credits_used": 0}
+    assert captions.settle_abandoned(item, store.epoch()) is None  # it may still be starting
+    later = item["started_epoch"] + captions.STARTING_TIMEOUT_SECONDS
+    assert captions.settle_abandoned(item, later) == {"state": "failed", "credits_used": 0}
     assert user.balance() == 200
     assert session_item(item["session_id"])["state"] == "failed"
-    assert streaming.settle_abandoned(session_item(item["session_id"]), later) is None
+    assert captions.settle_abandoned(session_item(item["session_id"]), later) is None
     assert ledger.check_invariant(user.user_id).ok
 
 
 def test_stop_writes_history_and_usage(caller, clock):
-    from chalicelib import history
+    from chalicelib.catchup import history
 
     user = caller()
     session_id = user.stream("start", max_minutes=3, channel="SomeChannel", title="Talk").body["session_id"]

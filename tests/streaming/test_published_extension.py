@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from urllib.parse import urlencode
 
-from chalicelib import ledger
+from chalicelib.credits import ledger
 from tests.conftest import ORIGIN, json_headers, unique_email
 from tests.streaming.sandbox_client import SandboxSocket
 

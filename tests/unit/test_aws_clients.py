@@ -1,7 +1,7 @@
 """One boto3 client per service per process, even when the first calls race."""
 from __future__ import annotations
 
-from chalicelib.aws import client, reset_clients
+from chalicelib.aws.clients import client, reset_clients
 from tests.conftest import at_once
 
 

@@ -1,4 +1,4 @@
-"""chalicelib.aws_json: its SigV4 signature is botocore's, byte for byte; errors and retries."""
+"""chalicelib.aws.json_client: its SigV4 signature is botocore's, byte for byte; errors and retries."""
 from __future__ import annotations
 
 import datetime
@@ -11,7 +11,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from chalicelib import aws_json
+from chalicelib.aws import json_client
 
 NOW = datetime.datetime(2026, 12, 1, 3, 4, 5, tzinfo=datetime.timezone.utc)
 
@@ -21,7 +21,7 @@ NOW = datetime.datetime(2026, 12, 1, 3, 4, 5, tzinfo=datetime.timezone.utc)
 def test_signature_matches_botocore(url, token, monkeypatch):
     body = json.dumps({"Names": ["/app/prod/JWT_SECRET"], "WithDecryption": True}).encode()
     headers = {"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": "AmazonSSM.GetParameters"}
-    ours = aws_json.sign("POST", url, headers, body, service="ssm", region="eu-west-1", access_key="AKIDEXAMPLE",
+    ours = json_client.sign("POST", url, headers, body, service="ssm", region="eu-west-1", access_key="AKIDEXAMPLE",
                          secret_key="wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", session_token=token, now=NOW)
     request = AWSRequest(method="POST", url=url, data=body, headers=dict(headers))
     monkeypatch.setattr("botocore.auth.datetime.datetime",
@@ -69,7 +69,7 @@ def _env(url: str) -> dict[str, str]:
 def test_throttling_is_retried_then_answered(server):
     url, handler = server
     handler.script = [(400, {"__type": "com.amazonaws#ThrottlingException"}), (200, {"Parameters": []})]
-    assert aws_json.call("ssm", "GetParameters", {"Names": ["a"]}, region="us-east-1", env=_env(url)) == \
+    assert json_client.call("ssm", "GetParameters", {"Names": ["a"]}, region="us-east-1", env=_env(url)) == \
         {"Parameters": []}
     assert [s["target"] for s in handler.seen] == ["AmazonSSM.GetParameters"] * 2
     assert handler.seen[0]["body"] == {"Names": ["a"]}
@@ -78,15 +78,15 @@ def test_throttling_is_retried_then_answered(server):
 def test_a_refusal_is_an_error_with_its_code_and_not_retried(server):
     url, handler = server
     handler.script = [(400, {"__type": "AccessDeniedException", "message": "no"})]
-    with pytest.raises(aws_json.AwsError) as error:
-        aws_json.call("ssm", "GetParameters", {"Names": ["a"]}, region="us-east-1", env=_env(url))
+    with pytest.raises(json_client.AwsError) as error:
+        json_client.call("ssm", "GetParameters", {"Names": ["a"]}, region="us-east-1", env=_env(url))
     assert error.value.code == "AccessDeniedException" and len(handler.seen) == 1
 
 
 def test_endpoints_and_availability():
-    assert aws_json.endpoint("ssm", "eu-west-1", {}) == "https://ssm.eu-west-1.amazonaws.com"
-    assert aws_json.endpoint("ssm", "x", {"AWS_ENDPOINT_URL": "http://h:1"}) == "http://h:1"
-    assert aws_json.endpoint("ssm", "x", {"AWS_ENDPOINT_URL": "http://h:1", "AWS_ENDPOINT_URL_SSM": "http://s:2"}) \
+    assert json_client.endpoint("ssm", "eu-west-1", {}) == "https://ssm.eu-west-1.amazonaws.com"
+    assert json_client.endpoint("ssm", "x", {"AWS_ENDPOINT_URL": "http://h:1"}) == "http://h:1"
+    assert json_client.endpoint("ssm", "x", {"AWS_ENDPOINT_URL": "http://h:1", "AWS_ENDPOINT_URL_SSM": "http://s:2"}) \
         == "http://s:2"
-    assert aws_json.available({"AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b"})
-    assert not aws_json.available({"AWS_ACCESS_KEY_ID": "a"})
+    assert json_client.available({"AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b"})
+    assert not json_client.available({"AWS_ACCESS_KEY_ID": "a"})

@@ -18,7 +18,7 @@ from types import SimpleNamespace
 import boto3
 import pytest
 
-from chalicelib import logs
+from chalicelib.core import logs
 from tests.conftest import JWT_SECRET, PASSWORD, reset_process_caches, unique_email
 
 PREFIX = "/transcription-backend/logtest/"
@@ -128,7 +128,7 @@ def test_api_handler_logs_secrets_loaded_as_json_and_redacts(lambda_logging, cap
     ssm.put_parameter(Name=PREFIX + "JWT_SECRET", Value=secret, Type="SecureString", Overwrite=True)
     monkeypatch.setenv("JWT_SECRET", "")
     monkeypatch.setenv("SECRETS_SSM_PREFIX", PREFIX)
-    from chalicelib.secrets import reset_secrets
+    from chalicelib.aws.ssm_secrets import reset_secrets
 
     reset_secrets()
     reset_process_caches()
@@ -148,7 +148,7 @@ def test_api_handler_logs_secrets_loaded_as_json_and_redacts(lambda_logging, cap
 
 
 def test_admin_command_logs_json_to_stderr(aws_endpoint, new_user, lambda_logging, capsys, monkeypatch):
-    from chalicelib import admin
+    from chalicelib.ops import admin
 
     session = new_user()  # through the API, which configured the logs: start again as a fresh CLI
     monkeypatch.setattr(logs, "_configured", False)

@@ -6,8 +6,8 @@ from decimal import Decimal
 
 import pytest
 
-from chalicelib import jsonutil
-from chalicelib.web import respond
+from chalicelib.core import jsonutil
+from chalicelib.web.middleware import respond
 
 
 def test_decimals_serialise_as_numbers():
@@ -40,7 +40,7 @@ def test_respond_uses_it():
 
 
 def test_store_items_come_back_as_plain_numbers():
-    from chalicelib import store
+    from chalicelib.aws import store
 
     item = store.to_item({"credits_balance": 200, "ratio": 0.25, "nested": {"n": 3}})
     assert item["credits_balance"] == {"N": "200"}

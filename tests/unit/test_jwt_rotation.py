@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from chalicelib.errors import ConfigurationError, Unauthorized
-from chalicelib.settings import load_settings
-from chalicelib.tokens import Identity, issue_access_token, verify_access_token
+from chalicelib.core.errors import ConfigurationError, Unauthorized
+from chalicelib.core.settings import load_settings
+from chalicelib.accounts.tokens import Identity, issue_access_token, verify_access_token
 
 OLD, NEW, OTHER = "old-signing-key-" + "o" * 32, "new-signing-key-" + "n" * 32, "unrelated-key-" + "x" * 32
 ALICE = Identity(user_id="user-1", email="a@example.com")

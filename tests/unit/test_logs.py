@@ -7,8 +7,8 @@ import logging
 
 import pytest
 
-from chalicelib import logs
-from chalicelib.logs import REDACTED, JsonFormatter, log_event, redact, register_secret, scrub
+from chalicelib.core import logs
+from chalicelib.core.logs import REDACTED, JsonFormatter, log_event, redact, register_secret, scrub
 
 FAKE_LIVE_KEY = "sk_" + "live_abcdef123456"  # built at run time: no key-shaped literal in git
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from chalicelib.errors import ValidationFailed
-from chalicelib.passwords import (
+from chalicelib.core.errors import ValidationFailed
+from chalicelib.accounts.passwords import (
     MAX_BYTES,
     check_password_rules,
     dummy_hash,

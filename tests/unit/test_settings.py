@@ -5,9 +5,9 @@ import logging
 
 import pytest
 
-from chalicelib.errors import ConfigurationError
-from chalicelib.resources import BUCKETS, QUEUES, TABLES
-from chalicelib.settings import APP_NAME, load_settings, resource_name
+from chalicelib.core.errors import ConfigurationError
+from chalicelib.aws.resources import BUCKETS, QUEUES, TABLES
+from chalicelib.core.settings import APP_NAME, load_settings, resource_name
 
 SECRET = "x" * 40
 
@@ -99,7 +99,7 @@ def test_integer_minimums():
 
 
 def test_local_stage_generates_a_jwt_secret_with_a_warning(caplog):
-    with caplog.at_level(logging.WARNING, logger="chalicelib.settings"):
+    with caplog.at_level(logging.WARNING, logger="chalicelib.core.settings"):
         first = load_settings({"STAGE": "local"})
     second = load_settings({"STAGE": "local"})
     assert len(first.jwt_secret) >= 32
@@ -151,7 +151,7 @@ def test_resource_names_can_be_overridden():
 
 
 def test_every_resource_has_an_override_variable():
-    from chalicelib.resources import RESOURCE_ENV_VARS
+    from chalicelib.aws.resources import RESOURCE_ENV_VARS
 
     suffixes = {t.suffix for t in TABLES} | {b.suffix for b in BUCKETS} | {q.suffix for q in QUEUES}
     assert set(RESOURCE_ENV_VARS.values()) == suffixes
@@ -159,7 +159,7 @@ def test_every_resource_has_an_override_variable():
 
 
 def test_settings_are_cached_and_resettable(monkeypatch):
-    from chalicelib.settings import get_settings, reset_settings
+    from chalicelib.core.settings import get_settings, reset_settings
 
     reset_settings()
     try:
@@ -177,7 +177,7 @@ def test_settings_are_cached_and_resettable(monkeypatch):
 def test_concurrent_first_use_builds_one_settings(monkeypatch):
     """On `local` without JWT_SECRET each build generates a secret: two builds racing on
     the first requests would sign tokens with one secret and verify with another."""
-    from chalicelib.settings import get_settings, reset_settings
+    from chalicelib.core.settings import get_settings, reset_settings
     from tests.conftest import at_once
 
     monkeypatch.delenv("JWT_SECRET", raising=False)

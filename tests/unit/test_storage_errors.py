@@ -1,10 +1,10 @@
-"""Which DynamoDB errors mean "a condition failed" and which mean "try again" (chalicelib.store)."""
+"""Which DynamoDB errors mean "a condition failed" and which mean "try again" (chalicelib.aws.store)."""
 from __future__ import annotations
 
 import pytest
 from botocore.exceptions import ClientError
 
-from chalicelib import store
+from chalicelib.aws import store
 
 
 def cancelled(*codes: str) -> ClientError:

@@ -11,9 +11,9 @@ import time
 import jwt
 import pytest
 
-from chalicelib.errors import Unauthorized
-from chalicelib.settings import load_settings
-from chalicelib.tokens import (
+from chalicelib.core.errors import Unauthorized
+from chalicelib.core.settings import load_settings
+from chalicelib.accounts.tokens import (
     REQUIRED_CLAIMS,
     Identity,
     bearer_token,

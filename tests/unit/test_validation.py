@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from chalicelib.errors import ApiError, BadRequest, PayloadTooLarge, ValidationFailed
-from chalicelib.validation import MAX_DEPTH, Field, Schema, parse_body, parse_json_object, validate
+from chalicelib.core.errors import ApiError, BadRequest, PayloadTooLarge, ValidationFailed
+from chalicelib.core.validation import MAX_DEPTH, Field, Schema, parse_body, parse_json_object, validate
 
 SCHEMA = Schema(
     {

@@ -7,8 +7,8 @@ import os
 import pytest
 from chalice.app import Request
 
-from chalicelib.errors import Unauthorized
-from chalicelib.web import identity
+from chalicelib.core.errors import Unauthorized
+from chalicelib.web.middleware import identity
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

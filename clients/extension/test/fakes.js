@@ -164,7 +164,7 @@ export class FakeBackend {
     return { balance: user.credits_balance, ...this.holdings(user), subscription_tier: user.subscription_tier, total_credits_purchased: user.total_credits_purchased, total_usage: user.total_usage };
   }
 
-  /** Replays the first answer for a key and body, like chalicelib.idempotency. */
+  /** Replays the first answer for a key and body, like chalicelib.web.idempotency. */
   idempotently(user, headers, route, body, run) {
     const key = headers['Idempotency-Key'];
     if (!key) return run();
