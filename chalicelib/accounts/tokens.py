@@ -60,37 +60,50 @@ def issue_access_token(
     return jwt.encode(claims, settings.jwt_secret, algorithm="HS256")
 
 
-def verify_access_token(settings: Settings, token: str, verify_exp: bool = True) -> Identity:
-    """Verify signature (JWT_SECRET, or JWT_SECRET_PREVIOUS during a rotation), algorithm,
-    issuer, audience, expiry and type; any failure is 401.
+class TokenExpired(Unauthorized):
+    """A token of ours, correct in every way but its age: `identity` says who it was issued to
+    (the authorizer answers it in-app, so a client on any allowed origin can refresh)."""
 
-    A token that is correct in every way but its age raises code `token_expired`;
-    `verify_exp=False` then reads who it was issued to (the authorizer answers it in-app).
+    def __init__(self, identity: Identity) -> None:
+        super().__init__("Invalid or expired token", code="token_expired")
+        self.identity = identity
+
+
+def verify_access_token(settings: Settings, token: str) -> Identity:
+    """Verify signature (JWT_SECRET, or JWT_SECRET_PREVIOUS during a rotation), algorithm,
+    issuer, audience, expiry and type; any failure is 401 (`TokenExpired` for age alone).
     """
     import jwt
+
+    def decode(key: str, verify_exp: bool) -> dict[str, Any]:
+        return jwt.decode(
+            token,
+            key,
+            algorithms=["HS256"],
+            audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer,
+            options={"require": REQUIRED_CLAIMS, "verify_exp": verify_exp},
+            leeway=5,
+        )
 
     claims: dict[str, Any] | None = None
     # During a rotation a token may carry either key's signature; every other check is the same.
     for key in filter(None, (settings.jwt_secret, settings.jwt_previous_secret)):
         try:
-            claims = jwt.decode(
-                token,
-                key,
-                algorithms=["HS256"],
-                audience=settings.jwt_audience,
-                issuer=settings.jwt_issuer,
-                options={"require": REQUIRED_CLAIMS, "verify_exp": verify_exp},
-                leeway=5,
-            )
+            claims = decode(key, verify_exp=True)
             break
         except jwt.InvalidSignatureError:
             continue
         except jwt.ExpiredSignatureError:  # the signature was checked first: ours, too old
-            raise Unauthorized("Invalid or expired token", code="token_expired") from None
+            raise TokenExpired(_identity(decode(key, verify_exp=False))) from None
         except jwt.PyJWTError:
             break
     if claims is None:
         raise Unauthorized("Invalid or expired token", code="invalid_token")
+    return _identity(claims)
+
+
+def _identity(claims: dict[str, Any]) -> Identity:
     generation = claims.get("gen", 0)  # tokens issued before generations existed: 0
     if (
         claims.get("typ") != ACCESS_TYPE

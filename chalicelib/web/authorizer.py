@@ -20,7 +20,7 @@ from chalicelib.core import logs
 from chalicelib.accounts.standing import token_refusal
 from chalicelib.core.errors import Unauthorized
 from chalicelib.core.settings import get_settings
-from chalicelib.accounts.tokens import bearer_token, verify_access_token
+from chalicelib.accounts.tokens import TokenExpired, bearer_token, verify_access_token
 
 logger = logging.getLogger(__name__)
 
@@ -53,14 +53,14 @@ def authorize(authorization_header: str | None) -> AuthResponse:
         token = bearer_token(authorization_header)
         identity = verify_access_token(settings, token)
         refusal, role = token_refusal(identity)
-    except Unauthorized as error:
-        if error.code != "token_expired":
-            logs.log_event(logger, "authorizer.denied", reason=error.code)
-            raise _unauthorized() from None
+    except TokenExpired as expired:
         # Ours but too old: answered by the app, so a client on any allowed origin can read
         # the 401 and refresh (the gateway's own 401 carries only one origin). No read needed.
-        identity = verify_access_token(settings, token, verify_exp=False)
-        refusal, role = error.code, identity.role
+        identity = expired.identity
+        refusal, role = expired.code, identity.role
+    except Unauthorized as error:
+        logs.log_event(logger, "authorizer.denied", reason=error.code)
+        raise _unauthorized() from None
     context = {"user_id": identity.user_id, "email": identity.email, "role": role}
     if refusal:
         logs.log_event(logger, "authorizer.refused", reason=refusal)
