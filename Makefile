@@ -27,8 +27,16 @@ run: $(STAMP)
 admin: $(STAMP)
 	$(PY) -m chalicelib.ops.admin $(ARGS)
 
+# The whole suite on both cores, then the browser tests alone (one Chromium, no neighbour
+# competing for the CPU while a page waits). PYTEST_ARGS (flags) applies to both runs;
+# TESTS=tests/unit runs only those paths, on both cores.
 test: $(STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+ifeq ($(TESTS),)
+	$(PY) -m pytest -n 2 --ignore=tests/browser $(PYTEST_ARGS)
+	$(PY) -m pytest tests/browser $(PYTEST_ARGS)
+else
+	$(PY) -m pytest -n 2 $(PYTEST_ARGS) $(TESTS)
+endif
 
 # Deploy one stage to AWS (infrastructure stack, chalice deploy, gateway responses, URLs).
 deploy: $(STAMP)
