@@ -70,19 +70,19 @@ def test_each_function_is_granted_what_its_own_code_calls(tmp_path):
             def catchup_worker(event):
                 worker.handle(event)
         """),
-        "authorizer.py": """
+        "web/authorizer.py": """
             from chalicelib.aws import ssm_secrets
 
             def authorize(request):
                 return ssm_secrets.read()
         """,
-        "ssm_secrets.py": """
+        "aws/ssm_secrets.py": """
             from chalicelib.aws.clients import client
 
             def read():
                 return client("ssm").get_parameters(Names=[])
         """,
-        "middleware.py": """
+        "web/middleware.py": """
             from chalicelib.aws.clients import client
 
             def page():
@@ -132,6 +132,7 @@ def _tree(tmp_path, files):
     (tmp_path / "chalicelib").mkdir()
     (tmp_path / "app.py").write_text(files.pop("app.py", ""))
     for name, source in files.items():
+        (tmp_path / "chalicelib" / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "chalicelib" / name).write_text(textwrap.dedent(source))
     return str(tmp_path)
 
