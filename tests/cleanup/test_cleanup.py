@@ -256,10 +256,10 @@ def test_the_books_of_users_touched_since_the_last_run_are_checked(private_table
         counts = janitor.run()
     assert counts["reservations_released"] == 1  # and so `broken` was touched by this run
     assert counts["invariant_checked"] == 2 and counts["invariant_breaches"] == 1
-    breach = [r for r in caplog.records if r.getMessage() == "janitor.invariant_breach"]
+    breach = [r for r in caplog.records if r.getMessage() == "cleanup.invariant_breach"]
     assert len(breach) == 1 and breach[0].levelno == logging.ERROR
     assert breach[0].fields == {"checked": 2, "breaches": 1}
-    finished = [r for r in caplog.records if r.getMessage() == "janitor.finished"]
+    finished = [r for r in caplog.records if r.getMessage() == "cleanup.finished"]
     assert finished[-1].fields["invariant_breaches"] == 1 and finished[-1].fields["errors"] == 0
 
 
