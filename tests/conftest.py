@@ -38,6 +38,13 @@ for _name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
     os.environ.pop(_name, None)
 os.environ.update(TEST_ENV)
 
+# Every entry point configures JSON logging on first use, replacing the root logger's handlers
+# (the Lambda runtime's). Done once here, before any test, so it never removes the handler
+# of a test's `caplog` in whichever test happens to run first in a worker.
+from chalicelib.core import logs as _logs  # noqa: E402
+
+_logs.configure()
+
 
 def free_port() -> int:
     with socket.socket() as sock:
