@@ -361,8 +361,7 @@ def _commit(
 def _busy(user_id: str, attempts: int, reason: str) -> ServiceUnavailable:
     log_event(logger, "ledger.contention", logging.WARNING, user_id=user_id, attempts=attempts,
               reason=reason)
-    return ServiceUnavailable("The balance is busy; please retry", code="ledger_busy",
-                              headers={"Retry-After": "1"}, retry_after=1)
+    return ServiceUnavailable("The balance is busy; please retry", code="ledger_busy", retry_after=1)
 
 
 def _commit_locked(

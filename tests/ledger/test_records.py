@@ -8,6 +8,7 @@ import pytest
 
 from chalicelib.aws import store
 from chalicelib.credits import ledger
+from chalicelib.web.errors import status_of
 from tests.conftest import usage_rows
 from tests.ledger.conftest import new_id
 
@@ -122,5 +123,5 @@ def test_a_charge_whose_guard_belongs_to_another_account_is_a_conflict(make_user
         "usage_timestamp": "t"}))
     with pytest.raises(ledger.Conflict) as conflict:
         ledger.charge(user_id, 5, service_type="ask", request_id=request_id)
-    assert (conflict.value.status, conflict.value.code) == (409, "ledger_record_conflict")
+    assert (status_of(conflict.value), conflict.value.code) == (409, "ledger_record_conflict")
     assert ledger.get_balance(user_id)["balance"] == 200 and usage_rows(user_id) == []

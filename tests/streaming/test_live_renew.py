@@ -6,7 +6,7 @@ import pytest
 from chalicelib.aws import store
 from chalicelib.credits import ledger
 from chalicelib.live import captions as streaming
-from chalicelib.core.errors import ApiError
+from chalicelib.core.errors import DomainError
 from tests.conftest import at_once, usage_rows
 from tests.streaming.conftest import session_item
 from tests.streaming.sandbox_client import SandboxSocket
@@ -117,7 +117,7 @@ def test_parallel_renews_pay_and_mint_once(caller, clock, fake_assemblyai):
     def renew() -> object:
         try:
             return streaming.renew(user.user_id, first["session_id"], 1)
-        except ApiError as error:
+        except DomainError as error:
             return error
 
     outcomes = at_once(6, renew)
@@ -209,7 +209,7 @@ def test_stop_renew_and_cleanup_racing_settle_once(caller, clock, rounds):
             if kind == "renew":
                 return streaming.renew(user.user_id, session_id, 1)
             return streaming.settle_abandoned(session_item(session_id), store.epoch() + 7200)
-        except ApiError as error:
+        except DomainError as error:
             return error
 
     kinds = ["stop", "renew", "cleanup", "renew", "stop", "cleanup"]
