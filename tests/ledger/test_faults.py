@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 from chalicelib.credits import ledger
+from chalicelib.credits.ledger import commit as ledger_commit
 from chalicelib.core.errors import ServiceUnavailable, StorageBusy
 from chalicelib.web.errors import answer, headers_of, status_of
 from tests.conftest import usage_rows
@@ -90,7 +91,7 @@ def test_whole_request_throttling_is_absorbed_by_botocore_then_surfaces_as_busy(
     assert ledger.grant(user_id, 5, source="admin", record_id=new_id()).balance_after == 205
     assert dynamodb_faults.get(absorbed)["matched"] == 2  # botocore retried it once
     dynamodb_faults.clear()
-    monkeypatch.setattr(ledger, "TRANSIENT_ATTEMPTS", 1)  # one botocore round is enough here
+    monkeypatch.setattr(ledger_commit, "TRANSIENT_ATTEMPTS", 1)  # one botocore round is enough here
     throttled = dynamodb_faults.inject(TRANSACT, "ThrottlingException")
     with pytest.raises(ServiceUnavailable) as busy:
         ledger.grant(user_id, 5, source="admin", record_id=new_id())

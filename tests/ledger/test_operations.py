@@ -5,6 +5,7 @@ import pytest
 
 from chalicelib.aws import store
 from chalicelib.credits import ledger
+from chalicelib.credits.ledger import hints as ledger_hints
 from chalicelib.core.errors import Conflict, InsufficientCredits, NotFound
 from chalicelib.web.errors import answer, status_of
 from tests.conftest import usage_rows
@@ -66,7 +67,7 @@ def test_refused_charge_reports_balance_and_required_and_writes_nothing(make_use
 def test_stale_balance_guess_is_corrected_in_the_same_call(make_user):
     user_id = make_user()
     ledger.charge(user_id, 10, service_type="ask", request_id=new_id())
-    ledger._remember_balance(user_id, 999)  # another process moved the balance meanwhile
+    ledger_hints.remember_balance(user_id, 999)  # another process moved the balance meanwhile
     result = ledger.charge(user_id, 10, service_type="ask", request_id=new_id())
     assert result.balance_after == 180
     assert [r["balance_after"] for r in sorted(usage_rows(user_id), key=lambda r: r["timestamp"])] == [190, 180]
