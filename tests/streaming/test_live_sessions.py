@@ -9,6 +9,7 @@ from chalicelib.aws import store
 from chalicelib.credits import ledger
 from chalicelib.live import captions
 from chalicelib.core.errors import DomainError
+from chalicelib.web.errors import status_of
 from tests.conftest import at_once, usage_rows
 from tests.streaming.conftest import session_item
 
@@ -241,7 +242,7 @@ def test_parallel_starts_cannot_reserve_more_than_the_balance(caller, live):
     assert len(started) >= 2 and held <= 200
     assert all(10 <= o["credits_reserved"] <= 70 for o in started)
     assert user.available() == 200 - held and user.owned() == 200
-    assert all(e.status == 402 and e.details.get("price_per_minute") == 10 for e in refused)
+    assert all(status_of(e) == 402 and e.details.get("price_per_minute") == 10 for e in refused)
     assert len(started) + len(refused) == 8
     assert ledger.check_invariant(user.user_id).ok
 
