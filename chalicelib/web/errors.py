@@ -62,14 +62,13 @@ def headers_of(error: errors.DomainError) -> dict[str, str]:
     return headers
 
 
-def answer(error: errors.DomainError) -> Answer:
+def answer(error: errors.DomainError | errors.ConfigurationError) -> Answer:
+    """A domain error's answer. A configuration error's text names settings: the operator
+    reads it in the log, the client gets a generic 503."""
+    if isinstance(error, errors.ConfigurationError):
+        logger.error("configuration error: %s", error)
+        return Answer(503, envelope("service_unavailable", "Service is not configured"), {})
     return Answer(status_of(error), envelope(error.code, error.message, **error.details), headers_of(error))
-
-
-def not_configured(error: errors.ConfigurationError) -> Answer:
-    """The operator reads the setting's name in the log; the client gets a generic 503."""
-    logger.error("configuration error: %s", error)
-    return Answer(503, envelope("service_unavailable", "Service is not configured"), {})
 
 
 def internal_error() -> Answer:

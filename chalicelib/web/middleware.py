@@ -6,14 +6,13 @@ from the one table in web.errors, like those raised here.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
-import functools
 from typing import Any, Callable
 
-from chalice import Chalice
-from chalice.app import Request, Response
+from chalice.app import Chalice, Request, Response
 
 from chalicelib.core import jsonutil
 from chalicelib.core import logs
@@ -99,10 +98,8 @@ def answering_errors(view: Callable[..., Any]) -> Callable[..., Any]:
     def answering(*args: Any, **kwargs: Any) -> Any:
         try:
             return view(*args, **kwargs)
-        except DomainError as error:
+        except (DomainError, ConfigurationError) as error:
             return error_response(errors.answer(error))
-        except ConfigurationError as error:
-            return error_response(errors.not_configured(error))
 
     return answering
 
@@ -221,10 +218,8 @@ def handle(request: Request, get_response: Callable[[Request], Response]) -> Res
         response = get_response(request)
         if _is_chalice_error(response):  # Chalice already logged any exception (redacted)
             response = _from_chalice_error(response)
-    except DomainError as error:
+    except (DomainError, ConfigurationError) as error:
         response = error_response(errors.answer(error))
-    except ConfigurationError as error:
-        response = error_response(errors.not_configured(error))
     except Exception:
         logger.exception("unhandled error")
         response = _internal_error()

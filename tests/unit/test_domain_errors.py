@@ -94,7 +94,7 @@ def test_answers(error, expected):
 
 
 def test_a_configuration_error_is_a_generic_503_that_names_nothing(caplog):
-    got = web_errors.not_configured(errors.ConfigurationError("JWT_SECRET is not set"))
+    got = answer(errors.ConfigurationError("JWT_SECRET is not set"))
     assert got == Answer(503, {"error": "Service is not configured", "message": "Service is not configured",
                                "code": "service_unavailable"}, {})
     assert "JWT_SECRET is not set" in caplog.text  # for the operator, in the log only

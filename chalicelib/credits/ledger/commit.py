@@ -169,7 +169,7 @@ def _refusal(user_id: str, change: UserChange, raw_item: dict[str, Any] | None) 
     user = store.from_item(raw_item)
     if user is None or not isinstance(user.get("credits_balance"), int):
         raise NotFound("Account not found", code="account_not_found")
-    balance = user["credits_balance"]
+    balance = int(user["credits_balance"])
     hints.remember_balance(user_id, balance)
     if change.spend and user.get("status") == SUSPENDED:
         raise Forbidden("This account is suspended", code="account_suspended")

@@ -297,12 +297,12 @@ def reserve(
     if slot_name is not None and (not _NAME.fullmatch(slot_name) or slot_name in _LEDGER_ATTRIBUTES):
         raise ValueError(f"slot name not allowed: {slot_name!r}")
     now = store.now()
-    hold = {"reservation_id": reservation_id, "user_id": user_id, "amount": amount,
-            "created_at": store.iso(now), "expires_at": store.iso(now + timedelta(seconds=ttl_seconds)),
-            "purpose": purpose, "ref_id": ref_id, "slot": slot_name}
+    hold = records.Hold(reservation_id, user_id, amount, created_at=store.iso(now),
+                        expires_at=store.iso(now + timedelta(seconds=ttl_seconds)), purpose=purpose,
+                        ref_id=ref_id, slot=slot_name)
     change = UserChange(delta=-amount, required=amount, spend=True, slot=slot_name, slot_step=1,
                         slot_max=slot_max, held=amount)
-    outcome = commit(user_id, change, partial(records.reserve_items, **hold), extra_items)
+    outcome = commit(user_id, change, partial(records.reserve_items, hold=hold), extra_items)
     if isinstance(outcome, Refused):
         stored = outcome.item
         if stored is None or stored.get("user_id") != user_id or stored.get("kind") != "reservation":
@@ -311,7 +311,7 @@ def reserve(
         if stored["state"] == HELD:
             hints.remember_reservation(stored)
         return Reservation.of(stored, replayed=True)
-    written = records.reservation_row(**hold, balance_after=outcome.balance_after)
+    written = hold.row(outcome.balance_after)
     hints.remember_reservation(written)
     log_event(logger, "ledger.reserve", user_id=user_id, reservation_id=reservation_id,
               credits=amount, balance_after=outcome.balance_after)

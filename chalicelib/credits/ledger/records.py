@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any, Iterator, Literal, Mapping, NotRequired, TypedDict
+from typing import Any, Final, Iterator, Literal, Mapping, NotRequired, TypedDict
 
 from chalicelib.aws import store
 from chalicelib.aws.expressions import update
@@ -24,8 +24,15 @@ USERS, TRANSACTIONS, USAGE, RESERVATIONS = "users", "transactions", "usage", "re
 
 SIGNUP = "signup"
 SUSPENDED = "suspended"  # the user item's `status` while an operator has suspended it (accounts)
-HELD, SETTLED, RELEASED, CHARGED = "held", "settled", "released", "charged"
-GRANT, PURCHASE, CLAWBACK, COMPLETED = "grant", "purchase", "clawback", "completed"
+# Reservation states (a charge guard is `charged` from the start) and transactions kinds/status.
+HELD: Final = "held"
+SETTLED: Final = "settled"
+RELEASED: Final = "released"
+CHARGED: Final = "charged"
+GRANT: Final = "grant"
+PURCHASE: Final = "purchase"
+CLAWBACK: Final = "clawback"
+COMPLETED: Final = "completed"
 HELD_SHARDS = 8  # held-index partitions; cleanup queries each of `held_shards()`
 
 
@@ -183,7 +190,7 @@ def read_balance(user_id: str) -> int | None:
         TableName=store.table_name(USERS), Key=store.key(user_id=user_id),
         ProjectionExpression="credits_balance", ConsistentRead=True,
     )
-    balance = store.from_item(response.get("Item") or {}).get("credits_balance")
+    balance = (store.from_item(response.get("Item")) or {}).get("credits_balance")
     return balance if isinstance(balance, int) else None
 
 
@@ -331,19 +338,30 @@ def held_shards() -> tuple[str, ...]:
     return tuple(str(shard) for shard in range(HELD_SHARDS))
 
 
-def reservation_row(*, reservation_id: str, user_id: str, amount: int, created_at: str, expires_at: str,
-                    purpose: str, ref_id: str, slot: str | None, balance_after: int) -> ReservationRow:
-    return {
-        "reservation_id": reservation_id, "kind": "reservation", "user_id": user_id, "amount": amount,
-        "state": HELD, "held_shard": held_shard(reservation_id), "created_at": created_at,
-        "expires_at": expires_at, "purpose": purpose, "ref_id": ref_id, "slot": slot, "counts_held": True,
-        "balance_after": balance_after,
-    }
+@dataclass(frozen=True)
+class Hold:
+    """What reserve holds: everything in its reservation row but the balance after it."""
+
+    reservation_id: str
+    user_id: str
+    amount: int
+    created_at: str
+    expires_at: str
+    purpose: str
+    ref_id: str
+    slot: str | None
+
+    def row(self, balance_after: int) -> ReservationRow:
+        return {
+            "reservation_id": self.reservation_id, "kind": "reservation", "user_id": self.user_id,
+            "amount": self.amount, "state": HELD, "held_shard": held_shard(self.reservation_id),
+            "created_at": self.created_at, "expires_at": self.expires_at, "purpose": self.purpose,
+            "ref_id": self.ref_id, "slot": self.slot, "counts_held": True, "balance_after": balance_after,
+        }
 
 
-def reserve_items(balance_after: int, **facts: Any) -> list[dict[str, Any]]:
-    """The hold itself; `facts` are reservation_row's arguments but balance_after."""
-    return [put_once(RESERVATIONS, "reservation_id", reservation_row(balance_after=balance_after, **facts))]
+def reserve_items(balance_after: int, *, hold: Hold) -> list[dict[str, Any]]:
+    return [put_once(RESERVATIONS, "reservation_id", hold.row(balance_after))]
 
 
 def extend_items(balance_after: int, *, reservation_id: str, user_id: str, amount: int, step: int,
