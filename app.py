@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from chalice import Chalice, Rate
+from chalice import Rate
 from chalice.app import AuthRequest, Request, Response
 
 from chalicelib.accounts import auth
@@ -32,6 +32,7 @@ from chalicelib.billing import checkout as billing_checkout
 from chalicelib.billing import webhooks as billing_webhooks
 from chalicelib.core.settings import APP_NAME, get_settings, resource_name
 from chalicelib.web.middleware import (
+    Api,
     client_ip,
     handle,
     identity,
@@ -42,9 +43,10 @@ from chalicelib.web.middleware import (
     respond_text,
 )
 
-# configure_logs=False: Chalice would otherwise add its own plain-text stdout handler to
-# app.log, printing every record (tracebacks included) a second time, unredacted.
-app = Chalice(app_name=APP_NAME, configure_logs=False)
+# Api: Chalice whose routes answer domain errors (web.errors). configure_logs=False: Chalice
+# would otherwise add its own plain-text stdout handler to app.log, printing every record
+# (tracebacks included) a second time, unredacted.
+app = Api(app_name=APP_NAME, configure_logs=False)
 app.log.propagate = True  # our JSON handler on the root logger formats (and redacts) it
 
 

@@ -10,7 +10,7 @@ ledger asks for) and `before-send` (HTTP requests, including any SDK retry).
 "warm" is the normal case: this process has seen the user's balance (and the
 reservation) before, so the ledger's guess is right. "cold" is a fresh process (caches
 cleared just before the operation): the first attempt of a write doubles as the read of
-the balance (see chalicelib/credits/ledger.py). tests/ledger/test_bench.py asserts these counts.
+the balance (see chalicelib/credits/ledger/commit.py). tests/ledger/test_bench.py asserts these counts.
 """
 from __future__ import annotations
 

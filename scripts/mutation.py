@@ -3,9 +3,9 @@
     .venv/bin/python scripts/mutation.py [--sample 90] [--seed 12] [--list] [--only ID ...]
                                          [--tests tests/ledger tests/billing ...]
 
-Each mutant is one small change to chalicelib/credits/ledger.py or chalicelib/billing/fulfilment.py
-(a comparison or boolean operator flipped, a number moved by one, a string altered, a
-condition negated, a call statement deleted). A fixed-seed sample of them is run, one at a
+Each mutant is one small change to a module of the ledger (chalicelib/credits/ledger/) or to
+chalicelib/billing/fulfilment.py (a comparison or boolean operator flipped, a number moved by
+one, a string altered, a condition negated, a call statement deleted). A fixed-seed sample of them is run, one at a
 time, against the tests (first failure stops a run, so a killed mutant is cheap) in a
 private copy of the repository: the working tree is never modified. Mutants listed in
 scripts/mutation_equivalents.json change no observable behaviour (each with a reason) and
@@ -39,7 +39,9 @@ from dataclasses import dataclass
 from typing import Iterator
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TARGETS = ("chalicelib/credits/ledger.py", "chalicelib/billing/fulfilment.py")
+LEDGER = "chalicelib/credits/ledger/"
+TARGETS = tuple(LEDGER + name for name in ("operations.py", "commit.py", "records.py", "hints.py", "invariant.py")) \
+    + ("chalicelib/billing/fulfilment.py",)
 # Cheapest and most telling first: a run stops at the first failure. Left out for time:
 # the hypothesis state machine and the request-count benchmark (tests/ledger), and the
 # end-to-end billing run over a live server (the same flows as test_fulfilment).

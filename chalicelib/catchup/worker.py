@@ -34,7 +34,7 @@ from chalicelib.catchup import uploads
 from chalicelib.credits import ledger
 from chalicelib.credits import stats
 from chalicelib.catchup.jobs import COMPLETED, MAX_ATTEMPTS, PROCESSING, QUEUED, TERMINAL
-from chalicelib.core.errors import ApiError, ConfigurationError, ServiceUnavailable, UpstreamError
+from chalicelib.core.errors import ConfigurationError, DomainError, ServiceUnavailable, UpstreamError
 from chalicelib.core.logs import log_event, start_invocation
 from chalicelib.core.settings import get_settings
 
@@ -342,7 +342,7 @@ def stream_context(job: Mapping[str, Any]) -> dict[str, Any]:
 
     try:
         info = twitch.channel_info(login)
-    except (ApiError, ConfigurationError) as error:
+    except (DomainError, ConfigurationError) as error:
         log_event(logger, "catchup.twitch_unavailable", logging.WARNING,
                   code=getattr(error, "code", type(error).__name__))
         return context

@@ -256,8 +256,8 @@ def _count_session_today(settings: Settings, user_id: str, now: int) -> None:
         retry_after = max(day_end - now, 1)
         raise RateLimited(
             f"At most {settings.live_max_sessions_per_day} live sessions a day; try again tomorrow",
-            code="too_many_sessions_today", headers={"Retry-After": str(retry_after)},
-            retry_after=retry_after, limit=settings.live_max_sessions_per_day,
+            code="too_many_sessions_today", retry_after=retry_after,
+            limit=settings.live_max_sessions_per_day,
         )
 
 

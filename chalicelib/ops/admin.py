@@ -239,14 +239,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in COMMANDS:
         return _set_role_command(parser, args, stage)
     from chalicelib.core import jsonutil
-    from chalicelib.core.errors import ApiError
+    from chalicelib.core.errors import BadRequest, DomainError, NotFound, ValidationFailed
 
     try:
         answer = _support(args)
-    except ApiError as error:
+    except DomainError as error:
         sys.stderr.write(f"{args.command}: {error.message} ({error.code})\n")
-        return EXIT_NOT_FOUND if error.status == 404 else EXIT_USAGE if error.status in (400, 422) \
-            else EXIT_REFUSED
+        return EXIT_NOT_FOUND if isinstance(error, NotFound) \
+            else EXIT_USAGE if isinstance(error, (BadRequest, ValidationFailed)) else EXIT_REFUSED
     sys.stdout.write(answer if isinstance(answer, str) else json.dumps(jsonutil.plain(answer), indent=2) + "\n")
     return EXIT_OK
 

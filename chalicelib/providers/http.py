@@ -309,7 +309,6 @@ class ProviderClient:
         return ServiceUnavailable(
             f"{self.display_name} is busy; please try again shortly",
             code="provider_busy",
-            headers={"Retry-After": str(retry_after)},
             retry_after=retry_after,
         )
 
@@ -322,7 +321,6 @@ class ProviderClient:
             return ServiceUnavailable(
                 f"{self.display_name} is temporarily unavailable",
                 code="upstream_unavailable",
-                headers={"Retry-After": str(seconds)},
                 retry_after=seconds,
             )
         # A request that may have been sent and failed without an answer: its outcome is unknown.

@@ -40,9 +40,10 @@ from typing import Any, Callable, Mapping
 
 from chalicelib.aws import store
 from chalicelib.core import jsonutil
-from chalicelib.core.errors import ApiError, BadRequest, Conflict, ValidationFailed
+from chalicelib.core.errors import BadRequest, Conflict, DomainError, ValidationFailed
 from chalicelib.core.logs import log_event
 from chalicelib.core.settings import get_settings
+from chalicelib.web import errors
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,13 @@ IN_PROGRESS, COMPLETED = "in_progress", "completed"
 KEY_PATTERN = re.compile(r"[\x21-\x7e]{1,255}")  # printable ASCII, no spaces
 MAX_STORED_BYTES = 300 * 1024  # a DynamoDB item holds 400 KB
 _POLL_SECONDS = (0.05, 0.1, 0.2, 0.25)
+
+
+class StillInProgress(Conflict):
+    """The first request with this key is still running: retry shortly."""
+
+    code, default_message = "idempotency_in_progress", "A request with this Idempotency-Key is still in progress"
+    retry_after = 1
 
 
 def key_from(headers: Mapping[str, str] | None) -> str | None:
@@ -123,11 +131,7 @@ def run(
             if existing.get("lock_expires_at_epoch", 0) < store.epoch():
                 break  # the first attempt was abandoned: claim it again
             if time.monotonic() >= deadline:
-                raise Conflict(
-                    "A request with this Idempotency-Key is still in progress",
-                    code="idempotency_in_progress",
-                    headers={"Retry-After": "1"},
-                )
+                raise StillInProgress()
             time.sleep(_POLL_SECONDS[min(polls, len(_POLL_SECONDS) - 1)])
             polls += 1
             current = store.get(TABLE, idempotency_key=record_key)
@@ -162,19 +166,20 @@ def _claim(record_key: str, user_id: str, route: str, request_print: str, owner:
         return store.from_item(error.response.get("Item")) or {}
 
 
-def _decided(error: ApiError) -> bool:
+def _decided(answer: errors.Answer) -> bool:
     """Errors that are the operation's answer (stored); 5xx and 429 are not (retry runs again)."""
-    return error.status < 500 and error.status != 429
+    return answer.status < 500 and answer.status != 429
 
 
 def _execute(record_key: str, owner: str, operation: Callable[[], Any], status: int) -> tuple[int, Any]:
     try:
         payload = operation()
-    except ApiError as error:
-        if not _decided(error):
+    except DomainError as error:
+        answer = errors.answer(error)
+        if not _decided(answer):
             _free(record_key, owner)
             raise
-        status, payload = error.status, error.body()
+        status, payload = answer.status, answer.body
     except BaseException:
         _free(record_key, owner)
         raise

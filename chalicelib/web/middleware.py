@@ -1,24 +1,28 @@
 """The glue between Chalice and the logic: request parsing, responses, errors, CORS, access logs.
 
-This is the only chalicelib module that knows about Chalice's Request and Response.
+With the authorizer, the only chalicelib module that imports chalice. Domain errors are
+plain exceptions (core.errors); `Api` lets them leave a view so that they are answered
+from the one table in web.errors, like those raised here.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
 from typing import Any, Callable
 
-from chalice.app import Request, Response
+from chalice.app import Chalice, Request, Response
 
 from chalicelib.core import jsonutil
 from chalicelib.core import logs
 from chalicelib.web import ratelimit
 from chalicelib.accounts.standing import DELETING, FINISH_DELETION, TOKEN_REFUSALS
-from chalicelib.core.errors import ApiError, ConfigurationError, PayloadTooLarge, Unauthorized
+from chalicelib.core.errors import ConfigurationError, DomainError, PayloadTooLarge, Unauthorized
 from chalicelib.core.settings import get_settings
 from chalicelib.accounts.tokens import Identity
 from chalicelib.core.validation import Schema, parse_body
+from chalicelib.web import errors
 
 logger = logging.getLogger("api")
 
@@ -79,8 +83,38 @@ def respond_text(text: str, headers: dict[str, str], status: int = 200) -> Respo
     return Response(body=text, status_code=status, headers=dict(headers))
 
 
-def error_response(error: ApiError) -> Response:
-    return respond(error.body(), status=error.status, headers=error.headers)
+def error_response(answer: errors.Answer) -> Response:
+    return respond(answer.body, status=answer.status, headers=answer.headers)
+
+
+def answering_errors(view: Callable[..., Any]) -> Callable[..., Any]:
+    """A view whose domain and configuration errors become their answers.
+
+    Chalice turns any exception leaving a view into its own 500 before the middleware
+    sees it (only its ChaliceUnhandledError passes), so the answer is given here.
+    """
+
+    @functools.wraps(view)
+    def answering(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return view(*args, **kwargs)
+        except (DomainError, ConfigurationError) as error:
+            return error_response(errors.answer(error))
+
+    return answering
+
+
+class Api(Chalice):
+    """Chalice whose routes answer domain errors (`answering_errors`)."""
+
+    def route(self, path: str, **kwargs: Any) -> Callable[..., Any]:
+        register = super().route(path, **kwargs)
+
+        def decorator(view: Callable[..., Any]) -> Callable[..., Any]:
+            register(answering_errors(view))
+            return view
+
+        return decorator
 
 
 def _origin(request: Request) -> str | None:
@@ -147,11 +181,11 @@ def _from_chalice_error(response: Response) -> Response:
         return _internal_error()
     code, message = CHALICE_ERRORS.get(response.status_code, ("bad_request", "Bad request"))
     headers = {k: v for k, v in response.headers.items() if k.lower() == "allow"}
-    return error_response(ApiError(message, code=code, status=response.status_code, headers=headers))
+    return respond(errors.envelope(code, message), status=response.status_code, headers=headers)
 
 
 def _internal_error() -> Response:
-    return error_response(ApiError("Internal error", code="internal_error", status=500))
+    return error_response(errors.internal_error())
 
 
 def handle(request: Request, get_response: Callable[[Request], Response]) -> Response:
@@ -184,13 +218,8 @@ def handle(request: Request, get_response: Callable[[Request], Response]) -> Res
         response = get_response(request)
         if _is_chalice_error(response):  # Chalice already logged any exception (redacted)
             response = _from_chalice_error(response)
-    except ApiError as error:
-        response = error_response(error)
-    except ConfigurationError as error:
-        logger.error("configuration error: %s", error)
-        response = error_response(
-            ApiError("Service is not configured", code="service_unavailable", status=503)
-        )
+    except (DomainError, ConfigurationError) as error:
+        response = error_response(errors.answer(error))
     except Exception:
         logger.exception("unhandled error")
         response = _internal_error()

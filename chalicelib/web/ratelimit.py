@@ -83,6 +83,13 @@ ROUTE_CLASSES: dict[tuple[str, str], str] = {
 }
 
 
+class LimiterUnavailable(ServiceUnavailable):
+    """The counters could not be read on a fail-closed route class: refuse, retry shortly."""
+
+    default_message = "Service temporarily unavailable"
+    retry_after = 5
+
+
 @dataclass(frozen=True)
 class Decision:
     """The outcome of one allowed check, for the X-RateLimit-* headers."""
@@ -212,21 +219,11 @@ def check(
             route_class=name, error=type(error).__name__, fail_closed=closed,
         )
         if closed:
-            raise ServiceUnavailable(
-                "Service temporarily unavailable", headers={"Retry-After": "5"}
-            ) from None
+            raise LimiterUnavailable() from None
         return None
     if count is None:
         retry_after = max(1, end - int(moment))
         log_event(logger, "ratelimit.refused", logging.WARNING, route_class=name, retry_after=retry_after)
-        raise RateLimited(
-            "Too many requests; try again later",
-            headers={
-                "Retry-After": str(retry_after),
-                "X-RateLimit-Limit": str(limit),
-                "X-RateLimit-Remaining": "0",
-            },
-            retry_after=retry_after,
-        )
+        raise RateLimited("Too many requests; try again later", retry_after=retry_after, window_limit=limit)
     return Decision(route_class=name, limit=limit, remaining=max(0, limit - count))
 

@@ -67,7 +67,8 @@ def test_the_package_fits_the_budget_and_keeps_only_the_used_service_models(chal
               if os.path.isdir(os.path.join(task_root, "botocore", "data", name))}
     assert models == slim.used_services() == {"dynamodb", "s3", "sqs", "ssm"}
     assert os.path.exists(os.path.join(task_root, "__pycache__", slim.pyc_name("app")))
-    assert os.path.exists(os.path.join(task_root, "chalicelib", "credits", "__pycache__", slim.pyc_name("ledger")))
+    assert os.path.exists(os.path.join(task_root, "chalicelib", "credits", "ledger", "__pycache__",
+                                       slim.pyc_name("operations")))
 
 
 def test_every_route_answers_from_the_package_alone(task_root, aws_endpoint):

@@ -10,7 +10,9 @@ from __future__ import annotations
 import pytest
 
 from chalicelib.credits import ledger
+from chalicelib.credits.ledger import commit as ledger_commit
 from chalicelib.core.errors import ServiceUnavailable, StorageBusy
+from chalicelib.web.errors import answer, headers_of, status_of
 from tests.conftest import usage_rows
 from tests.faults import BOTOCORE_ATTEMPTS
 from tests.ledger.conftest import new_id
@@ -46,8 +48,8 @@ def test_the_ledger_gives_up_after_its_attempts_with_a_503_and_nothing_written(
     fault = dynamodb_faults.inject(TRANSACT, "TransactionConflict", table="reservations")
     with pytest.raises(ServiceUnavailable) as busy:
         ledger.charge(user_id, 7, service_type="ask", request_id=new_id())
-    assert busy.value.status == 503 and busy.value.code == "ledger_busy"
-    assert busy.value.headers["Retry-After"] == "1" and busy.value.body()["retry_after"] == 1
+    assert status_of(busy.value) == 503 and busy.value.code == "ledger_busy"
+    assert headers_of(busy.value)["Retry-After"] == "1" and answer(busy.value).body["retry_after"] == 1
     assert dynamodb_faults.get(fault)["fired"] == ledger.TRANSIENT_ATTEMPTS
     assert captured_logs("ledger.contention")[-1]["attempts"] == ledger.TRANSIENT_ATTEMPTS
     assert captured_logs("ledger.contention")[-1]["reason"] == "TransactionCanceledException"
@@ -89,11 +91,11 @@ def test_whole_request_throttling_is_absorbed_by_botocore_then_surfaces_as_busy(
     assert ledger.grant(user_id, 5, source="admin", record_id=new_id()).balance_after == 205
     assert dynamodb_faults.get(absorbed)["matched"] == 2  # botocore retried it once
     dynamodb_faults.clear()
-    monkeypatch.setattr(ledger, "TRANSIENT_ATTEMPTS", 1)  # one botocore round is enough here
+    monkeypatch.setattr(ledger_commit, "TRANSIENT_ATTEMPTS", 1)  # one botocore round is enough here
     throttled = dynamodb_faults.inject(TRANSACT, "ThrottlingException")
     with pytest.raises(ServiceUnavailable) as busy:
         ledger.grant(user_id, 5, source="admin", record_id=new_id())
-    assert busy.value.status == 503 and busy.value.headers["Retry-After"] == "1"
+    assert status_of(busy.value) == 503 and headers_of(busy.value)["Retry-After"] == "1"
     assert dynamodb_faults.get(throttled)["fired"] == BOTOCORE_ATTEMPTS  # botocore tried them all
     dynamodb_faults.clear()
     assert ledger.get_balance(user_id)["balance"] == 205
@@ -122,7 +124,7 @@ def test_no_answer_at_all_is_busy_not_an_internal_error(make_user, dynamodb_faul
     dynamodb_faults.inject("GetItem", "timeout", table="users", delay=0.8)
     with pytest.raises(StorageBusy) as busy:
         ledger.get_balance(user_id)
-    assert busy.value.status == 503 and busy.value.body()["code"] == "storage_busy"
+    assert status_of(busy.value) == 503 and answer(busy.value).body["code"] == "storage_busy"
 
 
 def test_a_client_gets_a_clear_503_and_keeps_its_credits(client, new_user, provider_env, fake_openai,

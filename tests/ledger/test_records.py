@@ -7,7 +7,9 @@ import re
 import pytest
 
 from chalicelib.aws import store
+from chalicelib.core.errors import Conflict
 from chalicelib.credits import ledger
+from chalicelib.web.errors import status_of
 from tests.conftest import usage_rows
 from tests.ledger.conftest import new_id
 
@@ -120,7 +122,7 @@ def test_a_charge_whose_guard_belongs_to_another_account_is_a_conflict(make_user
         "reservation_id": f"charge#{user_id}#{request_id}", "kind": "charge", "user_id": other,
         "state": "charged", "amount": 1, "credits_used": 1, "balance_after": 0,
         "usage_timestamp": "t"}))
-    with pytest.raises(ledger.Conflict) as conflict:
+    with pytest.raises(Conflict) as conflict:
         ledger.charge(user_id, 5, service_type="ask", request_id=request_id)
-    assert (conflict.value.status, conflict.value.code) == (409, "ledger_record_conflict")
+    assert (status_of(conflict.value), conflict.value.code) == (409, "ledger_record_conflict")
     assert ledger.get_balance(user_id)["balance"] == 200 and usage_rows(user_id) == []

@@ -3,32 +3,60 @@ from __future__ import annotations
 
 import pytest
 
+from chalicelib.aws import store
 from chalicelib.credits import ledger
 from chalicelib.credits import statement
+from chalicelib.credits.ledger import commit, hints, operations, records
 from chalicelib.web import idempotency
 from chalicelib.core.errors import BadRequest, ValidationFailed
 
 
+def readable(update: dict) -> tuple[str, str]:
+    """(update expression, condition) with every placeholder replaced by its name or value."""
+    texts = [update["UpdateExpression"], update["ConditionExpression"]]
+    values = {k: store.from_item({"v": v})["v"] for k, v in update["ExpressionAttributeValues"].items()}
+    for placeholder, value in sorted({**update["ExpressionAttributeNames"], **values}.items(),
+                                     key=lambda item: -len(item[0])):  # :u10 before :u1
+        texts = [text.replace(placeholder, str(value)) for text in texts]
+    return texts[0], texts[1]
+
+
 def test_spend_update_is_conditional_on_exact_balance_and_cost():
-    update = ledger._user_update("u1", ledger._UserChange(delta=-5, required=5, usage=5), 42)["Update"]
-    assert update["ConditionExpression"] == "credits_balance = :expected AND credits_balance >= :required"
-    assert update["ExpressionAttributeValues"][":expected"] == {"N": "42"}
-    assert update["ExpressionAttributeValues"][":required"] == {"N": "5"}
+    update = records.user_update("u1", records.UserChange(delta=-5, required=5, usage=5), 42)["Update"]
+    expression, condition = readable(update)
+    assert condition == "credits_balance = 42 AND credits_balance >= 5"
+    assert expression == "ADD credits_balance -5, ledger_seq 1, total_usage 5"
     assert update["ReturnValuesOnConditionCheckFailure"] == "ALL_OLD"
-    assert "total_usage" in update["UpdateExpression"] and "ADD ledger_seq :one" in update["UpdateExpression"]
 
 
 def test_clawback_update_has_no_spend_condition():
-    update = ledger._user_update("u1", ledger._UserChange(delta=-500), 10)["Update"]
-    assert update["ConditionExpression"] == "credits_balance = :expected"
+    update = records.user_update("u1", records.UserChange(delta=-500), 10)["Update"]
+    assert readable(update) == ("ADD credits_balance -500, ledger_seq 1", "credits_balance = 10")
+
+
+def test_a_spend_is_refused_while_suspended():
+    update = records.user_update("u1", records.UserChange(delta=-1, required=1, spend=True), 10)["Update"]
+    assert readable(update)[1] == ("credits_balance = 10 AND credits_balance >= 1 AND "
+                                   "(attribute_not_exists(status) OR status <> suspended)")
 
 
 def test_slot_update_takes_a_slot_below_the_limit():
-    change = ledger._UserChange(delta=-10, required=10, slot="active_streams", slot_step=1, slot_max=2)
-    update = ledger._user_update("u1", change, 10)["Update"]
-    assert "(attribute_not_exists(#slot) OR #slot < :slot_max)" in update["ConditionExpression"]
-    assert update["ExpressionAttributeNames"] == {"#slot": "active_streams"}
-    assert "#slot :slot_step" in update["UpdateExpression"]
+    change = records.UserChange(delta=-10, required=10, slot="active_streams", slot_step=1, slot_max=2, held=10)
+    expression, condition = readable(records.user_update("u1", change, 10)["Update"])
+    assert expression == "ADD credits_balance -10, ledger_seq 1, credits_held 10, active_streams 1"
+    assert condition.endswith(" AND (attribute_not_exists(active_streams) OR active_streams < 2)")
+
+
+def test_closing_a_reservation_is_conditional_on_the_facts_it_was_built_from():
+    held = records.Held("r1", "u1", 30, "active_streams", "s1", 170, counts_held=True)
+    close, usage, _stats = records.close_items(
+        182, held=held, state=records.SETTLED, credits_used=18, service_type="live", metadata=None,
+        reason=None, usage_timestamp="t#r1", now="2024-01-01T00:00:00.000Z")
+    expression, condition = readable(close["Update"])
+    assert condition == "state = held AND user_id = u1 AND amount = 30"
+    assert expression == ("SET state = settled, credits_used = 18, credits_refunded = 12, closed_balance_after = 182, "
+                          "settled_at = 2024-01-01T00:00:00.000Z, usage_timestamp = t#r1 REMOVE held_shard")
+    assert usage["Put"]["Item"]["balance_after"] == {"N": "182"}
 
 
 def test_records_are_written_at_most_once_and_report_what_is_there():
@@ -47,13 +75,13 @@ def test_held_shard_is_stable_and_in_range():
 
 
 def test_usage_keys_start_with_the_time_and_never_collide():
-    keys = {ledger._usage_key(f"{i}") for i in range(100)}
+    keys = {records.usage_key(f"{i}") for i in range(100)}
     assert len(keys) == 100
     assert all(key[:4].isdigit() and key[23] == "Z" and key[24] == "#" for key in keys)
 
 
 def test_lru_keeps_the_most_recent():
-    cache = ledger._Lru[str, int](size=2)
+    cache = hints.Lru[str, int](size=2)
     cache.put("a", 1)
     cache.put("b", 2)
     assert cache.get("a") == 1
@@ -62,9 +90,9 @@ def test_lru_keeps_the_most_recent():
 
 
 def test_metadata_is_bounded():
-    assert ledger._metadata({"a": 1}) == {"a": 1}
+    assert operations._metadata({"a": 1}) == {"a": 1}
     with pytest.raises(ValueError, match="^metadata must be at most 8192 bytes"):
-        ledger._metadata({"a": "x" * (ledger.MAX_METADATA_BYTES + 1)})
+        operations._metadata({"a": "x" * (ledger.MAX_METADATA_BYTES + 1)})
 
 
 @pytest.mark.parametrize("call, names", [
@@ -145,7 +173,7 @@ def test_header_lookup_is_case_insensitive():
     assert idempotency.request_id({"Idempotency-Key": "k"}, "u", "f").startswith("idem-")
 
 
-LEDGER_ATTRIBUTES = ["user_id", "credits_balance", "total_usage", "total_credits_purchased",
+LEDGER_ATTRIBUTES = ["user_id", "credits_balance", "credits_held", "total_usage", "total_credits_purchased",
                      "ledger_seq", "email", "role", "is_active", "subscription_tier"]
 PURCHASE_ATTRIBUTES = ["transaction_id", "user_id", "kind", "status", "credits", "amount", "currency",
                        "created_at", "completed_at", "balance_after", "source"]
@@ -175,7 +203,7 @@ def test_backoff_is_full_jitter_doubling_from_5ms_capped_at_320ms(monkeypatch):
     for losses in range(1, 10):
         slept.clear()
         for _ in range(200):
-            ledger._backoff(losses)
+            commit.backoff(losses)
         bound = 0.005 * 2 ** min(losses, 6)
         assert all(0 <= delay <= bound for delay in slept), losses
         assert min(slept) < bound * 0.05 and max(slept) > bound * 0.95  # the whole range is used
@@ -186,11 +214,11 @@ def test_backoff_is_full_jitter_doubling_from_5ms_capped_at_320ms(monkeypatch):
     ledger.Reservation("r", "u", 1, "held", "", 0),
     ledger.SettleResult(1, 0, 0, False),
     ledger.InvariantReport(True, 0, 0, 0, 0, 0, 0, 0, True),
-    ledger._Held("r", "u", 1, None, None, 0),
-    ledger._UserChange(delta=1),
+    records.Held("r", "u", 1, None, None, 0),
+    records.UserChange(delta=1),
 ])
 def test_results_and_cached_facts_are_immutable(value):
-    """Results are handed to callers and `_Held` facts are shared across threads by the cache."""
+    """Results are handed to callers and `Held` facts are shared across threads by the cache."""
     import dataclasses
 
     with pytest.raises(dataclasses.FrozenInstanceError):

@@ -9,6 +9,7 @@ from chalicelib.core.errors import ServiceUnavailable, UpstreamError
 from chalicelib.core.logs import JsonFormatter
 from chalicelib.providers import assemblyai, openai
 from chalicelib.providers.http import OutcomeUnknown, ProviderRejected
+from chalicelib.web.errors import answer, headers_of, status_of
 from tests.conftest import OPENAI_KEY, free_port
 
 MESSAGES = [{"role": "user", "content": "hello there"}]
@@ -37,8 +38,8 @@ def test_429_after_all_attempts_is_provider_busy(providers, fake_openai):
     fake_openai.fail_next(3, 429, headers={"Retry-After": "1"}, path_prefix="/v1/chat")
     with pytest.raises(ServiceUnavailable) as caught:
         openai.chat(MESSAGES, max_completion_tokens=50)
-    assert caught.value.status == 503 and caught.value.code == "provider_busy"
-    assert caught.value.headers["Retry-After"] == "1"
+    assert status_of(caught.value) == 503 and caught.value.code == "provider_busy"
+    assert headers_of(caught.value)["Retry-After"] == "1"
     assert providers == [1.0, 1.0]
 
 
@@ -47,7 +48,7 @@ def test_retry_after_beyond_budget_gives_up_without_waiting(providers, fake_open
     with pytest.raises(ServiceUnavailable) as caught:
         openai.chat(MESSAGES, max_completion_tokens=50)
     assert caught.value.code == "provider_busy"
-    assert caught.value.headers["Retry-After"] == "120"
+    assert headers_of(caught.value)["Retry-After"] == "120"
     assert providers == []
 
 
@@ -57,8 +58,8 @@ def test_persistent_5xx_is_a_502_without_the_provider_body(providers, fake_opena
     with pytest.raises(UpstreamError) as caught:
         openai.chat(MESSAGES, max_completion_tokens=50)
     error = caught.value
-    assert error.status == 502 and error.code == "upstream_error"
-    assert "shard" not in json.dumps(error.body())
+    assert status_of(error) == 502 and error.code == "upstream_error"
+    assert "shard" not in json.dumps(answer(error).body)
 
 
 def test_provider_503_with_retry_after_is_passed_on(providers, fake_assemblyai):
@@ -66,7 +67,7 @@ def test_provider_503_with_retry_after_is_passed_on(providers, fake_assemblyai):
     with pytest.raises(ServiceUnavailable) as caught:
         mint()
     assert caught.value.code == "upstream_unavailable"
-    assert caught.value.headers["Retry-After"] == "3"
+    assert headers_of(caught.value)["Retry-After"] == "3"
 
 
 def test_rejected_key_is_503_with_an_operator_log_that_never_names_the_key(
@@ -80,7 +81,7 @@ def test_rejected_key_is_503_with_an_operator_log_that_never_names_the_key(
     with pytest.raises(ServiceUnavailable) as caught:
         openai.chat(MESSAGES, max_completion_tokens=50)
     assert caught.value.code == "provider_unavailable"
-    assert "Incorrect API key" not in json.dumps(caught.value.body())
+    assert "Incorrect API key" not in json.dumps(answer(caught.value).body)
     [event] = captured_logs("provider.credentials_rejected")
     assert event["provider"] == "openai" and "OPENAI_API_KEY" in event["operator_action"]
     formatter = JsonFormatter()
@@ -105,7 +106,7 @@ def test_other_4xx_is_rejected_without_retry(providers, fake_openai):
     fake_openai.fail_next(1, 400, path_prefix="/v1/chat")
     with pytest.raises(ProviderRejected) as caught:
         openai.chat(MESSAGES, max_completion_tokens=50)
-    assert caught.value.status == 502 and caught.value.provider_status == 400
+    assert status_of(caught.value) == 502 and caught.value.provider_status == 400
     assert len(fake_openai.requests_to("/v1/chat")) - before == 1
 
 
@@ -193,7 +194,7 @@ def dropping(providers, monkeypatch):
 def test_chat_post_dropped_after_sending_is_sent_once(dropping, providers):
     with pytest.raises(OutcomeUnknown) as caught:
         openai.chat(MESSAGES, max_completion_tokens=50)
-    assert caught.value.status == 502 and caught.value.code == "upstream_unreachable"
+    assert status_of(caught.value) == 502 and caught.value.code == "upstream_unreachable"
     [received] = dropping.requests_to("POST", "/v1/chat/completions")
     assert json.loads(received.body)["messages"] == MESSAGES  # the whole body went out
     assert len(dropping.received) == 1 and providers == []
@@ -202,7 +203,7 @@ def test_chat_post_dropped_after_sending_is_sent_once(dropping, providers):
 def test_transcript_post_dropped_after_sending_is_sent_once(dropping, providers):
     with pytest.raises(OutcomeUnknown) as caught:
         assemblyai.submit_transcript("https://audio.example/clip.wav", audio_end_at=60_000)
-    assert caught.value.status == 502 and caught.value.code == "upstream_unreachable"
+    assert status_of(caught.value) == 502 and caught.value.code == "upstream_unreachable"
     [received] = dropping.requests_to("POST", "/v2/transcript")
     assert json.loads(received.body)["audio_end_at"] == 60_000
     assert len(dropping.received) == 1 and providers == []

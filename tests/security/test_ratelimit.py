@@ -8,6 +8,7 @@ import pytest
 from chalicelib.web import ratelimit
 from chalicelib.core.errors import ConfigurationError, RateLimited, ServiceUnavailable
 from chalicelib.core.settings import load_settings
+from chalicelib.web.errors import headers_of
 from tests.conftest import ORIGIN, PASSWORD, json_headers, unique_email
 from tests.security.conftest import fresh_window
 
@@ -196,7 +197,7 @@ def test_window_rolls_over(aws_endpoint, env_override):
     with pytest.raises(RateLimited) as refused:
         ratelimit.check(settings, "POST", "/transcription/ask", user_id=user, source_ip=None,
                         now=start + 45)
-    assert refused.value.headers["Retry-After"] == "15"
+    assert headers_of(refused.value)["Retry-After"] == "15"
     decision = ratelimit.check(settings, "POST", "/transcription/ask", user_id=user,
                                source_ip=None, now=start + 60)
     assert decision.remaining == 1

@@ -6,7 +6,8 @@ import pytest
 from chalicelib.aws import store
 from chalicelib.credits import ledger
 from chalicelib.live import captions as streaming
-from chalicelib.core.errors import ApiError
+from chalicelib.core.errors import DomainError
+from chalicelib.web.errors import status_of
 from tests.conftest import at_once, usage_rows
 from tests.streaming.conftest import session_item
 from tests.streaming.sandbox_client import SandboxSocket
@@ -117,13 +118,13 @@ def test_parallel_renews_pay_and_mint_once(caller, clock, fake_assemblyai):
     def renew() -> object:
         try:
             return streaming.renew(user.user_id, first["session_id"], 1)
-        except ApiError as error:
+        except DomainError as error:
             return error
 
     outcomes = at_once(6, renew)
     tokens = {o["token"] for o in outcomes if isinstance(o, dict)}
     assert len(tokens) == 1
-    assert all(isinstance(o, dict) or o.status == 409 for o in outcomes)
+    assert all(isinstance(o, dict) or status_of(o) == 409 for o in outcomes)
     # A loser that minted before losing hands nothing out: an unopened token costs nothing.
     assert len(fake_assemblyai.tokens) - minted >= 1
     assert user.available() == 300 and _reservation(first["session_id"])["amount"] == 200
@@ -209,7 +210,7 @@ def test_stop_renew_and_cleanup_racing_settle_once(caller, clock, rounds):
             if kind == "renew":
                 return streaming.renew(user.user_id, session_id, 1)
             return streaming.settle_abandoned(session_item(session_id), store.epoch() + 7200)
-        except ApiError as error:
+        except DomainError as error:
             return error
 
     kinds = ["stop", "renew", "cleanup", "renew", "stop", "cleanup"]

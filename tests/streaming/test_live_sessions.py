@@ -8,7 +8,8 @@ import pytest
 from chalicelib.aws import store
 from chalicelib.credits import ledger
 from chalicelib.live import captions
-from chalicelib.core.errors import ApiError
+from chalicelib.core.errors import DomainError
+from chalicelib.web.errors import status_of
 from tests.conftest import at_once, usage_rows
 from tests.streaming.conftest import session_item
 
@@ -229,19 +230,19 @@ def test_parallel_starts_cannot_reserve_more_than_the_balance(caller, live):
     def start() -> object:
         try:
             return captions.start(user.user_id, max_minutes=7)
-        except ApiError as error:
+        except DomainError as error:
             return error
 
     outcomes = at_once(8, start)
     started = [o for o in outcomes if isinstance(o, dict)]
-    refused = [o for o in outcomes if isinstance(o, ApiError)]
+    refused = [o for o in outcomes if isinstance(o, DomainError)]
     held = sum(o["credits_reserved"] for o in started)
     # Each start sizes its token from the balance it read; the conditional reservation
     # refuses one whose balance moved meanwhile, so together they never hold more than 200.
     assert len(started) >= 2 and held <= 200
     assert all(10 <= o["credits_reserved"] <= 70 for o in started)
     assert user.available() == 200 - held and user.owned() == 200
-    assert all(e.status == 402 and e.details.get("price_per_minute") == 10 for e in refused)
+    assert all(status_of(e) == 402 and e.details.get("price_per_minute") == 10 for e in refused)
     assert len(started) + len(refused) == 8
     assert ledger.check_invariant(user.user_id).ok
 

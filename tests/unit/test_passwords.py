@@ -11,6 +11,7 @@ from chalicelib.accounts.passwords import (
     hash_password,
     verify_password,
 )
+from chalicelib.web.errors import answer, status_of
 
 
 def test_round_trip_at_cost_4():
@@ -29,9 +30,9 @@ def rule_error(password: str) -> ValidationFailed:
     with pytest.raises(ValidationFailed) as raised:
         check_password_rules(password)
     error = raised.value
-    assert error.status == 422
+    assert status_of(error) == 422
     assert error.details["field"] == "password"
-    assert error.body()["error"]  # readable text for `body.error || body.message`
+    assert answer(error).body["error"]  # readable text for `body.error || body.message`
     return error
 
 

@@ -23,6 +23,7 @@ from chalicelib.accounts.tokens import (
     refresh_token_id,
     verify_access_token,
 )
+from chalicelib.web.errors import status_of
 
 SETTINGS = load_settings({"JWT_SECRET": "unit-test-secret-" + "k" * 64, "STAGE": "local"})
 ALICE = Identity(user_id="user-123", email="alice@example.com", role="user")
@@ -55,7 +56,7 @@ def valid_claims(**overrides) -> dict:
 def rejected(token: str) -> Unauthorized:
     with pytest.raises(Unauthorized) as raised:
         verify_access_token(SETTINGS, token)
-    assert raised.value.status == 401
+    assert status_of(raised.value) == 401
     return raised.value
 
 

@@ -5,8 +5,9 @@ import json
 
 import pytest
 
-from chalicelib.core.errors import ApiError, BadRequest, PayloadTooLarge, ValidationFailed
+from chalicelib.core.errors import DomainError, BadRequest, PayloadTooLarge, ValidationFailed
 from chalicelib.core.validation import MAX_DEPTH, Field, Schema, parse_body, parse_json_object, validate
+from chalicelib.web.errors import answer, status_of
 
 SCHEMA = Schema(
     {
@@ -21,10 +22,10 @@ SCHEMA = Schema(
 )
 
 
-def error_of(call, *args) -> ApiError:
-    with pytest.raises(ApiError) as raised:
+def error_of(call, *args) -> DomainError:
+    with pytest.raises(DomainError) as raised:
         call(*args)
-    body = raised.value.body()
+    body = answer(raised.value).body
     assert isinstance(body["error"], str) and body["error"] == body["message"] and body["code"]
     return raised.value
 
@@ -38,24 +39,24 @@ def test_valid_body_with_defaults_and_normalisation():
 @pytest.mark.parametrize("raw", [b"{", b'{"name": }', b"{'name': 'ab'}", b'{"name": "ab",}', b"nul"])
 def test_invalid_json_is_400(raw):
     error = error_of(parse_json_object, raw)
-    assert isinstance(error, BadRequest) and error.status == 400 and error.code == "invalid_json"
+    assert isinstance(error, BadRequest) and status_of(error) == 400 and error.code == "invalid_json"
 
 
 def test_invalid_utf8_is_400():
     error = error_of(parse_json_object, b'{"name": "\xff\xfe"}')
-    assert error.status == 400 and error.code == "invalid_json"
+    assert status_of(error) == 400 and error.code == "invalid_json"
 
 
 @pytest.mark.parametrize("raw", [b"[]", b'["name"]', b'"name"', b"42", b"true", b"null"])
 def test_non_object_is_422(raw):
     error = error_of(parse_json_object, raw)
-    assert isinstance(error, ValidationFailed) and error.status == 422 and error.code == "invalid_body"
+    assert isinstance(error, ValidationFailed) and status_of(error) == 422 and error.code == "invalid_body"
 
 
 @pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
 def test_nan_and_infinity_are_not_json(constant):
     error = error_of(parse_json_object, f'{{"ratio": {constant}}}'.encode())
-    assert error.status == 400
+    assert status_of(error) == 400
 
 
 def test_empty_body_is_an_empty_object():
@@ -71,21 +72,21 @@ def test_nesting_depth_is_bounded():
         return json.dumps(value).encode()
 
     parse_json_object(nested(MAX_DEPTH))
-    assert error_of(parse_json_object, nested(MAX_DEPTH + 1)).status == 422
+    assert status_of(error_of(parse_json_object, nested(MAX_DEPTH + 1))) == 422
     bomb = b"[" * 100_000 + b"]" * 100_000  # would blow the recursion limit
-    assert error_of(parse_json_object, b'{"a":' + bomb + b"}", 1_000_000).status in (400, 422)
+    assert status_of(error_of(parse_json_object, b'{"a":' + bomb + b"}", 1_000_000)) in (400, 422)
 
 
 def test_body_size_is_413():
     parse_json_object(b'{"a": "' + b"x" * 90 + b'"}', 100)
     error = error_of(parse_json_object, b'{"a": "' + b"x" * 100 + b'"}', 100)
-    assert isinstance(error, PayloadTooLarge) and error.status == 413
+    assert isinstance(error, PayloadTooLarge) and status_of(error) == 413
     assert error.details["limit"] == 100
 
 
 def field_error(data: dict) -> ValidationFailed:
     error = error_of(validate, SCHEMA, data)
-    assert isinstance(error, ValidationFailed) and error.status == 422
+    assert isinstance(error, ValidationFailed) and status_of(error) == 422
     return error
 
 
