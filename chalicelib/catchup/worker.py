@@ -31,7 +31,7 @@ from chalicelib.aws import store
 from chalicelib.catchup import history
 from chalicelib.catchup import jobs as catchup
 from chalicelib.catchup import uploads
-from chalicelib.credits import ledger
+from chalicelib.credits import deferred, ledger
 from chalicelib.credits import stats
 from chalicelib.catchup.jobs import COMPLETED, MAX_ATTEMPTS, PROCESSING, QUEUED, TERMINAL
 from chalicelib.core.errors import ConfigurationError, DomainError, ServiceUnavailable, UpstreamError
@@ -73,11 +73,14 @@ class Retryable(Exception):
         self.code = code
 
 
+SETTLE_RETRY_SECONDS = 60
+
+
 class RetryLater(Exception):
     """Raised out of the handler so SQS redelivers the message after `delay` seconds."""
 
     def __init__(self, job_id: str, delay: int) -> None:
-        super().__init__(f"catch-up job {job_id} will be retried in {delay}s")
+        super().__init__(f"{job_id} will be retried in {delay}s")
         self.delay = delay
 
 
@@ -111,13 +114,29 @@ def _delay_redelivery(record: Mapping[str, Any], delay: int) -> None:
 
 def process_message(body: str, context: Any) -> None:
     try:
-        job_id = json.loads(body)["job_id"]
+        message = json.loads(body)
+        if isinstance(message, dict) and deferred.is_settle_message(message):
+            _settle_deferred(message)
+            return
+        job_id = message["job_id"]
         if not isinstance(job_id, str) or not 0 < len(job_id) <= 64:
             raise ValueError
     except (ValueError, KeyError, TypeError):
         log_event(logger, "catchup.bad_message", logging.ERROR)
         return  # a message we cannot read will not become readable by retrying
     process_job(job_id, context)
+
+
+def _settle_deferred(message: dict[str, Any]) -> None:
+    """An answer already delivered (credits.deferred): settle it, or try again in a minute,
+    well within the hold's life (the queue's own redelivery would come after it expired)."""
+    try:
+        deferred.settle_from_message(message)
+    except (KeyError, TypeError, ValueError):
+        log_event(logger, "catchup.bad_message", logging.ERROR)
+    except Exception:
+        logger.exception("credits.settle_deferred_failed")
+        raise RetryLater(str(message.get("reservation_id")), SETTLE_RETRY_SECONDS) from None
 
 
 def _remaining_seconds(context: Any) -> float:

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 from chalicelib.aws import store
 from chalicelib.catchup import history
-from chalicelib.credits import ledger
+from chalicelib.credits import deferred, ledger
 from chalicelib.credits import statement
 from chalicelib.credits import stats
 from chalicelib.web import idempotency
@@ -121,21 +121,25 @@ def ask(user_id: str, question: str, transcript: str) -> dict[str, Any]:
     stats.record_usage(user_id, SERVICE_TYPE, openai_prompt_tokens=result.prompt_tokens,
                        openai_completion_tokens=result.completion_tokens)
     metadata = _usage_metadata(settings, ask_id, result, question, transcript, sent, trimmed)
-    settled = ledger.settle(
-        reservation_id,
-        price,
-        service_type=SERVICE_TYPE,
-        metadata=metadata,
-        extra_items=[history.put_item(user_id, "ask", ask_id, created_at, credits_used=price)],
-    )
-    log_event(logger, "ask.answered", ask_id=ask_id, credits_used=settled.credits_used,
+    extra_items = [history.put_item(user_id, "ask", ask_id, created_at, credits_used=price)]
+    try:
+        credits_used = ledger.settle(reservation_id, price, service_type=SERVICE_TYPE, metadata=metadata,
+                                     extra_items=extra_items).credits_used
+        balance = statement.summary(user_id)
+    except Exception:
+        # The answer exists and OpenAI is paid: the price is owed, so the settle is queued
+        # (credits.deferred), never released; the balance is reported as it will be then.
+        logger.exception("ask.settle_failed")
+        deferred.queue_settle(reservation_id, price, service_type=SERVICE_TYPE, metadata=metadata,
+                              extra_items=extra_items)
+        credits_used, balance = price, _after_settle(statement.summary(user_id), price)
+    log_event(logger, "ask.answered", ask_id=ask_id, credits_used=credits_used,
               prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
               transcript_trimmed=trimmed)
-    balance = statement.summary(user_id)
     return {
         "success": True,
         "answer": result.content.strip(),
-        "credits_used": settled.credits_used,
+        "credits_used": credits_used,
         "remaining_balance": balance["credits_balance"],
         **balance,
         "transcript_trimmed": trimmed,
@@ -158,6 +162,14 @@ def _usage_metadata(
         "transcript_chars_sent": len(sent),
         "transcript_trimmed": trimmed,
     }
+
+
+def _after_settle(balance: dict[str, int], price: int) -> dict[str, int]:
+    """The balance once a still-held price is settled: owned and held both drop by it."""
+    if balance["credits_held"] < price:  # already settled after all (a late answer of the write)
+        return balance
+    return {**balance, "credits_balance": balance["credits_balance"] - price,
+            "credits_held": balance["credits_held"] - price}
 
 
 def _release(reservation_id: str, ask_id: str, reason: str) -> None:

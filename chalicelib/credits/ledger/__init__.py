@@ -30,6 +30,8 @@ from chalicelib.credits.ledger.records import (
     CLAWBACK,
     COMPLETED,
     HELD,
+    RELEASED,
+    SETTLED,
     held_shard,
     held_shards,
     iter_expired_held,
@@ -38,6 +40,8 @@ from chalicelib.credits.ledger.records import (
 )
 
 __all__ = [
+    "RELEASED",
+    "SETTLED",
     "CLAWBACK", "COMPLETED", "HELD", "MAX_METADATA_BYTES", "TRANSIENT_ATTEMPTS",
     "InvariantReport", "LedgerResult", "Reservation", "SettleResult", "TransactionConflict",
     "charge", "check_invariant", "clawback", "clear_caches", "complete_purchase", "extend",
