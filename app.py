@@ -5,8 +5,6 @@ Nothing here talks to AWS or reads a required setting at import time.
 """
 from __future__ import annotations
 
-import os
-
 from chalice import Rate
 from chalice.app import AuthRequest, Request, Response
 
@@ -30,7 +28,7 @@ from chalicelib.web.authorizer import authorize
 from chalicelib.billing import catalogue as billing_catalogue
 from chalicelib.billing import checkout as billing_checkout
 from chalicelib.billing import webhooks as billing_webhooks
-from chalicelib.core.settings import APP_NAME, get_settings, resource_name
+from chalicelib.core.settings import APP_NAME, get_settings, read_setting, resource_name
 from chalicelib.web.middleware import (
     Api,
     client_ip,
@@ -55,7 +53,7 @@ def http_middleware(event: Request, get_response) -> Response:  # type: ignore[n
     return handle(event, get_response)
 
 
-@app.authorizer(ttl_seconds=min(int(os.environ.get("AUTHORIZER_TTL_SECONDS", "300")), 300))
+@app.authorizer(ttl_seconds=read_setting("AUTHORIZER_TTL_SECONDS"))
 def jwt_auth(auth_request: AuthRequest):  # type: ignore[no-untyped-def]
     return authorize(auth_request.token)
 
@@ -192,9 +190,9 @@ def transcription_history() -> Response:
 # .chalice/config.json. The poller never runs more batches than the worker's reserved
 # concurrency, so a job is never throttled into the dead-letter queue. 300 s (config.json).
 @app.on_sqs_message(
-    queue=resource_name(os.environ.get("STAGE", "local"), "catchup"),
+    queue=resource_name(read_setting("STAGE"), "catchup"),
     batch_size=1,
-    maximum_concurrency=int(os.environ["CATCHUP_MAX_CONCURRENCY"]) if os.environ.get("CATCHUP_MAX_CONCURRENCY") else None,
+    maximum_concurrency=read_setting("CATCHUP_MAX_CONCURRENCY"),
 )
 def catchup_worker(event) -> None:  # type: ignore[no-untyped-def]
     worker.handle_event(event.to_dict(), event.context)
