@@ -28,7 +28,7 @@ from chalicelib.web.authorizer import authorize
 from chalicelib.billing import catalogue as billing_catalogue
 from chalicelib.billing import checkout as billing_checkout
 from chalicelib.billing import webhooks as billing_webhooks
-from chalicelib.core.settings import APP_NAME, get_settings, read_setting, resource_name
+from chalicelib.core.settings import APP_NAME, read_setting, resource_name
 from chalicelib.web.middleware import (
     Api,
     client_ip,
@@ -77,21 +77,21 @@ def get_health() -> Response:
 @app.route("/auth/register", methods=["POST"])
 def register() -> Response:
     body = json_body(request(), auth.REGISTER_SCHEMA)
-    session = auth.register(get_settings(), body["email"], body["password"], body["name"])
+    session = auth.register(body["email"], body["password"], body["name"])
     return respond(session, status=201)
 
 
 @app.route("/auth/login", methods=["POST"])
 def login() -> Response:
     body = json_body(request(), auth.LOGIN_SCHEMA)
-    session = auth.login(get_settings(), body["email"], body["password"], client_ip(request()))
+    session = auth.login(body["email"], body["password"], client_ip(request()))
     return respond(session)
 
 
 @app.route("/auth/refresh", methods=["POST"])
 def refresh() -> Response:
     body = json_body(request(), auth.REFRESH_SCHEMA)
-    return respond(auth.refresh(get_settings(), body["refresh_token"]))
+    return respond(auth.refresh(body["refresh_token"]))
 
 
 @app.route("/auth/logout", methods=["POST"])
@@ -105,7 +105,7 @@ def logout() -> Response:
 def change_password() -> Response:
     body = json_body(request(), auth.CHANGE_PASSWORD_SCHEMA)
     session = auth.change_password(
-        get_settings(), identity(request()).user_id, body["current_password"], body["new_password"]
+        identity(request()).user_id, body["current_password"], body["new_password"]
     )
     return respond(session)
 
@@ -210,7 +210,7 @@ def credit_packages() -> Response:
 def credits_purchase() -> Response:
     body = json_body(request(), billing_checkout.PURCHASE_SCHEMA)
     status, payload = billing_checkout.handle_purchase(
-        get_settings(), identity(request()).user_id, body, request().headers
+        identity(request()).user_id, body, request().headers
     )
     return respond(payload, status=status)
 
@@ -219,14 +219,14 @@ def credits_purchase() -> Response:
 def credits_subscribe() -> Response:
     body = json_body(request(), billing_checkout.SUBSCRIBE_SCHEMA)
     status, payload = billing_checkout.handle_subscribe(
-        get_settings(), identity(request()).user_id, body, request().headers
+        identity(request()).user_id, body, request().headers
     )
     return respond(payload, status=status)
 
 
 @app.route("/credits/portal", methods=["POST"], authorizer=jwt_auth)
 def credits_portal() -> Response:
-    return respond(billing_checkout.portal(get_settings(), identity(request()).user_id))
+    return respond(billing_checkout.portal(identity(request()).user_id))
 
 
 # Stripe calls this: no authorizer (the signature on the raw body is the authentication).
@@ -234,7 +234,7 @@ def credits_portal() -> Response:
 def stripe_webhook() -> Response:
     raw = request().raw_body
     signature = request().headers.get("stripe-signature")
-    return respond(billing_webhooks.receive(get_settings(), raw, signature))
+    return respond(billing_webhooks.receive(raw, signature))
 
 
 # --- privacy --------------------------------------------------------------------------
@@ -248,7 +248,7 @@ def export_user() -> Response:
 @app.route("/auth/user", methods=["DELETE"], authorizer=jwt_auth)
 def delete_user() -> Response:
     body = json_body(request(), privacy.DELETE_SCHEMA)
-    privacy.delete_account(get_settings(), identity(request()).user_id, body["password"])
+    privacy.delete_account(identity(request()).user_id, body["password"])
     return respond(None, status=204)
 
 

@@ -460,7 +460,7 @@ class Settings:
     stripe_price_ids: tuple[str, ...] = _billing(
         "STRIPE_PRICE_IDS", (), "optional `<pack or plan id>=price_...` entries binding catalogue items to Stripe "
         "Prices (which must charge the catalogue's amount); unbound items use inline `price_data`",
-        pattern=(r"[a-z0-9_]+=\S+", "`<pack or plan id>=price_...`"))
+        pattern=(r"[a-z0-9_]+=price_\S+", "`<pack or plan id>=price_...`"))
     checkout_success_url: str = _billing(
         "CHECKOUT_SUCCESS_URL", "https://example.invalid/checkout/success",
         "where Checkout sends the browser back after paying (may contain `{CHECKOUT_SESSION_ID}`)", pattern=HTTP_URL)

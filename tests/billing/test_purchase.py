@@ -114,10 +114,10 @@ def test_the_transaction_row_is_the_last_line_of_defence(client, stripe_fake, bu
     from chalicelib.core.errors import Conflict
 
     user = buyer()
-    first = checkout.purchase(settings, user.user_id, "starter", idempotency_key="old-key")
-    assert checkout.purchase(settings, user.user_id, "starter", idempotency_key="old-key") == first
+    first = checkout.purchase(user.user_id, "starter", idempotency_key="old-key")
+    assert checkout.purchase(user.user_id, "starter", idempotency_key="old-key") == first
     with pytest.raises(Conflict) as error:
-        checkout.purchase(settings, user.user_id, "power", idempotency_key="old-key")
+        checkout.purchase(user.user_id, "power", idempotency_key="old-key")
     assert error.value.code == "idempotency_conflict"
 
 

@@ -396,7 +396,7 @@ def test_balance_read_from_dynamodb_serialises_as_a_number(call, new_user):
 def _expired_token(settings, user_id: str) -> str:
     from chalicelib.accounts.tokens import Identity, issue_access_token
 
-    return issue_access_token(settings, Identity(user_id, "x@example.com"), now=time.time() - 3600)
+    return issue_access_token(Identity(user_id, "x@example.com"), now=time.time() - 3600)
 
 
 def test_get_user_without_a_valid_token_is_401(call, new_user, settings):

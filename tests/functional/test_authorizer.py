@@ -18,7 +18,7 @@ from tests.conftest import PASSWORD, unique_email
 
 @pytest.fixture
 def user(settings):
-    session = accounts.register(settings, unique_email("authz"), PASSWORD, "Authz")
+    session = accounts.register(unique_email("authz"), PASSWORD, "Authz")
     return session
 
 
@@ -112,7 +112,7 @@ def test_invalid_token_raises_not_authorized_under_chalice_local(value):
 
 def test_expired_token_is_refused_in_app_without_a_read(settings, user, dynamodb_calls):
     identity = Identity(user["user"]["user_id"], user["user"]["email"])
-    token = issue_access_token(settings, identity, now=0)
+    token = issue_access_token(identity, now=0)
     result = authorize(bearer(token))
     assert result.context["refusal"] == "token_expired"
     assert result.context["user_id"] == identity.user_id
@@ -128,7 +128,7 @@ def test_logout_ends_every_token_issued_before(settings, user):
     accounts.logout(user["refresh_token"])
     for token in (user["token"], user["user"]["token"]):
         assert authorize(bearer(token)).context["refusal"] == "token_revoked"
-    again = accounts.login(settings, user["user"]["email"], PASSWORD)
+    again = accounts.login(user["user"]["email"], PASSWORD)
     assert "refusal" not in authorize(bearer(again["user"]["token"])).context
 
 
@@ -137,12 +137,12 @@ def test_suspension_ends_tokens_and_reinstatement_does_not_revive_them(settings,
     accounts.set_status(user_id, accounts.SUSPENDED)
     assert authorize(bearer(user["user"]["token"])).context["refusal"] == "account_suspended"
     with pytest.raises(Exception):
-        accounts.login(settings, user["user"]["email"], PASSWORD)
+        accounts.login(user["user"]["email"], PASSWORD)
     with pytest.raises(Exception):
-        accounts.refresh(settings, user["refresh_token"])
+        accounts.refresh(user["refresh_token"])
     accounts.set_status(user_id, accounts.ACTIVE)
     assert authorize(bearer(user["user"]["token"])).context["refusal"] == "token_revoked"
-    again = accounts.login(settings, user["user"]["email"], PASSWORD)
+    again = accounts.login(user["user"]["email"], PASSWORD)
     assert "refusal" not in authorize(bearer(again["user"]["token"])).context
 
 
@@ -178,7 +178,7 @@ def test_reads_per_active_user_per_hour(settings, user, dynamodb_calls):
     assert dynamodb_calls == ["GetItem"] * 12
     dynamodb_calls.clear()
     identity = Identity(user["user"]["user_id"], user["user"]["email"])
-    short_tokens = {start: bearer(issue_access_token(settings, identity)) for start in range(0, 3600, 900)}
+    short_tokens = {start: bearer(issue_access_token(identity)) for start in range(0, 3600, 900)}
     for second in range(0, 3600, 30):
         cache.authorize(short_tokens[second - second % 900], now=second)
     assert dynamodb_calls == ["GetItem"] * 12
