@@ -104,8 +104,7 @@ class Setting:
     allowed_text: str = ""
     # Filled in from the Settings field that holds the declaration:
     attribute: str = ""
-    kind: Any = None  # int, float, bool, str, Decimal or tuple (of str)
-    optional: bool = False  # `int | None`: unset is None
+    kind: Any = None  # int, float, bool, str, Decimal or tuple (of str); `int | None` is int
 
     def default_for(self, stage: str) -> Any:
         return self.local_default if self.local_default is not None and stage == LOCAL_STAGE else self.default
@@ -536,7 +535,7 @@ class Settings:
         "CLEANUP_INVARIANT_SAMPLE", 25, "users whose ledger invariant each run checks (0: none)", minimum=0, maximum=1000)
 
     # Not a setting of its own: `USERS_TABLE=...`, `AUDIO_BUCKET=...` override derived names.
-    resource_overrides: Mapping[str, str] = field(repr=False)
+    resource_overrides: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     def resource(self, suffix: str) -> str:
         """Physical name of one of our resources; `<SUFFIX>_TABLE`-style overrides win."""
@@ -551,12 +550,11 @@ def _declarations() -> tuple[Setting, ...]:
         setting = spec.metadata.get("setting")
         if setting is None:
             continue
-        hint = hints[spec.name]
-        args = typing.get_args(hint)
-        optional = type(None) in args
-        kind = next(a for a in args if a is not type(None)) if optional else hint
+        kind = hints[spec.name]
+        if type(None) in typing.get_args(kind):  # `int | None`: unset is the default, None
+            kind = next(arg for arg in typing.get_args(kind) if arg is not type(None))
         kind = tuple if typing.get_origin(kind) is tuple else kind
-        declared.append(dataclasses.replace(setting, attribute=spec.name, kind=kind, optional=optional))
+        declared.append(dataclasses.replace(setting, attribute=spec.name, kind=kind))
     return tuple(declared)
 
 
@@ -676,14 +674,14 @@ def _shown_default(setting: Setting) -> str:
 
 # Environment variables that are not Settings: read by boto3, the secrets loader, make run.
 OTHER_VARIABLES = (
-    ("SECRETS_SSM_PREFIX", "unset (set per stage in config.json)",
-     "read every secret (`JWT_SECRET`, `STRIPE_SECRET_KEY`, ...) from `<prefix><NAME>` in SSM Parameter Store "
-     "(chalicelib.aws.ssm_secrets)"),
-    ("`<NAME>_PARAM`", "unset", "read that one secret from this SSM parameter instead (e.g. `JWT_SECRET_PARAM`); "
-                                "a plain `<NAME>=...` wins over both"),
+    ("`SECRETS_SSM_PREFIX`", "unset (set per stage in config.json)",
+     ("read every secret (`JWT_SECRET`, `STRIPE_SECRET_KEY`, ...) from `<prefix><NAME>` in SSM Parameter "
+      "Store (chalicelib.aws.ssm_secrets)")),
+    ("`<NAME>_PARAM`", "unset",
+     "read that one secret from this SSM parameter instead (e.g. `JWT_SECRET_PARAM`); a plain `<NAME>=...` wins"),
     ("`<NAME>_TABLE`, `AUDIO_BUCKET`, `CATCHUP_QUEUE`, `CATCHUP_DLQ_QUEUE`", "derived",
      "override a physical resource name (e.g. `USERS_TABLE`); otherwise `transcription-backend-<stage>-<name>`"),
-    ("AWS_ENDPOINT_URL", "unset", "boto3's own endpoint setting; `make run` starts the embedded AWS when it is unset"),
+    ("`AWS_ENDPOINT_URL`", "unset", "boto3's own endpoint setting; `make run` starts the embedded AWS when it is unset"),
     ("`PORT`, `HOST`", "`8000`, `127.0.0.1`", "where `make run` serves"),
 )
 
@@ -701,10 +699,11 @@ def render_markdown() -> str:
         "non-secret ones are in `.chalice/config.json` per stage and secrets come from SSM Parameter",
         "Store ([Deployment](../README.md#deployment)). An unset or blank variable takes its default.",
         "",
-        "A malformed or out-of-range value is **refused**, never shortened to fit: the first request",
-        "(or the packaging, for settings read then) fails with a configuration error naming the",
-        "variable, the value and what is allowed (a secret's value is never shown), e.g.",
-        "`LIVE_MAX_MINUTES='500' is refused: it must be an integer from 1 to 180`.",
+        "A malformed or out-of-range value is **refused**, never shortened to fit, with a configuration",
+        "error naming the variable, the value and what is allowed (a secret's value is never shown), e.g.",
+        "`LIVE_MAX_MINUTES='500' is refused: it must be an integer from 1 to 180`. `make deploy` refuses",
+        "a stage whose `.chalice/config.json` holds such a value; `make run` refuses to start; deployed,",
+        "every request fails with the logged message (the API answers 503) instead of running with it.",
         "",
     ]
     sections: dict[str, list[Setting]] = {}
@@ -717,9 +716,8 @@ def render_markdown() -> str:
             lines.append(f"| `{setting.env}` | {_shown_default(setting)} | {setting.requirement()} | {meaning} |")
         lines.append("")
     lines += ["## Read elsewhere", "", "| Variable | Default | Meaning |", "|---|---|---|"]
-    for name, default, meaning in OTHER_VARIABLES:
-        shown = name if name.startswith("`") else f"`{name}`"
-        lines.append(f"| {shown} | {default} | {meaning} |")
+    for names, default, meaning in OTHER_VARIABLES:
+        lines.append(f"| {names} | {default} | {meaning} |")
     return "\n".join(lines) + "\n"
 
 
