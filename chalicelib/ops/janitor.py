@@ -123,6 +123,7 @@ def run(now_epoch: int | None = None, *, budget_seconds: float | None = None) ->
     not reached are counted as `deferred` and handled by the next run.
     """
     started = time.monotonic()
+    get_settings()  # a bad configuration stops the run here, not as one error per item
     now = store.epoch() if now_epoch is None else int(now_epoch)
     state = _Run(now, started + budget_seconds if budget_seconds else None)
     since = _previous_run(now)
