@@ -5,8 +5,6 @@ Nothing here talks to AWS or reads a required setting at import time.
 """
 from __future__ import annotations
 
-import os
-
 from chalice import Rate
 from chalice.app import AuthRequest, Request, Response
 
@@ -30,7 +28,7 @@ from chalicelib.web.authorizer import authorize
 from chalicelib.billing import catalogue as billing_catalogue
 from chalicelib.billing import checkout as billing_checkout
 from chalicelib.billing import webhooks as billing_webhooks
-from chalicelib.core.settings import APP_NAME, get_settings, resource_name
+from chalicelib.core.settings import APP_NAME, read_setting, resource_name
 from chalicelib.web.middleware import (
     Api,
     client_ip,
@@ -55,7 +53,7 @@ def http_middleware(event: Request, get_response) -> Response:  # type: ignore[n
     return handle(event, get_response)
 
 
-@app.authorizer(ttl_seconds=min(int(os.environ.get("AUTHORIZER_TTL_SECONDS", "300")), 300))
+@app.authorizer(ttl_seconds=read_setting("AUTHORIZER_TTL_SECONDS"))
 def jwt_auth(auth_request: AuthRequest):  # type: ignore[no-untyped-def]
     return authorize(auth_request.token)
 
@@ -79,21 +77,21 @@ def get_health() -> Response:
 @app.route("/auth/register", methods=["POST"])
 def register() -> Response:
     body = json_body(request(), auth.REGISTER_SCHEMA)
-    session = auth.register(get_settings(), body["email"], body["password"], body["name"])
+    session = auth.register(body["email"], body["password"], body["name"])
     return respond(session, status=201)
 
 
 @app.route("/auth/login", methods=["POST"])
 def login() -> Response:
     body = json_body(request(), auth.LOGIN_SCHEMA)
-    session = auth.login(get_settings(), body["email"], body["password"], client_ip(request()))
+    session = auth.login(body["email"], body["password"], client_ip(request()))
     return respond(session)
 
 
 @app.route("/auth/refresh", methods=["POST"])
 def refresh() -> Response:
     body = json_body(request(), auth.REFRESH_SCHEMA)
-    return respond(auth.refresh(get_settings(), body["refresh_token"]))
+    return respond(auth.refresh(body["refresh_token"]))
 
 
 @app.route("/auth/logout", methods=["POST"])
@@ -107,7 +105,7 @@ def logout() -> Response:
 def change_password() -> Response:
     body = json_body(request(), auth.CHANGE_PASSWORD_SCHEMA)
     session = auth.change_password(
-        get_settings(), identity(request()).user_id, body["current_password"], body["new_password"]
+        identity(request()).user_id, body["current_password"], body["new_password"]
     )
     return respond(session)
 
@@ -192,9 +190,9 @@ def transcription_history() -> Response:
 # .chalice/config.json. The poller never runs more batches than the worker's reserved
 # concurrency, so a job is never throttled into the dead-letter queue. 300 s (config.json).
 @app.on_sqs_message(
-    queue=resource_name(os.environ.get("STAGE", "local"), "catchup"),
+    queue=resource_name(read_setting("STAGE"), "catchup"),
     batch_size=1,
-    maximum_concurrency=int(os.environ["CATCHUP_MAX_CONCURRENCY"]) if os.environ.get("CATCHUP_MAX_CONCURRENCY") else None,
+    maximum_concurrency=read_setting("CATCHUP_MAX_CONCURRENCY"),
 )
 def catchup_worker(event) -> None:  # type: ignore[no-untyped-def]
     worker.handle_event(event.to_dict(), event.context)
@@ -212,7 +210,7 @@ def credit_packages() -> Response:
 def credits_purchase() -> Response:
     body = json_body(request(), billing_checkout.PURCHASE_SCHEMA)
     status, payload = billing_checkout.handle_purchase(
-        get_settings(), identity(request()).user_id, body, request().headers
+        identity(request()).user_id, body, request().headers
     )
     return respond(payload, status=status)
 
@@ -221,14 +219,14 @@ def credits_purchase() -> Response:
 def credits_subscribe() -> Response:
     body = json_body(request(), billing_checkout.SUBSCRIBE_SCHEMA)
     status, payload = billing_checkout.handle_subscribe(
-        get_settings(), identity(request()).user_id, body, request().headers
+        identity(request()).user_id, body, request().headers
     )
     return respond(payload, status=status)
 
 
 @app.route("/credits/portal", methods=["POST"], authorizer=jwt_auth)
 def credits_portal() -> Response:
-    return respond(billing_checkout.portal(get_settings(), identity(request()).user_id))
+    return respond(billing_checkout.portal(identity(request()).user_id))
 
 
 # Stripe calls this: no authorizer (the signature on the raw body is the authentication).
@@ -236,7 +234,7 @@ def credits_portal() -> Response:
 def stripe_webhook() -> Response:
     raw = request().raw_body
     signature = request().headers.get("stripe-signature")
-    return respond(billing_webhooks.receive(get_settings(), raw, signature))
+    return respond(billing_webhooks.receive(raw, signature))
 
 
 # --- privacy --------------------------------------------------------------------------
@@ -250,7 +248,7 @@ def export_user() -> Response:
 @app.route("/auth/user", methods=["DELETE"], authorizer=jwt_auth)
 def delete_user() -> Response:
     body = json_body(request(), privacy.DELETE_SCHEMA)
-    privacy.delete_account(get_settings(), identity(request()).user_id, body["password"])
+    privacy.delete_account(identity(request()).user_id, body["password"])
     return respond(None, status=204)
 
 

@@ -171,6 +171,7 @@ def check_config(cfg: StageConfig) -> None:
             f"ALLOWED_ORIGINS for stage {cfg.stage!r} in .chalice/config.json must list the "
             f"extension's origins as chrome-extension://<32-letter id>; got {origins or 'nothing'}"
         )
+    check_settings(cfg)
     check_return_urls(cfg)
     check_worker_concurrency(cfg)
     if cfg.custom_domain is not None:
@@ -196,6 +197,23 @@ def check_config(cfg: StageConfig) -> None:
                 + policy.describe_difference(current, expected)
                 + "\nrun `python -m infra policy --write` and review the change"
             )
+
+
+def check_settings(cfg: StageConfig) -> None:
+    """Every setting in the stage's environment is within its declared bounds: a value the
+    functions would refuse is refused now, not on the first request after the deploy."""
+    from chalicelib.core.errors import ConfigurationError
+    from chalicelib.core.settings import BY_ENV, read_setting
+
+    problems = []
+    for name in cfg.environment:
+        if name in BY_ENV:
+            try:
+                read_setting(name, {**cfg.environment, "STAGE": cfg.stage})
+            except ConfigurationError as error:
+                problems.append(str(error))
+    if problems:
+        raise DeployError(f"stage {cfg.stage!r} in .chalice/config.json: " + "; ".join(problems))
 
 
 def check_worker_concurrency(cfg: StageConfig) -> None:

@@ -149,7 +149,7 @@ def prepare(endpoint: str) -> dict[str, Any]:
                  "ConditionExpression": "attribute_not_exists(user_id)"}},
         ledger.signup_grant_put(user_id, 120, now),
     ])
-    token = tokens.issue_access_token(settings, tokens.Identity(user_id=user_id, email=f"{user_id}@example.com"))
+    token = tokens.issue_access_token(tokens.Identity(user_id=user_id, email=f"{user_id}@example.com"))
     return {"prefix": prefix, "user_id": user_id, "token": token}
 
 

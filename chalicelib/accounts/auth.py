@@ -23,7 +23,7 @@ from chalicelib.accounts.passwords import (
     hash_password,
     verify_password,
 )
-from chalicelib.core.settings import Settings
+from chalicelib.core.settings import get_settings
 from chalicelib.accounts.standing import ACTIVE, SUSPENDED, USER_STATUSES  # noqa: F401 (re-exported)
 from chalicelib.accounts.tokens import (
     Identity,
@@ -98,7 +98,7 @@ def _may_sign_in(user: dict[str, Any] | None) -> bool:
     return user is not None and user.get("is_active", True) and user.get("status", ACTIVE) == ACTIVE
 
 
-def _refresh_token_puts(settings: Settings, user_id: str, family_id: str) -> tuple[str, list[dict[str, Any]]]:
+def _refresh_token_puts(user_id: str, family_id: str) -> tuple[str, list[dict[str, Any]]]:
     """A new refresh token of `family_id`, and its item as transaction Puts."""
     token = new_refresh_token()
     register_secret(token)
@@ -110,13 +110,13 @@ def _refresh_token_puts(settings: Settings, user_id: str, family_id: str) -> tup
             "family_id": family_id,
             "used": False,
             "created_at": store.iso(),
-            "expires_at_epoch": store.epoch() + settings.refresh_token_ttl_seconds,
+            "expires_at_epoch": store.epoch() + get_settings().refresh_token_ttl_seconds,
         })
     ]
     return token, puts
 
 
-def _family_put(settings: Settings, user_id: str, family_id: str) -> dict[str, Any]:
+def _family_put(user_id: str, family_id: str) -> dict[str, Any]:
     return {
         "Put": {
             "TableName": store.table_name("refresh-tokens"),
@@ -127,21 +127,22 @@ def _family_put(settings: Settings, user_id: str, family_id: str) -> dict[str, A
                     "user_id": user_id,
                     "revoked": False,
                     "created_at": store.iso(),
-                    "expires_at_epoch": store.epoch() + settings.refresh_token_ttl_seconds,
+                    "expires_at_epoch": store.epoch() + get_settings().refresh_token_ttl_seconds,
                 }
             ),
         }
     }
 
 
-def _session_response(settings: Settings, user: dict[str, Any], refresh_token: str) -> dict[str, Any]:
+def _session_response(user: dict[str, Any], refresh_token: str) -> dict[str, Any]:
     """Both kinds of session: `user.token` lives SESSION_TOKEN_TTL_SECONDS for clients that
     keep only it and never refresh (the published extension); `token` is short and comes with
     the `refresh_token` that renews it. Both end at logout, password change, deletion and
     suspension (the authorizer checks the token generation)."""
+    settings = get_settings()
     identity = _identity(user)
-    session_token = issue_access_token(settings, identity, ttl_seconds=settings.session_token_ttl_seconds)
-    access = issue_access_token(settings, identity)
+    session_token = issue_access_token(identity, ttl_seconds=settings.session_token_ttl_seconds)
+    access = issue_access_token(identity)
     register_secret(session_token)
     register_secret(access)
     return {
@@ -152,8 +153,9 @@ def _session_response(settings: Settings, user: dict[str, Any], refresh_token: s
     }
 
 
-def register(settings: Settings, email: str, password: str, name: str | None) -> dict[str, Any]:
+def register(email: str, password: str, name: str | None) -> dict[str, Any]:
     """Create the account, its email claim, its signup grant and a session in one transaction."""
+    settings = get_settings()
     register_secret(password)
     check_password_rules(password)
     user_id = uuid.uuid4().hex
@@ -175,12 +177,12 @@ def register(settings: Settings, email: str, password: str, name: str | None) ->
         "last_login": now,
     }
     family_id = uuid.uuid4().hex
-    refresh_token, token_puts = _refresh_token_puts(settings, user_id, family_id)
+    refresh_token, token_puts = _refresh_token_puts(user_id, family_id)
     items = [
         store.put_new("emails", "email", {"email": email, "user_id": user_id, "created_at": now}),
         store.put_new("users", "user_id", user),
         ledger.signup_grant_put(user_id, settings.signup_credits, now),
-        _family_put(settings, user_id, family_id),
+        _family_put(user_id, family_id),
         *token_puts,
     ]
     try:
@@ -191,33 +193,34 @@ def register(settings: Settings, email: str, password: str, name: str | None) ->
             raise Conflict("An account with this email already exists", code="email_taken") from None
         raise
     log_event(logger, "account.registered", user_id=user_id)
-    return _session_response(settings, user, refresh_token)
+    return _session_response(user, refresh_token)
 
 
 def login(
-    settings: Settings, email: str, password: str, source_ip: str | None = None
+    email: str, password: str, source_ip: str | None = None
 ) -> dict[str, Any]:
     """Same status, message and (one bcrypt) cost for an unknown email, a wrong password
     and a locked account or IP (chalicelib.accounts.lockout: no lockout oracle)."""
+    settings = get_settings()
     register_secret(password)
-    attempt = lockout.begin(settings, email, source_ip)
+    attempt = lockout.begin(email, source_ip)
     if attempt.refused:
         verify_password(password, dummy_hash(settings.bcrypt_rounds))
         raise Unauthorized(INVALID_LOGIN, code="invalid_credentials")
-    time.sleep(attempt.delay_seconds(settings))
+    time.sleep(attempt.delay_seconds())
     claim = store.get("emails", email=email)
     user = store.get("users", user_id=claim["user_id"]) if claim else None
     if not _may_sign_in(user):
         verify_password(password, dummy_hash(settings.bcrypt_rounds))
-        lockout.failed(settings, attempt)
+        lockout.failed(attempt)
         raise Unauthorized(INVALID_LOGIN, code="invalid_credentials")
     if not verify_password(password, user.get("password_hash", "")):
-        lockout.failed(settings, attempt)
+        lockout.failed(attempt)
         raise Unauthorized(INVALID_LOGIN, code="invalid_credentials")
-    lockout.succeeded(settings, attempt)
+    lockout.succeeded(attempt)
     now = store.iso()
     family_id = uuid.uuid4().hex
-    refresh_token, token_puts = _refresh_token_puts(settings, user["user_id"], family_id)
+    refresh_token, token_puts = _refresh_token_puts(user["user_id"], family_id)
     store.ddb().transact_write_items(
         TransactItems=[
             {
@@ -229,13 +232,13 @@ def login(
                     "ExpressionAttributeValues": store.values(now=now),
                 }
             },
-            _family_put(settings, user["user_id"], family_id),
+            _family_put(user["user_id"], family_id),
             *token_puts,
         ]
     )
     user["last_login"] = now
     log_event(logger, "account.login", user_id=user["user_id"])
-    return _session_response(settings, user, refresh_token)
+    return _session_response(user, refresh_token)
 
 
 def _revoke_family(family_id: str) -> None:
@@ -248,8 +251,9 @@ def _revoke_family(family_id: str) -> None:
     )
 
 
-def refresh(settings: Settings, refresh_token: str) -> dict[str, Any]:
+def refresh(refresh_token: str) -> dict[str, Any]:
     """Rotate a refresh token; a second use of a rotated token revokes its whole family."""
+    settings = get_settings()
     register_secret(refresh_token)
     invalid = Unauthorized("Invalid or expired refresh token", code="invalid_refresh_token")
     token_id = refresh_token_id(refresh_token)
@@ -263,7 +267,7 @@ def refresh(settings: Settings, refresh_token: str) -> dict[str, Any]:
     user = store.get("users", user_id=record["user_id"])
     if not _may_sign_in(user):
         raise invalid
-    new_token, token_puts = _refresh_token_puts(settings, user["user_id"], record["family_id"])
+    new_token, token_puts = _refresh_token_puts(user["user_id"], record["family_id"])
     table = store.table_name("refresh-tokens")
     try:
         store.ddb().transact_write_items(
@@ -292,7 +296,7 @@ def refresh(settings: Settings, refresh_token: str) -> dict[str, Any]:
         # Used concurrently by someone else, or the family was revoked: treat as reuse.
         _try_revoke(record["family_id"])
         raise invalid from None
-    access = issue_access_token(settings, _identity(user))
+    access = issue_access_token(_identity(user))
     register_secret(access)
     return {"token": access, "refresh_token": new_token, "expires_in": settings.access_token_ttl_seconds}
 
@@ -362,9 +366,10 @@ def revoke_all_refresh_tokens(user_id: str) -> None:
             _try_revoke(item["token_id"][len(family_id_key("")):])
 
 
-def change_password(settings: Settings, user_id: str, current: str, new: str) -> dict[str, Any]:
+def change_password(user_id: str, current: str, new: str) -> dict[str, Any]:
     """`POST /auth/password`: every earlier token and refresh token ends; the caller gets a
     new session (same shape as login)."""
+    settings = get_settings()
     register_secret(current)
     register_secret(new)
     user = get_user(user_id)
@@ -389,9 +394,9 @@ def change_password(settings: Settings, user_id: str, current: str, new: str) ->
     log_event(logger, "account.password_changed", user_id=user_id)
     user = get_user(user_id)
     family_id = uuid.uuid4().hex
-    refresh_token, token_puts = _refresh_token_puts(settings, user_id, family_id)
-    store.ddb().transact_write_items(TransactItems=[_family_put(settings, user_id, family_id), *token_puts])
-    return _session_response(settings, user, refresh_token)
+    refresh_token, token_puts = _refresh_token_puts(user_id, family_id)
+    store.ddb().transact_write_items(TransactItems=[_family_put(user_id, family_id), *token_puts])
+    return _session_response(user, refresh_token)
 
 
 def get_user(user_id: str) -> dict[str, Any]:

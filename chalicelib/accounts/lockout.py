@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from chalicelib.aws import store
 from chalicelib.core.logs import log_event
 from chalicelib.web.ratelimit import hit, subject_hash, window
-from chalicelib.core.settings import Settings
+from chalicelib.core.settings import get_settings
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +38,8 @@ class Scope:
     subject: str
     max_attempts: int
 
-    def counter_key(self, settings: Settings, start: int) -> str:
-        seconds = settings.login_failure_window_seconds
+    def counter_key(self, start: int) -> str:
+        seconds = get_settings().login_failure_window_seconds
         return f"login#{self.kind}#{subject_hash(self.subject)}#{seconds}#{start}"
 
     def lock_key(self) -> str:
@@ -55,15 +55,17 @@ class Attempt:
     counts: dict[str, int]
     refused: bool = False
 
-    def delay_seconds(self, settings: Settings) -> float:
+    def delay_seconds(self) -> float:
         """The slowdown once an account is past LOGIN_SLOWDOWN_AFTER attempts in a window."""
+        settings = get_settings()
         over = self.counts.get("account", 0) - settings.login_slowdown_after
         if over <= 0:
             return 0.0
         return min(over * settings.login_slowdown_ms, 3000) / 1000.0
 
 
-def _scopes(settings: Settings, email: str, source_ip: str | None) -> list[Scope]:
+def _scopes(email: str, source_ip: str | None) -> list[Scope]:
+    settings = get_settings()
     scopes = [Scope("account", email, settings.login_max_failures)]
     if source_ip:
         scopes.append(Scope("ip", source_ip, settings.login_ip_max_failures))
@@ -88,8 +90,8 @@ def _locked(scopes: list[Scope], now: float) -> bool:
     return False
 
 
-def _lock(settings: Settings, scope: Scope, now: float) -> None:
-    until = int(now) + settings.login_lockout_seconds
+def _lock(scope: Scope, now: float) -> None:
+    until = int(now) + get_settings().login_lockout_seconds
     store.ddb().put_item(
         TableName=store.table_name("rate-limits"),
         Item=store.to_item(
@@ -99,17 +101,18 @@ def _lock(settings: Settings, scope: Scope, now: float) -> None:
     log_event(logger, "login.locked", logging.WARNING, scope=scope.kind, locked_seconds=until - int(now))
 
 
-def begin(settings: Settings, email: str, source_ip: str | None, now: float | None = None) -> Attempt:
+def begin(email: str, source_ip: str | None, now: float | None = None) -> Attempt:
     """Take a slot for this attempt in every scope, or mark the attempt refused."""
+    settings = get_settings()
     moment = time.time() if now is None else now
-    scopes = _scopes(settings, email, source_ip)
+    scopes = _scopes(email, source_ip)
     start, end = window(moment, settings.login_failure_window_seconds)
     attempt = Attempt(scopes=scopes, start=start, counts={})
     if _locked(scopes, moment):
         attempt.refused = True
         return attempt
     for scope in scopes:
-        count = hit(scope.counter_key(settings, start), scope.max_attempts, end + 60, "attempts")
+        count = hit(scope.counter_key(start), scope.max_attempts, end + 60, "attempts")
         if count is None:
             # Full window: refused until it ends. Only the failure that filled it locks
             # (failed()), so a burst of the owner's own correct logins never locks them.
@@ -119,22 +122,22 @@ def begin(settings: Settings, email: str, source_ip: str | None, now: float | No
     return attempt
 
 
-def failed(settings: Settings, attempt: Attempt, now: float | None = None) -> None:
+def failed(attempt: Attempt, now: float | None = None) -> None:
     """A wrong password (or unknown email): the slot stays taken; the last one locks."""
     if attempt.refused:
         return
     moment = time.time() if now is None else now
     for scope in attempt.scopes:
         if attempt.counts.get(scope.kind, 0) >= scope.max_attempts:
-            _lock(settings, scope, moment)
+            _lock(scope, moment)
 
 
-def succeeded(settings: Settings, attempt: Attempt) -> None:
+def succeeded(attempt: Attempt) -> None:
     """The password was right: clear the account's counter and give the IP its slot back."""
     client = store.ddb()
     table = store.table_name("rate-limits")
     for scope in attempt.scopes:
-        key = store.key(limit_key=scope.counter_key(settings, attempt.start))
+        key = store.key(limit_key=scope.counter_key(attempt.start))
         if scope.kind == "account":
             client.delete_item(TableName=table, Key=key)
             continue

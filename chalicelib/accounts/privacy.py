@@ -33,7 +33,7 @@ from chalicelib.aws.clients import client
 from chalicelib.core.errors import Conflict, Forbidden, Unauthorized
 from chalicelib.core.logs import log_event, register_secret
 from chalicelib.accounts.passwords import verify_password
-from chalicelib.core.settings import Settings, get_settings
+from chalicelib.core.settings import get_settings
 from chalicelib.core.validation import Field, Schema
 
 logger = logging.getLogger(__name__)
@@ -314,7 +314,7 @@ def _delete_uploads(user_id: str) -> int:
     return len(objects)
 
 
-def delete_account(settings: Settings, user_id: str, password: str) -> dict[str, int]:
+def delete_account(user_id: str, password: str) -> dict[str, int]:
     """`DELETE /auth/user`: check the password, then remove the account and its data.
 
     Refused (409) while money is in flight (a held reservation: a live session or a

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chalicelib.core.errors import Unauthorized
-from chalicelib.core.settings import Settings
+from chalicelib.core.settings import get_settings
 
 ACCESS_TYPE = "access"
 REQUIRED_CLAIMS = ["iss", "aud", "sub", "iat", "exp", "jti", "typ"]
@@ -37,11 +37,12 @@ class Identity:
 
 
 def issue_access_token(
-    settings: Settings, identity: Identity, now: float | None = None, ttl_seconds: int | None = None
+    identity: Identity, now: float | None = None, ttl_seconds: int | None = None
 ) -> str:
     """A signed access token; `ttl_seconds` defaults to the short ACCESS_TOKEN_TTL_SECONDS."""
     import jwt
 
+    settings = get_settings()
     issued = int(time.time() if now is None else now)
     lifetime = settings.access_token_ttl_seconds if ttl_seconds is None else ttl_seconds
     claims = {
@@ -69,12 +70,13 @@ class TokenExpired(Unauthorized):
         self.identity = identity
 
 
-def verify_access_token(settings: Settings, token: str) -> Identity:
+def verify_access_token(token: str) -> Identity:
     """Verify signature (JWT_SECRET, or JWT_SECRET_PREVIOUS during a rotation), algorithm,
     issuer, audience, expiry and type; any failure is 401 (`TokenExpired` for age alone).
     """
     import jwt
 
+    settings = get_settings()
     def decode(key: str, verify_exp: bool) -> dict[str, Any]:
         return jwt.decode(
             token,

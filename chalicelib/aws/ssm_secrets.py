@@ -22,20 +22,10 @@ from typing import Mapping
 
 from chalicelib.core.errors import ConfigurationError
 from chalicelib.core.logs import log_event, register_secret
+from chalicelib.core.settings import SECRET_NAMES  # every setting declared secret: all may come from SSM
 
 logger = logging.getLogger(__name__)
 
-# Every setting that holds a credential. All of them may come from SSM.
-SECRET_NAMES: tuple[str, ...] = (
-    "JWT_SECRET",
-    "JWT_SECRET_PREVIOUS",
-    "ASSEMBLYAI_API_KEY",
-    "OPENAI_API_KEY",
-    "STRIPE_SECRET_KEY",
-    "STRIPE_WEBHOOK_SECRET",
-    "TWITCH_CLIENT_ID",
-    "TWITCH_CLIENT_SECRET",
-)
 PREFIX_VAR = "SECRETS_SSM_PREFIX"
 PARAM_SUFFIX = "_PARAM"
 GET_PARAMETERS_LIMIT = 10  # names per GetParameters call (an SSM API limit)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chalicelib.core.errors import ConfigurationError, ValidationFailed
-from chalicelib.core.settings import Settings
+from chalicelib.core.settings import get_settings
 
 
 @dataclass(frozen=True)
@@ -80,25 +80,25 @@ def find_plan(plan_id: str | None) -> Plan | None:
     return _PLANS.get(plan_id or "")
 
 
-def price_ids(settings: Settings) -> dict[str, str]:
-    """`STRIPE_PRICE_IDS` as {item id: Stripe Price id}; a typo fails loudly, not silently."""
+def price_ids() -> dict[str, str]:
+    """`STRIPE_PRICE_IDS` as {item id: Stripe Price id}; a typo fails loudly, not silently.
+
+    The settings refuse an entry that is not `<id>=price_...`; only the catalogue knows the ids.
+    """
     bound: dict[str, str] = {}
-    for entry in settings.stripe_price_ids:
-        item_id, sep, price_id = entry.partition("=")
-        item_id, price_id = item_id.strip(), price_id.strip()
-        if not sep or not price_id.startswith("price_"):
-            raise ConfigurationError(f"STRIPE_PRICE_IDS entry {entry!r} is not '<id>=price_...'")
+    for entry in get_settings().stripe_price_ids:
+        item_id, _, price_id = entry.partition("=")
         if item_id not in _PACKS and item_id not in _PLANS:
             raise ConfigurationError(f"STRIPE_PRICE_IDS names unknown pack or plan {item_id!r}")
         bound[item_id] = price_id
     return bound
 
 
-def plan_for_price(settings: Settings, price_id: str | None) -> Plan | None:
+def plan_for_price(price_id: str | None) -> Plan | None:
     """The plan a Stripe Price is bound to (how plan changes made in the portal are followed)."""
     if not price_id:
         return None
-    for item_id, bound in price_ids(settings).items():
+    for item_id, bound in price_ids().items():
         if bound == price_id and item_id in _PLANS:
             return _PLANS[item_id]
     return None

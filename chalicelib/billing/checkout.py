@@ -19,7 +19,7 @@ from chalicelib.web import idempotency
 from chalicelib.billing import catalogue, open_checkouts, purchases, stripe_api, subscriptions
 from chalicelib.core.errors import Conflict
 from chalicelib.core.logs import log_event
-from chalicelib.core.settings import Settings
+from chalicelib.core.settings import get_settings
 from chalicelib.core.validation import Field, Schema
 
 logger = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ CHECKOUT_UNAVAILABLE = "checkout_unavailable"
 
 
 def handle_purchase(
-    settings: Settings, user_id: str, body: dict[str, Any], headers: Mapping[str, str] | None
+    user_id: str, body: dict[str, Any], headers: Mapping[str, str] | None
 ) -> tuple[int, Any]:
     """POST /credits/purchase: (status, body); an `Idempotency-Key` replays the first answer.
 
@@ -50,22 +50,22 @@ def handle_purchase(
     key = idempotency.key_from(headers)
     return idempotency.run(
         headers, user_id, "POST /credits/purchase", body,
-        lambda: purchase(settings, user_id, body["package_id"], idempotency_key=key),
+        lambda: purchase(user_id, body["package_id"], idempotency_key=key),
     )
 
 
 def handle_subscribe(
-    settings: Settings, user_id: str, body: dict[str, Any], headers: Mapping[str, str] | None
+    user_id: str, body: dict[str, Any], headers: Mapping[str, str] | None
 ) -> tuple[int, Any]:
     """POST /credits/subscribe: (status, body); an `Idempotency-Key` replays the first answer."""
     key = idempotency.key_from(headers)
     return idempotency.run(
         headers, user_id, "POST /credits/subscribe", body,
-        lambda: subscribe(settings, user_id, body["plan_id"], idempotency_key=key),
+        lambda: subscribe(user_id, body["plan_id"], idempotency_key=key),
     )
 
 
-def ensure_customer(settings: Settings, user: dict[str, Any]) -> str:
+def ensure_customer(user: dict[str, Any]) -> str:
     """The user's Stripe customer id, creating the customer the first time only.
 
     Stripe's idempotency key (derived from the user id) makes parallel first purchases get
@@ -74,7 +74,7 @@ def ensure_customer(settings: Settings, user: dict[str, Any]) -> str:
     if user.get("stripe_customer_id"):
         return str(user["stripe_customer_id"])
     user_id = user["user_id"]
-    stripe = stripe_api.client(settings)
+    stripe = stripe_api.client()
     customer = stripe_api.call(
         "customers.create",
         lambda: stripe.v1.customers.create(
@@ -99,9 +99,9 @@ def ensure_customer(settings: Settings, user: dict[str, Any]) -> str:
     return str(customer["id"])
 
 
-def _line_item(settings: Settings, item_id: str, name: str, amount: int, currency: str,
+def _line_item(item_id: str, name: str, amount: int, currency: str,
                recurring: dict[str, str] | None = None) -> dict[str, Any]:
-    price_id = catalogue.price_ids(settings).get(item_id)
+    price_id = catalogue.price_ids().get(item_id)
     if price_id:
         return {"price": price_id, "quantity": 1}
     price_data: dict[str, Any] = {
@@ -115,7 +115,7 @@ def _line_item(settings: Settings, item_id: str, name: str, amount: int, currenc
 
 
 def _create_checkout_session(
-    settings: Settings, stripe: Any, *, mode: str, customer_id: str, user_id: str, line_item: dict[str, Any],
+    stripe: Any, *, mode: str, customer_id: str, user_id: str, line_item: dict[str, Any],
     metadata: dict[str, str], metadata_copy: str, idempotency_key: str, **extra: Any,
 ) -> dict[str, Any]:
     """A Checkout Session for our customer, returning to our pages.
@@ -123,6 +123,7 @@ def _create_checkout_session(
     `metadata` also goes on the object the session creates (`metadata_copy`:
     payment_intent_data or subscription_data), so its later events name our ids too.
     """
+    settings = get_settings()
     return stripe_api.call(
         "checkout.sessions.create",
         lambda: stripe.v1.checkout.sessions.create(
@@ -151,7 +152,7 @@ def _purchase_response(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def purchase(
-    settings: Settings, user_id: str, package_id: str, idempotency_key: str | None = None
+    user_id: str, package_id: str, idempotency_key: str | None = None
 ) -> dict[str, Any]:
     """Start buying a pack: a pending row, then a Checkout Session that names it.
 
@@ -161,7 +162,7 @@ def purchase(
     """
     pack = catalogue.pack(package_id)
     user = auth.get_user(user_id)
-    customer_id = ensure_customer(settings, user)
+    customer_id = ensure_customer(user)
     now = store.now()
     row = purchases.create_pending(
         {
@@ -191,15 +192,14 @@ def purchase(
     elif row["status"] != purchases.PENDING:
         raise Conflict("This purchase can no longer be paid; start a new one", code="purchase_closed")
     transaction_id = row["transaction_id"]
-    stripe = stripe_api.client(settings)
+    stripe = stripe_api.client()
     try:
         session = _create_checkout_session(
-            settings,
             stripe,
             mode="payment",
             customer_id=customer_id,
             user_id=user_id,
-            line_item=_line_item(settings, pack.id, pack.name, pack.amount, pack.currency),
+            line_item=_line_item(pack.id, pack.name, pack.amount, pack.currency),
             metadata={"user_id": user_id, "package_id": pack.id, "transaction_id": transaction_id},
             metadata_copy="payment_intent_data",
             idempotency_key=f"checkout-{transaction_id}",
@@ -221,7 +221,7 @@ def purchase(
 
 
 def subscribe(
-    settings: Settings, user_id: str, plan_id: str, idempotency_key: str | None = None
+    user_id: str, plan_id: str, idempotency_key: str | None = None
 ) -> dict[str, Any]:
     """Start a subscription: Checkout in subscription mode; allowances come with each paid invoice.
 
@@ -235,13 +235,13 @@ def subscribe(
             "You already have a subscription; manage it in the billing portal",
             code="already_subscribed",
         )
-    customer_id = ensure_customer(settings, user)
+    customer_id = ensure_customer(user)
     request_id = (
         uuid.uuid5(uuid.NAMESPACE_URL, f"{user_id}\n{idempotency_key}").hex
         if idempotency_key
         else uuid.uuid4().hex
     )
-    stripe = stripe_api.client(settings)
+    stripe = stripe_api.client()
     now = store.epoch()
     replaces = None
     deadline = time.monotonic() + open_checkouts.WAIT_SECONDS
@@ -258,12 +258,11 @@ def subscribe(
             time.sleep(0.1)
     try:
         session = _create_checkout_session(
-            settings,
             stripe,
             mode="subscription",
             customer_id=customer_id,
             user_id=user_id,
-            line_item=_line_item(settings, plan.id, plan.name, plan.amount, plan.currency,
+            line_item=_line_item(plan.id, plan.name, plan.amount, plan.currency,
                                  recurring={"interval": plan.interval}),
             metadata={"user_id": user_id, "plan_id": plan.id},
             metadata_copy="subscription_data",
@@ -291,14 +290,15 @@ def _expire_subscription_checkout(stripe: Any, session_id: str) -> None:
                        code="already_subscribed")
 
 
-def portal(settings: Settings, user_id: str) -> dict[str, Any]:
+def portal(user_id: str) -> dict[str, Any]:
     """A Stripe billing portal session for the user's customer (cancel, change card, invoices)."""
+    settings = get_settings()
     user = auth.get_user(user_id)
     customer_id = user.get("stripe_customer_id")
     if not customer_id:
         raise Conflict("There is no billing account yet: buy credits or subscribe first",
                        code="no_billing_account")
-    stripe = stripe_api.client(settings)
+    stripe = stripe_api.client()
     session = stripe_api.call(
         "billing_portal.sessions.create",
         lambda: stripe.v1.billing_portal.sessions.create(

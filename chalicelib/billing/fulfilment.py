@@ -30,7 +30,6 @@ from chalicelib.billing import catalogue, chargebacks, events, open_checkouts, p
 from chalicelib.billing.catalogue import Plan
 from chalicelib.billing.events import Outcome, ignored, orphaned, processed
 from chalicelib.core.logs import log_event
-from chalicelib.core.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +134,7 @@ def _remember(row: dict[str, Any], fact: purchases.Refund | purchases.Dispute) -
         _flag_user(row["user_id"], reason="dispute", dispute_id=fact.dispute_id)
 
 
-def _fulfil(settings: Settings, event: Event) -> Outcome:
+def _fulfil(event: Event) -> Outcome:
     """The session is paid: grant the pack and complete the row, in one ledger transaction."""
     session = _object(event)
     row, outcome = _session_purchase(session)
@@ -213,10 +212,10 @@ def _needs_review(row: dict[str, Any], session: dict[str, Any], reason: str, ref
     return events.needs_review(reason, **refs)
 
 
-def on_session_completed(settings: Settings, event: Event) -> Outcome:
+def on_session_completed(event: Event) -> Outcome:
     session = _object(event)
     if session.get("payment_status") == "paid":
-        return _fulfil(settings, event)
+        return _fulfil(event)
     row, outcome = _session_purchase(session)
     if row is None:
         return outcome  # type: ignore[return-value]
@@ -232,8 +231,8 @@ def on_session_completed(settings: Settings, event: Event) -> Outcome:
     return processed(None if moved else "stale", **refs)
 
 
-def on_async_payment_succeeded(settings: Settings, event: Event) -> Outcome:
-    return _fulfil(settings, event)
+def on_async_payment_succeeded(event: Event) -> Outcome:
+    return _fulfil(event)
 
 
 def _close_session(event: Event, status: str) -> Outcome:
@@ -245,11 +244,11 @@ def _close_session(event: Event, status: str) -> Outcome:
     return processed(None if moved else "stale", **_session_refs(row, session))
 
 
-def on_async_payment_failed(settings: Settings, event: Event) -> Outcome:
+def on_async_payment_failed(event: Event) -> Outcome:
     return _close_session(event, purchases.FAILED)
 
 
-def on_session_expired(settings: Settings, event: Event) -> Outcome:
+def on_session_expired(event: Event) -> Outcome:
     session = _object(event)
     if session.get("mode") == "subscription":
         # the user's one open subscription checkout is gone: a new one may be opened
@@ -292,10 +291,10 @@ def _subscription_price_ids(subscription: dict[str, Any]) -> list[str]:
     return [price for price in (_id(item.get("price")) for item in items) if price]
 
 
-def _plan(settings: Settings, price_ids: list[str], metadata: dict[str, str]) -> Plan | None:
+def _plan(price_ids: list[str], metadata: dict[str, str]) -> Plan | None:
     """The plan by its Stripe Price (follows plan changes made in the portal), else metadata."""
     for price_id in price_ids:
-        found = catalogue.plan_for_price(settings, price_id)
+        found = catalogue.plan_for_price(price_id)
         if found is not None:
             return found
     return catalogue.find_plan(metadata.get("plan_id"))
@@ -352,7 +351,7 @@ def invoice_mismatch(invoice: dict[str, Any], plan: Plan) -> str | None:
     return None
 
 
-def on_invoice_paid(settings: Settings, event: Event) -> Outcome:
+def on_invoice_paid(event: Event) -> Outcome:
     """A paid period: its allowance once per invoice, and the tier active."""
     invoice = _object(event)
     found, outcome = _invoice_subscriber(invoice)
@@ -362,7 +361,7 @@ def on_invoice_paid(settings: Settings, event: Event) -> Outcome:
     invoice_id = _str(invoice.get("id"))
     if invoice_id is None:
         return orphaned("missing_invoice_id", **refs)
-    plan = _plan(settings, _invoice_price_ids(invoice), metadata)
+    plan = _plan(_invoice_price_ids(invoice), metadata)
     if plan is None:
         return orphaned("unknown_plan", **refs)
     amount_paid = _int(invoice.get("amount_paid")) or 0
@@ -398,7 +397,7 @@ def on_invoice_paid(settings: Settings, event: Event) -> Outcome:
     return processed(None if granted else "already_granted", **refs)
 
 
-def on_invoice_payment_failed(settings: Settings, event: Event) -> Outcome:
+def on_invoice_payment_failed(event: Event) -> Outcome:
     found, outcome = _invoice_subscriber(_object(event))
     if found is None:
         return outcome  # type: ignore[return-value]
@@ -407,7 +406,7 @@ def on_invoice_payment_failed(settings: Settings, event: Event) -> Outcome:
     return processed(None if applied else "stale", **found.refs)
 
 
-def on_subscription_changed(settings: Settings, event: Event) -> Outcome:
+def on_subscription_changed(event: Event) -> Outcome:
     """created / updated / deleted: the user's tier and status follow the subscription."""
     subscription = _object(event)
     metadata = _metadata(subscription)
@@ -423,7 +422,7 @@ def on_subscription_changed(settings: Settings, event: Event) -> Outcome:
         status = subscriptions.CANCELED
     if status == subscriptions.NOT_STARTED:
         return ignored("not_started", **refs)
-    plan = _plan(settings, _subscription_price_ids(subscription), metadata)
+    plan = _plan(_subscription_price_ids(subscription), metadata)
     if status in subscriptions.ACTIVATING and plan is None:
         return orphaned("unknown_plan", **refs)
     applied = subscriptions.apply(user["user_id"], subscription_id=refs["subscription_id"], status=status,
@@ -469,7 +468,7 @@ def _chargeback(
     return processed(None if taken else "nothing_new", **refs)
 
 
-def on_charge_refunded(settings: Settings, event: Event) -> Outcome:
+def on_charge_refunded(event: Event) -> Outcome:
     """Claw back the refunded share; a later refund of the same charge takes only the new part."""
     charge = _object(event)
     payment_intent = _id(charge.get("payment_intent"))
@@ -481,7 +480,7 @@ def on_charge_refunded(settings: Settings, event: Event) -> Outcome:
     return _chargeback(fact, _metadata(charge).get("transaction_id"), payment_intent, refs)
 
 
-def on_dispute(settings: Settings, event: Event) -> Outcome:
+def on_dispute(event: Event) -> Outcome:
     """created / closed: claw back what is left of the purchase and flag the account."""
     dispute = _object(event)
     payment_intent = _id(dispute.get("payment_intent"))
@@ -511,7 +510,7 @@ def _flag_user(user_id: str, *, reason: str, dispute_id: str) -> None:
     log_event(logger, "billing.account_flagged", logging.WARNING, user_id=user_id, reason=reason)
 
 
-HANDLERS: dict[str, Callable[[Settings, Event], Outcome]] = {
+HANDLERS: dict[str, Callable[[Event], Outcome]] = {
     "checkout.session.completed": on_session_completed,
     "checkout.session.async_payment_succeeded": on_async_payment_succeeded,
     "checkout.session.async_payment_failed": on_async_payment_failed,
@@ -527,13 +526,13 @@ HANDLERS: dict[str, Callable[[Settings, Event], Outcome]] = {
 }
 
 
-def process(settings: Settings, event: Event) -> Outcome:
+def process(event: Event) -> Outcome:
     """Handle one verified event once per event id (and each effect once per business object)."""
     if events.already_handled(event["id"]):
         outcome = processed("duplicate_event")
     else:
         handler = HANDLERS.get(event["type"])
-        outcome = handler(settings, event) if handler else ignored("unhandled_type")
+        outcome = handler(event) if handler else ignored("unhandled_type")
         events.record(event, outcome)
     log_event(
         logger,

@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from chalicelib.core.errors import ConfigurationError, Conflict, ServiceUnavailable, UpstreamError
 from chalicelib.core.logs import log_event, register_secret
-from chalicelib.core.settings import Settings
+from chalicelib.core.settings import get_settings
 
 logger = logging.getLogger(__name__)
 
@@ -25,8 +25,9 @@ _lock = threading.Lock()
 _clients: dict[tuple[str, str], Any] = {}
 
 
-def client(settings: Settings) -> Any:
-    """The process-wide `stripe.StripeClient` for these settings."""
+def client() -> Any:
+    """The process-wide `stripe.StripeClient` for the current key and API base."""
+    settings = get_settings()
     if not settings.stripe_secret_key:
         raise ConfigurationError("STRIPE_SECRET_KEY is not set: billing is unavailable")
     register_secret(settings.stripe_secret_key)

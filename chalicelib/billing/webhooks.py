@@ -14,16 +14,16 @@ from typing import Any
 from chalicelib.billing import fulfilment
 from chalicelib.core.errors import BadRequest, ConfigurationError
 from chalicelib.core.logs import log_event, register_secret
-from chalicelib.core.settings import Settings
+from chalicelib.core.settings import get_settings
 
 logger = logging.getLogger(__name__)
 
 TOLERANCE_SECONDS = 300
 
 
-def verify(settings: Settings, raw_body: bytes | None, signature: str | None) -> dict[str, Any]:
+def verify(raw_body: bytes | None, signature: str | None) -> dict[str, Any]:
     """The event, if `signature` proves Stripe sent exactly `raw_body` in the last 5 minutes."""
-    secrets = settings.stripe_webhook_secrets
+    secrets = get_settings().stripe_webhook_secrets
     if not secrets:
         raise ConfigurationError("STRIPE_WEBHOOK_SECRET is not set: cannot verify Stripe webhooks")
     for secret in secrets:
@@ -69,8 +69,8 @@ def _parse(payload: str) -> dict[str, Any]:
     return event
 
 
-def receive(settings: Settings, raw_body: bytes | None, signature: str | None) -> dict[str, Any]:
+def receive(raw_body: bytes | None, signature: str | None) -> dict[str, Any]:
     """Verify and handle one delivery; the answer Stripe gets (200 also for duplicates)."""
-    event = verify(settings, raw_body, signature)
-    outcome = fulfilment.process(settings, event)
+    event = verify(raw_body, signature)
+    outcome = fulfilment.process(event)
     return {"received": True, "status": outcome.status}

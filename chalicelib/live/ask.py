@@ -21,7 +21,7 @@ from chalicelib.credits import statement
 from chalicelib.credits import stats
 from chalicelib.web import idempotency
 from chalicelib.core.logs import log_event
-from chalicelib.core.settings import Settings, get_settings
+from chalicelib.core.settings import get_settings
 from chalicelib.core.validation import Field, Schema
 
 logger = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ def ask(user_id: str, question: str, transcript: str) -> dict[str, Any]:
         raise
     stats.record_usage(user_id, SERVICE_TYPE, openai_prompt_tokens=result.prompt_tokens,
                        openai_completion_tokens=result.completion_tokens)
-    metadata = _usage_metadata(settings, ask_id, result, question, transcript, sent, trimmed)
+    metadata = _usage_metadata(ask_id, result, question, transcript, sent, trimmed)
     extra_items = [history.put_item(user_id, "ask", ask_id, created_at, credits_used=price)]
     try:
         credits_used = ledger.settle(reservation_id, price, service_type=SERVICE_TYPE, metadata=metadata,
@@ -147,7 +147,7 @@ def ask(user_id: str, question: str, transcript: str) -> dict[str, Any]:
 
 
 def _usage_metadata(
-    settings: Settings, ask_id: str, result: Any, question: str, transcript: str, sent: str, trimmed: bool,
+    ask_id: str, result: Any, question: str, transcript: str, sent: str, trimmed: bool,
 ) -> dict[str, Any]:
     """What analytics needs to price the call; sizes only, never the text."""
     return {

@@ -42,7 +42,7 @@ from chalicelib.web import idempotency
 from chalicelib.web import ratelimit
 from chalicelib.core.errors import Conflict, InsufficientCredits, NotFound, RateLimited, ValidationFailed
 from chalicelib.core.logs import log_event, register_secret
-from chalicelib.core.settings import Settings, get_settings
+from chalicelib.core.settings import get_settings
 from chalicelib.core.validation import Field, Schema
 
 logger = logging.getLogger(__name__)
@@ -122,8 +122,9 @@ def _required(body: dict[str, Any], name: str) -> Any:
 # ----- arithmetic (pure) ----------------------------------------------------------------
 
 
-def longest_token_minutes(settings: Settings, *, renewable: bool, never_paid: bool) -> int:
+def longest_token_minutes(*, renewable: bool, never_paid: bool) -> int:
     """The longest token this kind of session may get; never-paid accounts get shorter ones."""
+    settings = get_settings()
     longest = settings.live_token_minutes if renewable else settings.live_legacy_token_minutes
     if never_paid:
         longest = min(longest, settings.live_free_token_minutes)
@@ -179,13 +180,13 @@ def start(
     renewable = (max_minutes is not None) if renewable is None else renewable
     session_cap = min(max_minutes or settings.live_max_minutes, settings.live_max_minutes)
     account = ledger.get_balance(user_id)
-    longest = longest_token_minutes(settings, renewable=renewable, never_paid=_never_paid(account))
+    longest = longest_token_minutes(renewable=renewable, never_paid=_never_paid(account))
     minutes = token_minutes(account["balance"], price, longest=longest, cap_remaining=session_cap,
                             ask_room=settings.live_ask_room_credits)
     if minutes < 1:
         raise _insufficient(account["balance"], price)
     now = store.epoch()
-    _count_session_today(settings, user_id, now)
+    _count_session_today(user_id, now)
     session_id = uuid.uuid4().hex
     session = {
         "session_id": session_id,
@@ -218,7 +219,7 @@ def start(
             reservation_id=session["reservation_id"],
             purpose=SERVICE_TYPE,
             ref_id=session_id,
-            ttl_seconds=_hold_seconds(settings, minutes),
+            ttl_seconds=_hold_seconds(minutes),
             slot=(SLOT, settings.live_max_concurrent_sessions),
             extra_items=[store.put_new(TABLE, "session_id", session)],
         )
@@ -226,14 +227,14 @@ def start(
         error.details.setdefault("price_per_minute", price)
         raise
     try:
-        minted = _mint(settings, minutes)
+        minted = _mint(minutes)
     except Exception:
         _abandon_start(session, reason="token_mint_failed")
         raise
-    session = _commit_token(settings, session, minted, store.epoch(), from_state="starting")
+    session = _commit_token(session, minted, store.epoch(), from_state="starting")
     log_event(logger, "live.started", session_id=session_id, renewable=renewable,
               token_minutes=minutes, credits_reserved=session["reserved_credits"])
-    return _token_answer(settings, session, minted["expires_in_seconds"])
+    return _token_answer(session, minted["expires_in_seconds"])
 
 
 def _insufficient(balance: int, price: int) -> InsufficientCredits:
@@ -243,13 +244,14 @@ def _insufficient(balance: int, price: int) -> InsufficientCredits:
     )
 
 
-def _hold_seconds(settings: Settings, minutes: int) -> int:
-    return minutes * 60 + settings.assemblyai_token_expires_seconds + RESERVATION_MARGIN_SECONDS
+def _hold_seconds(minutes: int) -> int:
+    return minutes * 60 + get_settings().assemblyai_token_expires_seconds + RESERVATION_MARGIN_SECONDS
 
 
-def _count_session_today(settings: Settings, user_id: str, now: int) -> None:
+def _count_session_today(user_id: str, now: int) -> None:
     """At most LIVE_MAX_SESSIONS_PER_DAY starts per user per UTC day: what bounds the unpaid
     provider time per account per day (README, "The bound")."""
+    settings = get_settings()
     day_start, day_end = ratelimit.window(now, DAY_SECONDS)
     key = ratelimit.counter_key("live_sessions", f"user:{user_id}", DAY_SECONDS, day_start)
     if ratelimit.hit(key, settings.live_max_sessions_per_day, expires_at=day_end + 3600) is None:
@@ -261,10 +263,10 @@ def _count_session_today(settings: Settings, user_id: str, now: int) -> None:
         )
 
 
-def _mint(settings: Settings, minutes: int) -> dict[str, Any]:
+def _mint(minutes: int) -> dict[str, Any]:
     from chalicelib.providers import assemblyai
 
-    return assemblyai.mint_streaming_token(settings.assemblyai_token_expires_seconds, minutes * 60)
+    return assemblyai.mint_streaming_token(get_settings().assemblyai_token_expires_seconds, minutes * 60)
 
 
 def _abandon_start(session: dict[str, Any], reason: str) -> None:
@@ -296,7 +298,7 @@ def _abandon_start(session: dict[str, Any], reason: str) -> None:
 
 
 def _commit_token(
-    settings: Settings, session: dict[str, Any], minted: dict[str, Any], now: int, *, from_state: str
+    session: dict[str, Any], minted: dict[str, Any], now: int, *, from_state: str
 ) -> dict[str, Any]:
     """Record a freshly minted token on the session; returns the session as now stored.
 
@@ -347,10 +349,11 @@ def _lost_race(session: dict[str, Any]) -> Conflict:
                     code="token_superseded", token_number=current.get("token_number"))
 
 
-def _token_answer(settings: Settings, session: dict[str, Any], expires_in: int,
+def _token_answer(session: dict[str, Any], expires_in: int,
                   replayed: bool = False) -> dict[str, Any]:
     from chalicelib.providers import assemblyai
 
+    settings = get_settings()
     seconds = int(session["token_seconds"])
     token = session["token"]
     answer = {
@@ -387,7 +390,6 @@ def renew(user_id: str, session_id: str, token_number: int) -> dict[str, Any]:
     Idempotent per token_number: asking again for a token already handed out answers it
     again (`replayed`) while it can still be opened.
     """
-    settings = get_settings()
     session = _owned(user_id, session_id)
     if session["state"] != "active":
         raise _not_active(session)
@@ -396,32 +398,33 @@ def renew(user_id: str, session_id: str, token_number: int) -> dict[str, Any]:
                        code="not_renewable")
     current = int(session["token_number"])
     if token_number == current - 1:
-        return _replay(settings, session)
+        return _replay(session)
     if token_number != current:
         raise Conflict("token_number is not the current token", code="token_superseded",
                        token_number=current)
     now = store.epoch()
     if int(session["paid_tokens"]) == current:
-        session = _pay_next_token(settings, session, now)
-    minted = _mint(settings, int(session["pending_token_minutes"]))  # a failure keeps it paid
+        session = _pay_next_token(session, now)
+    minted = _mint(int(session["pending_token_minutes"]))  # a failure keeps it paid
     now = store.epoch()
-    session = _commit_token(settings, session, minted, now, from_state="active")
+    session = _commit_token(session, minted, now, from_state="active")
     log_event(logger, "live.renewed", session_id=session_id, token_number=current + 1,
               token_minutes=int(session["token_seconds"]) // 60,
               credits_reserved=int(session["reserved_credits"]))
-    return _token_answer(settings, session, int(minted["expires_in_seconds"]))
+    return _token_answer(session, int(minted["expires_in_seconds"]))
 
 
-def _replay(settings: Settings, session: dict[str, Any]) -> dict[str, Any]:
+def _replay(session: dict[str, Any]) -> dict[str, Any]:
     left = int(session.get("token_expires_epoch") or 0) - store.epoch()
     if left <= 0:
         raise Conflict("That renewal's token can no longer be opened", code="token_superseded",
                        token_number=int(session["token_number"]))
-    return _token_answer(settings, session, left, replayed=True)
+    return _token_answer(session, left, replayed=True)
 
 
-def _pay_next_token(settings: Settings, session: dict[str, Any], now: int) -> dict[str, Any]:
+def _pay_next_token(session: dict[str, Any], now: int) -> dict[str, Any]:
     """Reserve the next token's minutes on the session's reservation; returns the session."""
+    settings = get_settings()
     left = int(session["token_minted_epoch"]) + int(session["token_seconds"]) - now
     if left > settings.live_renew_window_seconds:
         raise Conflict("Too early to renew this token", code="renew_too_early",
@@ -434,7 +437,7 @@ def _pay_next_token(settings: Settings, session: dict[str, Any], now: int) -> di
                        code="session_limit_reached", session_max_minutes=int(session["session_max_minutes"]))
     price = int(session["price_per_minute"])
     account = ledger.get_balance(session["user_id"])
-    longest = longest_token_minutes(settings, renewable=True, never_paid=_never_paid(account))
+    longest = longest_token_minutes(renewable=True, never_paid=_never_paid(account))
     minutes = token_minutes(account["balance"], price, longest=longest, cap_remaining=cap_remaining,
                             ask_room=settings.live_ask_room_credits)
     if minutes < 1:
@@ -459,7 +462,7 @@ def _pay_next_token(settings: Settings, session: dict[str, Any], now: int) -> di
     }
     try:
         result = ledger.extend(session["reservation_id"], credits, step=current - 1,
-                               ttl_seconds=_hold_seconds(settings, minutes), extra_items=[pay])
+                               ttl_seconds=_hold_seconds(minutes), extra_items=[pay])
     except ledger.TransactionConflict:
         result = None
     except InsufficientCredits as error:

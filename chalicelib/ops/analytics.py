@@ -28,7 +28,7 @@ from chalicelib.aws import store
 from chalicelib.credits import ledger
 from chalicelib.credits import stats
 from chalicelib.core.errors import Forbidden, NotFound, Unauthorized, ValidationFailed
-from chalicelib.core.settings import Settings, get_settings
+from chalicelib.core.settings import get_settings
 from chalicelib.accounts.tokens import Identity
 from chalicelib.core.validation import Field, Schema, validate
 
@@ -145,8 +145,10 @@ def _cents(micro_usd: int) -> int:
     return _round(Decimal(micro_usd) / CENTS_PER_MICRO)
 
 
-def _priced(settings: Settings, measured: Mapping[str, Decimal]) -> dict[str, Decimal]:
+def _priced(measured: Mapping[str, Decimal]) -> dict[str, Decimal]:
     """Exact micro-dollars per provider for a set of measured quantities."""
+    settings = get_settings()
+
     def get(name: str) -> Decimal:
         return measured.get(name, Decimal(0))
 
@@ -211,8 +213,8 @@ def _add(target: dict[str, Decimal], source: Mapping[str, Any]) -> None:
         target[name] = target.get(name, Decimal(0)) + Decimal(str(value))
 
 
-def _costs_block(settings: Settings, measured: Mapping[str, Decimal]) -> dict[str, int]:
-    priced = _priced(settings, measured)
+def _costs_block(measured: Mapping[str, Decimal]) -> dict[str, int]:
+    priced = _priced(measured)
     return {
         "assemblyai": _round(priced["assemblyai"]),
         "openai": _round(priced["openai"]),
@@ -220,7 +222,7 @@ def _costs_block(settings: Settings, measured: Mapping[str, Decimal]) -> dict[st
     }
 
 
-def _top_users(settings: Settings, items: list[dict[str, Any]]) -> tuple[int, list[dict[str, Any]]]:
+def _top_users(items: list[dict[str, Any]]) -> tuple[int, list[dict[str, Any]]]:
     """(distinct active users, the top users by provider cost) from the per-user day items."""
     per_user: dict[str, dict[str, Decimal]] = defaultdict(dict)
     revenue: dict[str, int] = defaultdict(int)
@@ -232,11 +234,11 @@ def _top_users(settings: Settings, items: list[dict[str, Any]]) -> tuple[int, li
                              - int(item.get(f"{stats.REFUNDS}__{CURRENCY}") or 0))
     ranked = []
     for user_id, measured in per_user.items():
-        priced = _priced(settings, measured)
+        priced = _priced(measured)
         cost = priced["assemblyai"] + priced["openai"]
         ranked.append((cost, user_id, measured))
     ranked.sort(key=lambda entry: (-entry[0], entry[1]))
-    top = ranked[: settings.analytics_top_users]
+    top = ranked[: get_settings().analytics_top_users]
     emails = _emails([user_id for _, user_id, _ in top])
     return len(per_user), [
         {
@@ -291,7 +293,7 @@ def costs(caller: Identity, params: Mapping[str, str] | None) -> dict[str, Any]:
             _add(measured, {k: v for k, v in metrics.items() if k != stats.CALLS})
             calls += int(metrics.get(stats.CALLS, 0))
         revenue = _revenue(day.revenue)
-        provider = _costs_block(settings, measured)
+        provider = _costs_block(measured)
         daily.append({
             "date": date,
             "revenue": revenue["total"],
@@ -312,7 +314,7 @@ def costs(caller: Identity, params: Mapping[str, str] | None) -> dict[str, Any]:
         metrics = period_usage.get(service, {})
         quantities = {k: v for k, v in metrics.items() if k != stats.CALLS}
         _add(measured_total, quantities)
-        cost = _costs_block(settings, quantities)
+        cost = _costs_block(quantities)
         by_service[service] = {
             "calls": int(metrics.get(stats.CALLS, 0)),
             **{name: _quantity(metrics.get(name, Decimal(0))) for name in stats.METRICS},
@@ -322,13 +324,13 @@ def costs(caller: Identity, params: Mapping[str, str] | None) -> dict[str, Any]:
         }
     revenue = _revenue(period_revenue)
     provider_costs = {
-        **_costs_block(settings, measured_total),
+        **_costs_block(measured_total),
         "currency": CURRENCY,
         "unit": "micro_usd",
         "usage": {name: _quantity(measured_total.get(name, Decimal(0))) for name in stats.METRICS},
     }
     provider_costs["total_cents"] = _cents(provider_costs["total"])
-    active_users, top_users = _top_users(settings, user_items)
+    active_users, top_users = _top_users(user_items)
     return {
         "period": period,
         "credits": {"sold": sum(day["credits_sold"] for day in daily),

@@ -49,7 +49,7 @@ from chalicelib.credits import stats
 from chalicelib.live import captions as streaming
 from chalicelib.billing import purchases
 from chalicelib.core.logs import log_event, start_invocation
-from chalicelib.core.settings import Settings, get_settings
+from chalicelib.core.settings import get_settings
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +82,6 @@ COUNTS = ACTIONS + (
 @dataclass
 class _Run:
     now: int
-    settings: Settings
     deadline: float | None
     counts: Counter = field(default_factory=Counter)
     touched: set[str] = field(default_factory=set)
@@ -124,8 +123,9 @@ def run(now_epoch: int | None = None, *, budget_seconds: float | None = None) ->
     not reached are counted as `deferred` and handled by the next run.
     """
     started = time.monotonic()
+    get_settings()  # a bad configuration stops the run here, not as one error per item
     now = store.epoch() if now_epoch is None else int(now_epoch)
-    state = _Run(now, get_settings(), started + budget_seconds if budget_seconds else None)
+    state = _Run(now, started + budget_seconds if budget_seconds else None)
     since = _previous_run(now)
     for shard in ledger.held_shards():
         state.attempt("held_index", lambda s=shard: _held_shard(state, s))
@@ -205,7 +205,7 @@ def _catchup(state: _Run, reservation: dict[str, Any], expired: bool) -> None:
     if status == catchup.PROCESSING and int(job.get("lease_expires_at_epoch") or 0) >= state.now:
         return  # a worker is on it right now; never pull a job from under a live lease
     age = state.now - _epoch_of(job["created_at"])
-    if age < state.settings.cleanup_catchup_stuck_seconds and not expired:
+    if age < get_settings().cleanup_catchup_stuck_seconds and not expired:
         return
     code = job.get("last_error") or "processing_failed"
     failed = catchup.failed_update(job["job_id"], code, lease_id=job.get("lease_id"), expect_status=status)
@@ -229,7 +229,7 @@ def _catchup(state: _Run, reservation: dict[str, Any], expired: bool) -> None:
 def _expire_checkouts(state: _Run, shard: str) -> None:
     """The rows of one pending-index partition created before the cutoff."""
     cutoff = store.iso(datetime.fromtimestamp(state.now, tz=timezone.utc)
-                       - timedelta(hours=state.settings.cleanup_pending_checkout_hours))
+                       - timedelta(hours=get_settings().cleanup_pending_checkout_hours))
     rows = list(store.query_all({
         "TableName": store.table_name(purchases.TABLE),
         "IndexName": purchases.PENDING_INDEX,
@@ -315,11 +315,11 @@ def _sample(state: _Run, since: int) -> list[str]:
     active = sorted({item.get("user_id") or item["shard"] for item in stats.user_days(days, since_epoch=since)}
                     - state.touched)
     random.shuffle(active)
-    return (first + active)[: state.settings.cleanup_invariant_sample]
+    return (first + active)[: get_settings().cleanup_invariant_sample]
 
 
 def _check_invariants(state: _Run, since: int) -> None:
-    sample = _sample(state, since) if state.settings.cleanup_invariant_sample else []
+    sample = _sample(state, since) if get_settings().cleanup_invariant_sample else []
     for user_id in sample:
         if state.out_of_time():
             state.counts["deferred"] += 1

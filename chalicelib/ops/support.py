@@ -40,7 +40,6 @@ from chalicelib.core.errors import (
     NotFound,
     ValidationFailed,
 )
-from chalicelib.core.settings import get_settings
 from chalicelib.accounts.tokens import Identity
 from chalicelib.core.validation import Field, Schema, validate
 
@@ -332,10 +331,9 @@ def refund(actor: Actor, transaction_id: str, body: Mapping[str, Any],
     if amount <= 0 or amount > paid - already:
         raise ValidationFailed(f"'amount' must be at most {paid - already} (cents not yet refunded)",
                                field="amount")
-    settings = get_settings()
     key = (f"refund-{_record_id(actor, idempotency_key)}" if idempotency_key
            else f"refund-{transaction_id}-{already}-{amount}")
-    stripe = stripe_api.client(settings)
+    stripe = stripe_api.client()
     stripe_refund = stripe_api.call("refunds.create", lambda: stripe.v1.refunds.create(
         params={"payment_intent": row["payment_intent"], "amount": amount,
                 "reason": "requested_by_customer",

@@ -19,7 +19,6 @@ from chalice.app import AuthResponse
 from chalicelib.core import logs
 from chalicelib.accounts.standing import token_refusal
 from chalicelib.core.errors import Unauthorized
-from chalicelib.core.settings import get_settings
 from chalicelib.accounts.tokens import TokenExpired, bearer_token, verify_access_token
 
 logger = logging.getLogger(__name__)
@@ -48,10 +47,9 @@ def _unauthorized() -> Exception:
 
 def authorize(authorization_header: str | None) -> AuthResponse:
     logs.start_invocation("jwt_auth")
-    settings = get_settings()
     try:
         token = bearer_token(authorization_header)
-        identity = verify_access_token(settings, token)
+        identity = verify_access_token(token)
         refusal, role = token_refusal(identity)
     except TokenExpired as expired:
         # Ours but too old: answered by the app, so a client on any allowed origin can read

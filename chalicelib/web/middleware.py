@@ -202,11 +202,10 @@ def handle(request: Request, get_response: Callable[[Request], Response]) -> Res
         user_id=authorizer.get("user_id"),
     )
     try:
-        settings = get_settings()  # registers its secrets with the log redaction
+        get_settings()  # built first: its secrets are registered with the log redaction
         refuse_ended_session(authorizer, (request.method, context.get("resourcePath", request.path)))
         # Before the view and before reading the body: over the limit, no work is done.
         limited = ratelimit.check(
-            settings,
             request.method,
             context.get("resourcePath", request.path),
             user_id=authorizer.get("user_id"),

@@ -27,7 +27,7 @@ from chalicelib.aws import store
 from chalicelib.core.errors import RateLimited, ServiceUnavailable
 from chalicelib.web.legacy import GONE_ROUTES
 from chalicelib.core.logs import log_event
-from chalicelib.core.settings import Settings
+from chalicelib.core.settings import get_settings
 
 logger = logging.getLogger(__name__)
 
@@ -180,7 +180,6 @@ _in_process = InProcessCounters()
 
 
 def check(
-    settings: Settings,
     method: str,
     resource_path: str,
     *,
@@ -194,6 +193,7 @@ def check(
     either lets the request through (fail open) or refuses it with 503 (fail closed;
     the default for `spend`, where an unlimited flood costs real money).
     """
+    settings = get_settings()
     if not settings.rate_limits_enabled:
         return None
     name = route_class(method, resource_path, authenticated=bool(user_id))

@@ -33,14 +33,17 @@ def test_unknown_ids_are_validation_errors():
         catalogue.plan("starter")  # a pack is not a plan
 
 
-def test_price_ids_bind_items_and_reject_typos():
-    settings = load_settings({"STRIPE_PRICE_IDS": "starter=price_abc, pro_monthly=price_def"})
-    assert catalogue.price_ids(settings) == {"starter": "price_abc", "pro_monthly": "price_def"}
-    assert catalogue.plan_for_price(settings, "price_def").id == "pro_monthly"
-    assert catalogue.plan_for_price(settings, "price_abc") is None  # a pack, not a plan
-    for bad in ("startr=price_abc", "starter:price_abc", "starter=prod_abc"):
-        with pytest.raises(ConfigurationError):
-            catalogue.price_ids(load_settings({"STRIPE_PRICE_IDS": bad}))
+def test_price_ids_bind_items_and_reject_typos(env_override):
+    env_override(STRIPE_PRICE_IDS="starter=price_abc, pro_monthly=price_def")
+    assert catalogue.price_ids() == {"starter": "price_abc", "pro_monthly": "price_def"}
+    assert catalogue.plan_for_price("price_def").id == "pro_monthly"
+    assert catalogue.plan_for_price("price_abc") is None  # a pack, not a plan
+    env_override(STRIPE_PRICE_IDS="startr=price_abc")
+    with pytest.raises(ConfigurationError, match="unknown pack or plan 'startr'"):
+        catalogue.price_ids()
+    for bad in ("starter:price_abc", "starter=prod_abc"):  # refused with the settings themselves
+        with pytest.raises(ConfigurationError, match="STRIPE_PRICE_IDS="):
+            load_settings({"STRIPE_PRICE_IDS": bad})
 
 
 @pytest.mark.parametrize(

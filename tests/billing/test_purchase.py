@@ -108,16 +108,16 @@ def test_idempotency_key_replays_the_purchase(client, stripe_fake, buyer):
     assert status == 200 and body["transaction_id"] != first[1]["transaction_id"]
 
 
-def test_the_transaction_row_is_the_last_line_of_defence(client, stripe_fake, buyer, settings):
+def test_the_transaction_row_is_the_last_line_of_defence(client, stripe_fake, buyer):
     """Past the Idempotency-Key's 24 hours the key still names the same purchase row."""
     from chalicelib.billing import checkout
     from chalicelib.core.errors import Conflict
 
     user = buyer()
-    first = checkout.purchase(settings, user.user_id, "starter", idempotency_key="old-key")
-    assert checkout.purchase(settings, user.user_id, "starter", idempotency_key="old-key") == first
+    first = checkout.purchase(user.user_id, "starter", idempotency_key="old-key")
+    assert checkout.purchase(user.user_id, "starter", idempotency_key="old-key") == first
     with pytest.raises(Conflict) as error:
-        checkout.purchase(settings, user.user_id, "power", idempotency_key="old-key")
+        checkout.purchase(user.user_id, "power", idempotency_key="old-key")
     assert error.value.code == "idempotency_conflict"
 
 

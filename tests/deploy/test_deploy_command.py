@@ -48,6 +48,14 @@ def test_a_policy_out_of_step_with_the_code_is_refused(tmp_path, monkeypatch):
         deploy.check_config(_cfg())
 
 
+def test_a_setting_out_of_its_bounds_is_refused_before_anything_is_deployed():
+    with pytest.raises(deploy.DeployError, match="LIVE_MAX_MINUTES='500' is refused: it must be an integer from 1 to 180"):
+        deploy.check_config(_cfg(LIVE_MAX_MINUTES="500"))
+    with pytest.raises(deploy.DeployError, match="RATE_LIMIT_FAIL_CLOSED='spends'"):
+        deploy.check_config(_cfg(RATE_LIMIT_FAIL_CLOSED="spends"))
+    deploy.check_config(_cfg(LIVE_MAX_MINUTES="120"))
+
+
 def test_a_prefix_the_policy_does_not_grant_is_refused():
     with pytest.raises(deploy.DeployError, match="SECRETS_SSM_PREFIX"):
         deploy.check_config(_cfg(SECRETS_SSM_PREFIX="/elsewhere/"))

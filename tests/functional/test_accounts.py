@@ -393,13 +393,13 @@ def test_balance_read_from_dynamodb_serialises_as_a_number(call, new_user):
     assert result.json["user"]["total_usage"] == 7
 
 
-def _expired_token(settings, user_id: str) -> str:
+def _expired_token(user_id: str) -> str:
     from chalicelib.accounts.tokens import Identity, issue_access_token
 
-    return issue_access_token(settings, Identity(user_id, "x@example.com"), now=time.time() - 3600)
+    return issue_access_token(Identity(user_id, "x@example.com"), now=time.time() - 3600)
 
 
-def test_get_user_without_a_valid_token_is_401(call, new_user, settings):
+def test_get_user_without_a_valid_token_is_401(call, new_user):
     session = new_user()
     user_id = session["user"]["user_id"]
     claims = jwt.decode(session["token"], options={"verify_signature": False})
@@ -409,7 +409,7 @@ def test_get_user_without_a_valid_token_is_401(call, new_user, settings):
         {},
         {"Authorization": "Bearer " + forged},
         {"Authorization": "Bearer " + unsigned},
-        {"Authorization": "Bearer " + _expired_token(settings, user_id)},
+        {"Authorization": "Bearer " + _expired_token(user_id)},
         {"Authorization": "Bearer " + session["refresh_token"]},
         {"Authorization": "Basic " + session["token"]},
         {"Authorization": session["token"]},

@@ -17,8 +17,8 @@ from tests.conftest import PASSWORD, unique_email
 
 
 @pytest.fixture
-def user(settings):
-    session = accounts.register(settings, unique_email("authz"), PASSWORD, "Authz")
+def user(aws_endpoint):
+    session = accounts.register(unique_email("authz"), PASSWORD, "Authz")
     return session
 
 
@@ -110,39 +110,39 @@ def test_invalid_token_raises_not_authorized_under_chalice_local(value):
     assert b'"error"' in raised.value.body and b'"code"' in raised.value.body
 
 
-def test_expired_token_is_refused_in_app_without_a_read(settings, user, dynamodb_calls):
+def test_expired_token_is_refused_in_app_without_a_read(user, dynamodb_calls):
     identity = Identity(user["user"]["user_id"], user["user"]["email"])
-    token = issue_access_token(settings, identity, now=0)
+    token = issue_access_token(identity, now=0)
     result = authorize(bearer(token))
     assert result.context["refusal"] == "token_expired"
     assert result.context["user_id"] == identity.user_id
     assert dynamodb_calls == []
 
 
-def test_deleted_account_is_refused(settings, user):
+def test_deleted_account_is_refused(user):
     store.ddb().delete_item(TableName=store.table_name("users"), Key=store.key(user_id=user["user"]["user_id"]))
     assert authorize(bearer(user["user"]["token"])).context["refusal"] == "account_not_found"
 
 
-def test_logout_ends_every_token_issued_before(settings, user):
+def test_logout_ends_every_token_issued_before(user):
     accounts.logout(user["refresh_token"])
     for token in (user["token"], user["user"]["token"]):
         assert authorize(bearer(token)).context["refusal"] == "token_revoked"
-    again = accounts.login(settings, user["user"]["email"], PASSWORD)
+    again = accounts.login(user["user"]["email"], PASSWORD)
     assert "refusal" not in authorize(bearer(again["user"]["token"])).context
 
 
-def test_suspension_ends_tokens_and_reinstatement_does_not_revive_them(settings, user):
+def test_suspension_ends_tokens_and_reinstatement_does_not_revive_them(user):
     user_id = user["user"]["user_id"]
     accounts.set_status(user_id, accounts.SUSPENDED)
     assert authorize(bearer(user["user"]["token"])).context["refusal"] == "account_suspended"
     with pytest.raises(Exception):
-        accounts.login(settings, user["user"]["email"], PASSWORD)
+        accounts.login(user["user"]["email"], PASSWORD)
     with pytest.raises(Exception):
-        accounts.refresh(settings, user["refresh_token"])
+        accounts.refresh(user["refresh_token"])
     accounts.set_status(user_id, accounts.ACTIVE)
     assert authorize(bearer(user["user"]["token"])).context["refusal"] == "token_revoked"
-    again = accounts.login(settings, user["user"]["email"], PASSWORD)
+    again = accounts.login(user["user"]["email"], PASSWORD)
     assert "refusal" not in authorize(bearer(again["user"]["token"])).context
 
 
@@ -166,7 +166,7 @@ class GatewayCache:
         return cached[1]
 
 
-def test_reads_per_active_user_per_hour(settings, user, dynamodb_calls):
+def test_reads_per_active_user_per_hour(user, dynamodb_calls):
     """The figure in the README: an hour of requests every 30 s (the published extension
     polls the balance that often while captioning) costs 12 GetItems for a client on the
     session token, and 12 for a client that refreshes its 15-minute token (4 tokens,
@@ -178,7 +178,7 @@ def test_reads_per_active_user_per_hour(settings, user, dynamodb_calls):
     assert dynamodb_calls == ["GetItem"] * 12
     dynamodb_calls.clear()
     identity = Identity(user["user"]["user_id"], user["user"]["email"])
-    short_tokens = {start: bearer(issue_access_token(settings, identity)) for start in range(0, 3600, 900)}
+    short_tokens = {start: bearer(issue_access_token(identity)) for start in range(0, 3600, 900)}
     for second in range(0, 3600, 30):
         cache.authorize(short_tokens[second - second % 900], now=second)
     assert dynamodb_calls == ["GetItem"] * 12

@@ -29,10 +29,9 @@ def private_tables(aws_endpoint) -> Iterator[None]:
 def make_user(aws_endpoint) -> Callable[[], str]:
     """Register an account the real way (signup grant of 200); returns its user_id."""
     from chalicelib.accounts import auth
-    from chalicelib.core.settings import get_settings
 
     def make() -> str:
-        return auth.register(get_settings(), unique_email("ledger"), PASSWORD, "Ledger")["user"]["user_id"]
+        return auth.register(unique_email("ledger"), PASSWORD, "Ledger")["user"]["user_id"]
 
     return make
 

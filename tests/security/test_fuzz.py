@@ -202,12 +202,12 @@ def fuzz_user(aws_endpoint, provider_env):
     """One user to fuzz as, with rate limits off (the fuzzer must reach the views), and a
     snapshot of every table taken before the first route is fuzzed."""
     from chalicelib.accounts import auth
-    from chalicelib.core.settings import get_settings, reset_settings
+    from chalicelib.core.settings import reset_settings
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("RATE_LIMITS_ENABLED", "false")
         reset_settings()
-        session = auth.register(get_settings(), unique_email("fuzz"), PASSWORD, "Fuzz")
+        session = auth.register(unique_email("fuzz"), PASSWORD, "Fuzz")
         STATS["before"] = snapshot(session["user"]["user_id"])
         yield session
     reset_settings()

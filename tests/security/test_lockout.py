@@ -104,23 +104,19 @@ def test_slowdown_after_some_failures(client, new_user, env_override):
 def test_lock_lasts_the_cooling_period_then_expires(aws_endpoint, env_override):
     """Unit level, with a clock: the lock outlives the window it started in."""
     env_override(LOGIN_MAX_FAILURES="2", LOGIN_FAILURE_WINDOW_SECONDS="900", LOGIN_LOCKOUT_SECONDS="900")
-    from chalicelib.core.settings import get_settings
-
-    settings, email = get_settings(), unique_email("clock")
+    email = unique_email("clock")
     t0 = 1_700_000_100  # 800 s before the end of a 900 s window
     for offset in (0, 1):
-        attempt = lockout.begin(settings, email, None, now=t0 + offset)
+        attempt = lockout.begin(email, None, now=t0 + offset)
         assert not attempt.refused
-        lockout.failed(settings, attempt, now=t0 + offset)
-    assert lockout.begin(settings, email, None, now=t0 + 2).refused
-    assert lockout.begin(settings, email, None, now=t0 + 850).refused  # next window, still locked
-    assert not lockout.begin(settings, email, None, now=t0 + 902).refused
+        lockout.failed(attempt, now=t0 + offset)
+    assert lockout.begin(email, None, now=t0 + 2).refused
+    assert lockout.begin(email, None, now=t0 + 850).refused  # next window, still locked
+    assert not lockout.begin(email, None, now=t0 + 902).refused
 
 
-def test_delay_is_capped():
-    from chalicelib.core.settings import load_settings
-
-    settings = load_settings({"STAGE": "local", "JWT_SECRET": "x" * 40, "LOGIN_SLOWDOWN_MS": "3000"})
+def test_delay_is_capped(env_override):
+    env_override(LOGIN_SLOWDOWN_MS="3000")
     attempt = lockout.Attempt(scopes=[], start=0, counts={"account": 50})
-    assert attempt.delay_seconds(settings) == 3.0
-    assert lockout.Attempt(scopes=[], start=0, counts={"account": 5}).delay_seconds(settings) == 0
+    assert attempt.delay_seconds() == 3.0
+    assert lockout.Attempt(scopes=[], start=0, counts={"account": 5}).delay_seconds() == 0

@@ -15,7 +15,6 @@ import requests
 from chalicelib.accounts import auth as accounts
 from chalicelib.aws import store
 from chalicelib.web.ratelimit import subject_hash, window
-from chalicelib.core.settings import get_settings
 from tests.conftest import PASSWORD, json_headers, unique_email
 from tests.security.conftest import LIMITED_WINDOW
 
@@ -67,7 +66,7 @@ def test_registration_per_ip_holds_under_parallel_signups(limited_server):
 def test_lockout_holds_under_parallel_guessing(limited_server, aws_endpoint):
     # Created in-process: this window's sign-ups from 127.0.0.1 are used up above.
     email = unique_email("victim")
-    accounts.register(get_settings(), email, PASSWORD, "Victim")
+    accounts.register(email, PASSWORD, "Victim")
 
     def guess(i: int) -> requests.Response:
         return requests.post(

@@ -171,33 +171,29 @@ def test_in_process_counters_keep_the_fixed_window_contract():
 
 def test_limiter_failure_fails_closed_for_spends(aws_endpoint, env_override, captured_logs):
     env_override(RATE_LIMITS_TABLE="no-such-table")
-    from chalicelib.core.settings import get_settings
-
     with pytest.raises(ServiceUnavailable):
-        ratelimit.check(get_settings(), "POST", "/transcription/stream", user_id="u1", source_ip="1.2.3.4")
+        ratelimit.check("POST", "/transcription/stream", user_id="u1", source_ip="1.2.3.4")
     assert captured_logs("ratelimit.error")[0]["fail_closed"] is True
     # The policy is a setting: spends can fail open, and writes closed.
     env_override(RATE_LIMITS_TABLE="no-such-table", RATE_LIMIT_FAIL_CLOSED="write")
-    assert ratelimit.check(get_settings(), "POST", "/transcription/stream", user_id="u1",
+    assert ratelimit.check("POST", "/transcription/stream", user_id="u1",
                            source_ip="1.2.3.4") is None
     with pytest.raises(ServiceUnavailable):
-        ratelimit.check(get_settings(), "POST", "/credits/purchase", user_id="u1", source_ip="1.2.3.4")
+        ratelimit.check("POST", "/credits/purchase", user_id="u1", source_ip="1.2.3.4")
 
 
 def test_window_rolls_over(aws_endpoint, env_override):
     """A full window refuses until its end; the next window starts from zero."""
     env_override(RATE_LIMITS="spend:2/60")
-    from chalicelib.core.settings import get_settings
-
-    settings, user = get_settings(), unique_email("window")
+    user = unique_email("window")
     start = 1_700_000_040  # a window boundary for 60 s windows
     for offset in (0, 30):
-        assert ratelimit.check(settings, "POST", "/transcription/ask", user_id=user,
+        assert ratelimit.check("POST", "/transcription/ask", user_id=user,
                                source_ip=None, now=start + offset) is not None
     with pytest.raises(RateLimited) as refused:
-        ratelimit.check(settings, "POST", "/transcription/ask", user_id=user, source_ip=None,
+        ratelimit.check("POST", "/transcription/ask", user_id=user, source_ip=None,
                         now=start + 45)
     assert headers_of(refused.value)["Retry-After"] == "15"
-    decision = ratelimit.check(settings, "POST", "/transcription/ask", user_id=user,
+    decision = ratelimit.check("POST", "/transcription/ask", user_id=user,
                                source_ip=None, now=start + 60)
     assert decision.remaining == 1

@@ -67,7 +67,6 @@ def test_legacy_start_stopped_at_once_is_bounded_by_its_one_token(caller, clock,
 
 def test_never_stop_never_heartbeat_with_an_expired_access_token(caller, clock, fake_assemblyai, client):
     """Renews twice, then its access token expires: no renew, no stop ever arrives again."""
-    from chalicelib.core.settings import get_settings
     from chalicelib.accounts.tokens import Identity, issue_access_token
     from tests.conftest import ORIGIN, json_headers
 
@@ -83,7 +82,7 @@ def test_never_stop_never_heartbeat_with_an_expired_access_token(caller, clock, 
         socket.terminate()
         socket = fresh
         tokens.append(answer["token"])
-    expired = issue_access_token(get_settings(), Identity(user.user_id, "x@example.com"), now=time.time() - 3600)
+    expired = issue_access_token(Identity(user.user_id, "x@example.com"), now=time.time() - 3600)
     refused = client.http.post("/transcription/stream", headers=json_headers(expired, origin=ORIGIN),
                                body=f'{{"action": "stop", "session_id": "{session_id}"}}')
     assert refused.status_code == 401

@@ -11,37 +11,51 @@ OLD, NEW, OTHER = "old-signing-key-" + "o" * 32, "new-signing-key-" + "n" * 32, 
 ALICE = Identity(user_id="user-1", email="a@example.com")
 
 
-def settings(current: str, previous: str = "", stage: str = "local"):
-    return load_settings({"STAGE": stage, "JWT_SECRET": current, "JWT_SECRET_PREVIOUS": previous})
+@pytest.fixture
+def keys(env_override):
+    """keys(current, previous=""): the process now signs with `current` and also accepts `previous`."""
+
+    def use(current: str, previous: str = "") -> None:
+        env_override(STAGE="local", JWT_SECRET=current, JWT_SECRET_PREVIOUS=previous)
+
+    return use
 
 
-def test_during_a_rotation_tokens_of_both_keys_are_accepted_and_new_ones_use_the_new_key():
-    rotating = settings(NEW, previous=OLD)
-    from_before = issue_access_token(settings(OLD), ALICE)
-    from_now = issue_access_token(rotating, ALICE)
-    assert verify_access_token(rotating, from_before).user_id == "user-1"
-    assert verify_access_token(rotating, from_now).user_id == "user-1"
+def test_during_a_rotation_tokens_of_both_keys_are_accepted_and_new_ones_use_the_new_key(keys):
+    keys(OLD)
+    from_before = issue_access_token(ALICE)
+    keys(NEW, previous=OLD)
+    from_now = issue_access_token(ALICE)
+    assert verify_access_token(from_before).user_id == "user-1"
+    assert verify_access_token(from_now).user_id == "user-1"
     # the new token is signed with the new key alone: a process that knows only NEW accepts it
-    assert verify_access_token(settings(NEW), from_now).user_id == "user-1"
+    keys(NEW)
+    assert verify_access_token(from_now).user_id == "user-1"
+    keys(OLD)
     with pytest.raises(Unauthorized):
-        verify_access_token(settings(OLD), from_now)
+        verify_access_token(from_now)
 
 
-def test_after_the_window_the_previous_key_is_refused():
+def test_after_the_window_the_previous_key_is_refused(keys):
+    keys(OLD)
+    token = issue_access_token(ALICE)
+    keys(NEW)
     with pytest.raises(Unauthorized):
-        verify_access_token(settings(NEW), issue_access_token(settings(OLD), ALICE))
+        verify_access_token(token)
 
 
-def test_a_third_key_or_an_expired_token_of_the_previous_key_is_refused():
-    rotating = settings(NEW, previous=OLD)
-    with pytest.raises(Unauthorized):
-        verify_access_token(rotating, issue_access_token(settings(OTHER), ALICE))
-    expired = issue_access_token(settings(OLD), ALICE, now=1_000_000)
-    with pytest.raises(Unauthorized):
-        verify_access_token(rotating, expired)
+def test_a_third_key_or_an_expired_token_of_the_previous_key_is_refused(keys):
+    keys(OTHER)
+    unrelated = issue_access_token(ALICE)
+    keys(OLD)
+    expired = issue_access_token(ALICE, now=1_000_000)
+    keys(NEW, previous=OLD)
+    for token in (unrelated, expired):
+        with pytest.raises(Unauthorized):
+            verify_access_token(token)
 
 
 def test_the_previous_key_must_be_as_strong_and_stays_out_of_repr():
     with pytest.raises(ConfigurationError, match="JWT_SECRET_PREVIOUS"):
-        settings(NEW, previous="short", stage="dev")
-    assert OLD not in repr(settings(NEW, previous=OLD))
+        load_settings({"STAGE": "dev", "JWT_SECRET": NEW, "JWT_SECRET_PREVIOUS": "short"})
+    assert OLD not in repr(load_settings({"JWT_SECRET": NEW, "JWT_SECRET_PREVIOUS": OLD}))

@@ -25,8 +25,14 @@ from chalicelib.accounts.tokens import (
 )
 from chalicelib.web.errors import status_of
 
-SETTINGS = load_settings({"JWT_SECRET": "unit-test-secret-" + "k" * 64, "STAGE": "local"})
+ENV = {"JWT_SECRET": "unit-test-secret-" + "k" * 64, "STAGE": "local"}
+SETTINGS = load_settings(ENV)  # what the tokens below are issued and checked with
 ALICE = Identity(user_id="user-123", email="alice@example.com", role="user")
+
+
+@pytest.fixture(autouse=True)
+def signing_settings(env_override):
+    env_override(**ENV, JWT_SECRET_PREVIOUS="")
 
 
 def _b64(data: bytes) -> str:
@@ -55,19 +61,19 @@ def valid_claims(**overrides) -> dict:
 
 def rejected(token: str) -> Unauthorized:
     with pytest.raises(Unauthorized) as raised:
-        verify_access_token(SETTINGS, token)
+        verify_access_token(token)
     assert status_of(raised.value) == 401
     return raised.value
 
 
 def test_round_trip():
-    token = issue_access_token(SETTINGS, ALICE)
-    assert verify_access_token(SETTINGS, token) == ALICE
+    token = issue_access_token(ALICE)
+    assert verify_access_token(token) == ALICE
 
 
 def test_claims_and_header():
     before = int(time.time())
-    token = issue_access_token(SETTINGS, ALICE)
+    token = issue_access_token(ALICE)
     assert jwt.get_unverified_header(token)["alg"] == "HS256"
     claims = jwt.decode(token, options={"verify_signature": False})
     for name in ("iss", "aud", "sub", "iat", "exp", "jti", "typ"):
@@ -78,14 +84,14 @@ def test_claims_and_header():
     assert claims["typ"] == "access"
     assert claims["exp"] - claims["iat"] == SETTINGS.access_token_ttl_seconds == 900
     assert before <= claims["iat"] <= int(time.time())
-    other = jwt.decode(issue_access_token(SETTINGS, ALICE), options={"verify_signature": False})
+    other = jwt.decode(issue_access_token(ALICE), options={"verify_signature": False})
     assert other["jti"] != claims["jti"]
 
 
 def test_our_own_forge_helper_produces_accepted_tokens():
     """Guards the tests below: a correctly forged HS256 token is accepted."""
     token = forge({"alg": "HS256", "typ": "JWT"}, valid_claims(), SETTINGS.jwt_secret.encode())
-    assert verify_access_token(SETTINGS, token).user_id == ALICE.user_id
+    assert verify_access_token(token).user_id == ALICE.user_id
 
 
 def test_alg_none_is_rejected():
@@ -112,7 +118,7 @@ def test_real_rs256_token_is_rejected():
 
 def test_wrong_secret_and_tampering_are_rejected():
     rejected(jwt.encode(valid_claims(), "another-secret-" + "z" * 32, algorithm="HS256"))
-    token = issue_access_token(SETTINGS, ALICE)
+    token = issue_access_token(ALICE)
     header, payload, signature = token.split(".")
     evil = _b64(json.dumps(valid_claims(sub="admin-user", role="admin")).encode())
     rejected(f"{header}.{evil}.{signature}")
@@ -120,7 +126,7 @@ def test_wrong_secret_and_tampering_are_rejected():
 
 
 def test_expired_token_is_rejected():
-    token = issue_access_token(SETTINGS, ALICE, now=time.time() - SETTINGS.access_token_ttl_seconds - 60)
+    token = issue_access_token(ALICE, now=time.time() - SETTINGS.access_token_ttl_seconds - 60)
     refused = rejected(token)
     assert refused.code == "token_expired"
     # ...and still says whose it was, for the authorizer's in-app 401
@@ -128,23 +134,26 @@ def test_expired_token_is_rejected():
 
 
 def test_generation_is_carried_and_must_be_an_integer():
-    token = issue_access_token(SETTINGS, dataclasses.replace(ALICE, token_generation=3))
-    assert verify_access_token(SETTINGS, token).token_generation == 3
+    token = issue_access_token(dataclasses.replace(ALICE, token_generation=3))
+    assert verify_access_token(token).token_generation == 3
     key = SETTINGS.jwt_secret.encode()
     assert rejected(forge({"alg": "HS256", "typ": "JWT"}, valid_claims(gen="3"), key)).code == "invalid_token"
     assert rejected(forge({"alg": "HS256", "typ": "JWT"}, valid_claims(gen=True), key)).code == "invalid_token"
-    assert verify_access_token(SETTINGS, forge({"alg": "HS256", "typ": "JWT"}, valid_claims(), key)) == ALICE
+    assert verify_access_token(forge({"alg": "HS256", "typ": "JWT"}, valid_claims(), key)) == ALICE
 
 
 def test_session_lifetime_is_chosen_by_the_caller():
-    token = issue_access_token(SETTINGS, ALICE, ttl_seconds=SETTINGS.session_token_ttl_seconds)
+    token = issue_access_token(ALICE, ttl_seconds=SETTINGS.session_token_ttl_seconds)
     claims = jwt.decode(token, options={"verify_signature": False})
     assert claims["exp"] - claims["iat"] == 7 * 24 * 3600
 
 
-def test_wrong_issuer_or_audience_is_rejected():
-    rejected(issue_access_token(dataclasses.replace(SETTINGS, jwt_issuer="someone-else"), ALICE))
-    rejected(issue_access_token(dataclasses.replace(SETTINGS, jwt_audience="another-app"), ALICE))
+def test_wrong_issuer_or_audience_is_rejected(env_override):
+    for variable, other in (("JWT_ISSUER", "someone-else"), ("JWT_AUDIENCE", "another-app")):
+        env_override(**{variable: other})
+        token = issue_access_token(ALICE)
+        env_override(**{variable: getattr(SETTINGS, variable.lower())})
+        rejected(token)
 
 
 @pytest.mark.parametrize("missing", REQUIRED_CLAIMS)
