@@ -17,7 +17,7 @@ Starter = Callable[[dict[str, str]], tuple[Any, dict[str, str]]]
 def _assemblyai(env: dict[str, str]) -> tuple[Any, dict[str, str]]:
     from devstack.fakes import AssemblyAIFake
 
-    fake = AssemblyAIFake(api_key="sandbox-assemblyai-key").start()
+    fake = AssemblyAIFake(api_key="sandbox-assemblyai-key", label_canned=True).start()
     serve_streaming_tls(fake, env)
     return fake, {
         "ASSEMBLYAI_API_KEY": fake.api_key,
@@ -47,14 +47,15 @@ def serve_streaming_tls(fake: Any, env: dict[str, str]) -> str | None:
 def _openai(env: dict[str, str]) -> tuple[Any, dict[str, str]]:
     from devstack.fakes import OpenAIFake
 
-    fake = OpenAIFake(api_key="sandbox-openai-key").start()
+    fake = OpenAIFake(api_key="sandbox-openai-key", label_canned=True).start()
     return fake, {"OPENAI_API_KEY": fake.api_key, "OPENAI_API_BASE": fake.url + "/v1"}
 
 
 def _twitch(env: dict[str, str]) -> tuple[Any, dict[str, str]]:
     from devstack.fakes import TwitchFake
 
-    fake = TwitchFake(client_id="sandbox-client-id", client_secret="sandbox-client-secret").start()
+    fake = TwitchFake(client_id="sandbox-client-id", client_secret="sandbox-client-secret",
+                      invent_channels=True).start()
     fake.add_channel("sandbox", live=True, title="Sandbox stream", game_name="Just Chatting")
     return fake, {
         "TWITCH_CLIENT_ID": fake.client_id,
