@@ -96,6 +96,31 @@ PROVIDERS: dict[str, tuple[str, Starter]] = {
 }
 
 
+# What each sandbox makes up, for the banner (docs/sandbox.md has the whole list).
+HINTS = {
+    "assemblyai": "transcripts are made up (marked [sandbox transcript]), paced by the audio sent",
+    "openai": "answers and summaries are canned (marked [sandbox answer] / [sandbox summary])",
+    "twitch": "any channel is live with made-up data; offline_<name> is offline, unknown_<name> does not exist",
+    "stripe": "test mode: checkout pages, webhooks to this API, a dashboard",
+}
+
+
+def banner_lines(status: dict[str, str], env: dict[str, str], api_url: str) -> list[str]:
+    """The banner's lines about providers: real or sandboxed, what the sandbox makes up, and
+    how to pay in the sandbox Stripe."""
+    lines = []
+    for name, state in status.items():
+        sandboxed = state.startswith("sandboxed")
+        lines.append(f"Provider:    {name:<10} {state}" + (f"\n{'':24}{HINTS[name]}" if sandboxed else ""))
+    if status.get("stripe", "").startswith("sandboxed"):
+        lines.append(f"Pay:         POST {api_url}/credits/purchase, open its checkout_url, press Pay (no card needed;"
+                     " card 4000 0000 0000 0002 is declined)")
+        lines.append(f"Dashboard:   {env['STRIPE_API_BASE']}/_fake  (every purchase with its user, webhook deliveries,"
+                     " refund and dispute buttons)")
+    lines.append("Fixtures:    docs/sandbox.md lists every channel, card, canned text, port and file")
+    return lines
+
+
 def start_sandboxes(env: dict[str, str]) -> tuple[list[Any], dict[str, str]]:
     """Start the fakes needed and update `env` in place; returns (servers, status by provider)."""
     servers: list[Any] = []
