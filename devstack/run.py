@@ -15,8 +15,9 @@
 
 It stops cleanly (API server, event loops, a last save, sandboxes, embedded AWS; nothing
 left running) on SIGINT, SIGTERM or SIGHUP, when the API server exits, and when the process
-that started it goes away: `kill -INT` of the `make` process kills make, which does not pass
-the signal on, and this process then notices that its parent changed.
+that started it goes away or is on its way out (ParentWatch): GNU make passes only SIGTERM on
+to its recipe, so a SIGINT sent to make alone (`kill -INT <make>`, rather than Ctrl-C to the
+terminal's whole process group) would leave make waiting for this process forever.
 """
 from __future__ import annotations
 
@@ -107,6 +108,47 @@ def _jwt_secret(env: dict[str, str], directory: str | None) -> str:
     return f"{'generated and kept' if made else 'kept'} in {where}: tokens stay valid across restarts"
 
 
+class ParentWatch:
+    """Whether the process that started this one is gone, or is a make that got a fatal signal.
+
+    On a fatal signal GNU make resets that signal to its default, blocks it and waits for its
+    recipe to end before it dies: /proc/<make>/status then shows the signal no longer caught.
+    That is how `kill -INT <make>` reaches us (on Linux; elsewhere only a parent that is gone).
+    """
+
+    FATAL = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+
+    def __init__(self) -> None:
+        self.pid = os.getppid()
+        self.caught = self._caught() if self._command() == "make" else None
+
+    def _command(self) -> str:
+        try:
+            with open(f"/proc/{self.pid}/comm", encoding="utf-8") as handle:
+                return handle.read().strip()
+        except OSError:
+            return ""
+
+    def _caught(self) -> int | None:
+        """The parent's caught-signals mask (bit n-1 for signal n), or None when unknown."""
+        try:
+            with open(f"/proc/{self.pid}/status", encoding="utf-8") as handle:
+                for line in handle:
+                    if line.startswith("SigCgt:"):
+                        return int(line.split()[1], 16)
+        except (OSError, ValueError, IndexError):
+            pass
+        return None
+
+    def gone(self) -> bool:
+        if os.getppid() != self.pid:
+            return True
+        if self.caught is None:
+            return False
+        now = self._caught()
+        return now is not None and any(self.caught & ~now & (1 << (sig - 1)) for sig in self.FATAL)
+
+
 def _wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -163,7 +205,7 @@ def main() -> int:
     logs.configure(env.get("LOG_LEVEL", "INFO"))
     stop = threading.Event()
     _stop_signals(stop)
-    parent = os.getppid()
+    parent = ParentWatch()
     aws = _aws(env)
     os.environ.update(env)
     from devstack.sandbox import banner_lines, start_sandboxes
@@ -214,8 +256,8 @@ def main() -> int:
         _say(f"Walkthrough: make walkthrough  (register, pay, live captions, ask, catch-up, history against {url})")
         _say("Press Ctrl-C to stop.")
         while not stop.is_set() and api.poll() is None:
-            if os.getppid() != parent:  # whoever started us is gone (make killed by a signal)
-                logger.warning("the parent process %s exited: stopping", parent)
+            if parent.gone():  # whoever started us is gone, or is make stopping on a signal
+                logger.warning("the parent process %s is gone or stopping: stopping too", parent.pid)
                 stop.set()
             stop.wait(0.5)
     finally:

@@ -6,8 +6,11 @@ The code under test reaches the embedded AWS only through `AWS_ENDPOINT_URL`, ex
 """
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import socket
+import tempfile
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -33,7 +36,10 @@ TEST_ENV = {
     "AWS_DEFAULT_REGION": "us-east-1",
     "AWS_REGION": "us-east-1",
     "LOG_LEVEL": "INFO",
+    # Where a `make run` started by a test keeps its data: never the developer's own `.local/`.
+    "LOCAL_DATA_DIR": tempfile.mkdtemp(prefix="local-data-"),
 }
+atexit.register(shutil.rmtree, TEST_ENV["LOCAL_DATA_DIR"], True)
 for _name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
     os.environ.pop(_name, None)
 os.environ.update(TEST_ENV)
