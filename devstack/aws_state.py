@@ -1,7 +1,7 @@
 """The embedded AWS's data kept between `make run`s: one snapshot file, written back at start.
 
-moto keeps everything in memory. `make run` saves what the tables, buckets and queues hold
-to `<LOCAL_DATA_DIR>/aws-state.zip` at a clean stop and, while something changes, every
+moto keeps everything in memory. `make run` saves what our tables, bucket and queues hold
+(the ones chalicelib.aws.resources defines, under this stage's names) to `<LOCAL_DATA_DIR>/aws-state.zip` at a clean stop and, while something changes, every
 `LOCAL_SAVE_SECONDS` (10), so a crash or `kill -9` loses at most that much. At the next start,
 after infra.bootstrap created the resources, the snapshot is written back.
 
@@ -37,6 +37,24 @@ logger = logging.getLogger("devstack.state")
 FORMAT = 1
 FILE_NAME = "aws-state.zip"
 BATCH = 25  # BatchWriteItem's limit
+
+
+@dataclass(frozen=True)
+class Resources:
+    """The physical names a snapshot covers."""
+
+    tables: tuple[str, ...]
+    buckets: tuple[str, ...]
+    queues: tuple[str, ...]
+
+    @classmethod
+    def of(cls, settings: Any) -> "Resources":
+        """Ours, as the app names them (settings.resource: stage names and their overrides)."""
+        from chalicelib.aws import resources
+
+        return cls(tuple(settings.resource(t.suffix) for t in resources.TABLES),
+                   tuple(settings.resource(b.suffix) for b in resources.BUCKETS),
+                   tuple(settings.resource(q.suffix) for q in resources.QUEUES))
 
 
 @dataclass
@@ -77,10 +95,11 @@ def _typed(value: Any) -> Any:
 class AwsState:
     """Save and restore the embedded AWS's data at `directory/aws-state.zip`."""
 
-    def __init__(self, aws: EmbeddedAws, directory: str, region: str) -> None:
+    def __init__(self, aws: EmbeddedAws, directory: str, region: str, resources: Resources) -> None:
         self.aws = aws
         self.path = os.path.join(directory, FILE_NAME)
         self.region = region
+        self.resources = resources
         self._saved_writes = -1
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -110,18 +129,17 @@ class AwsState:
 
     def _read_tables(self) -> dict[str, list[dict[str, Any]]]:
         ddb = self._client("dynamodb")
-        tables = {}
-        for page in ddb.get_paginator("list_tables").paginate():
-            for name in page["TableNames"]:
-                tables[name] = [item for scan in ddb.get_paginator("scan").paginate(TableName=name)
-                                for item in scan["Items"]]
-        return tables
+        existing = {name for page in ddb.get_paginator("list_tables").paginate() for name in page["TableNames"]}
+        return {name: [item for scan in ddb.get_paginator("scan").paginate(TableName=name) for item in scan["Items"]]
+                for name in self.resources.tables if name in existing}
 
     def _read_objects(self) -> dict[str, list[dict[str, Any]]]:
         s3 = self._client("s3")
         buckets: dict[str, list[dict[str, Any]]] = {}
-        for bucket in s3.list_buckets()["Buckets"]:
-            name = bucket["Name"]
+        existing = {bucket["Name"] for bucket in s3.list_buckets()["Buckets"]}
+        for name in self.resources.buckets:
+            if name not in existing:
+                continue
             buckets[name] = []
             for page in s3.get_paginator("list_objects_v2").paginate(Bucket=name):
                 for listed in page.get("Contents", []):
@@ -137,7 +155,8 @@ class AwsState:
 
             return {name: [message.body for message in queue._messages]
                     for _, regions in sqs_backends.items() for region, backend in regions.items()
-                    if region == self.region for name, queue in backend.queues.items()}
+                    if region == self.region for name, queue in backend.queues.items()
+                    if name in self.resources.queues}
         except (ImportError, AttributeError):  # moto changed: keep the rest
             logger.warning("queued SQS messages cannot be read from this moto; they are not saved")
             return {}

@@ -216,12 +216,13 @@ def main() -> int:
     from chalicelib.core.settings import get_settings
     from infra.bootstrap import bootstrap
 
-    created = bootstrap(get_settings())
+    settings = get_settings()
+    created = bootstrap(settings)
     saver, data_line = None, "not kept by make run: AWS_ENDPOINT_URL points at your own store"
     if aws is not None and directory is not None:
-        from devstack.aws_state import AwsState
+        from devstack.aws_state import AwsState, Resources
 
-        saver = AwsState(aws, directory, env["AWS_DEFAULT_REGION"])
+        saver = AwsState(aws, directory, settings.region, Resources.of(settings))
         restored, problems = saver.restore()
         every = float(env.get("LOCAL_SAVE_SECONDS") or 10)
         saver.start(every)
