@@ -417,6 +417,17 @@ def live_server(aws_endpoint, provider_env, tmp_path_factory):
 
 
 @pytest.fixture
+def stripe_to_server(live_server, fake_stripe):
+    """The fake delivers its webhooks to the live server, like Stripe to a deployed API."""
+    previous = fake_stripe.webhook_url
+    fake_stripe.webhook_url = live_server.url + "/webhooks/stripe"
+    fake_stripe.clear_faults()
+    yield fake_stripe
+    fake_stripe.wait_for_deliveries()
+    fake_stripe.webhook_url = previous
+
+
+@pytest.fixture
 def dynamodb_faults(aws_endpoint):
     """Fault injection on the embedded AWS's DynamoDB (tests/faults.py); cleared after the test.
 

@@ -14,17 +14,6 @@ from tests.conftest import STRIPE_WEBHOOK_SECRET, assert_books_balance, at_once,
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture
-def stripe_to_server(live_server, fake_stripe):
-    """The fake delivers its webhooks to the live server, like Stripe to a deployed API."""
-    previous = fake_stripe.webhook_url
-    fake_stripe.webhook_url = live_server.url + "/webhooks/stripe"
-    fake_stripe.clear_faults()
-    yield fake_stripe
-    fake_stripe.wait_for_deliveries()
-    fake_stripe.webhook_url = previous
-
-
 class Customer:
     """A user of the live server, talking to it over HTTP."""
 
