@@ -30,7 +30,6 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any
 
 import requests
 
