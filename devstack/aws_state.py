@@ -130,7 +130,8 @@ class AwsState:
     def _read_tables(self) -> dict[str, list[dict[str, Any]]]:
         ddb = self._client("dynamodb")
         existing = {name for page in ddb.get_paginator("list_tables").paginate() for name in page["TableNames"]}
-        return {name: [item for scan in ddb.get_paginator("scan").paginate(TableName=name) for item in scan["Items"]]
+        return {name: [item for scan in ddb.get_paginator("scan").paginate(TableName=name, ConsistentRead=True)
+                               for item in scan["Items"]]
                 for name in self.resources.tables if name in existing}
 
     def _read_objects(self) -> dict[str, list[dict[str, Any]]]:

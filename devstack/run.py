@@ -30,6 +30,7 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Any
 
 import requests
 
@@ -148,6 +149,28 @@ class ParentWatch:
         return now is not None and any(self.caught & ~now & (1 << (sig - 1)) for sig in self.FATAL)
 
 
+def _keep_data(aws: EmbeddedAws | None, directory: str | None, settings: Any,
+               env: dict[str, str]) -> tuple[Any, str]:
+    """Write back the embedded AWS's saved data and keep saving it; (the saver or None, the
+    banner's line about local data)."""
+    if aws is None:
+        return None, "not kept by make run: AWS_ENDPOINT_URL points at your own store"
+    if directory is None:
+        return None, "not kept (LOCAL_DATA=off): everything is gone at stop"
+    from devstack.aws_state import AwsState, Resources
+
+    saver = AwsState(aws, directory, settings.region, Resources.of(settings))
+    restored, problems = saver.restore()
+    every = float(env.get("LOCAL_SAVE_SECONDS") or 10)
+    saver.start(every)
+    line = (f"{_shown(directory)} (restored {restored.counts()} saved {restored.saved_at})"
+            if restored else f"{_shown(directory)} (empty: first run or after `make reset`)")
+    line += f"; saved at stop and every {every:g} s while it changes; `make reset` wipes it"
+    if problems:
+        line += f"; NOT ALL RESTORED: {'; '.join(problems)}"
+    return saver, line
+
+
 def _wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -217,21 +240,7 @@ def main() -> int:
 
     settings = get_settings()
     created = bootstrap(settings)
-    saver, data_line = None, "not kept by make run: AWS_ENDPOINT_URL points at your own store"
-    if aws is not None and directory is not None:
-        from devstack.aws_state import AwsState, Resources
-
-        saver = AwsState(aws, directory, settings.region, Resources.of(settings))
-        restored, problems = saver.restore()
-        every = float(env.get("LOCAL_SAVE_SECONDS") or 10)
-        saver.start(every)
-        data_line = (f"{_shown(directory)} (restored {restored.counts()} saved {restored.saved_at})"
-                     if restored else f"{_shown(directory)} (empty: first run or after `make reset`)")
-        data_line += f"; saved at stop and every {every:g} s while it changes; `make reset` wipes it"
-        if problems:
-            data_line += f"; NOT ALL RESTORED: {'; '.join(problems)}"
-    elif aws is not None:
-        data_line = "not kept (LOCAL_DATA=off): everything is gone at stop"
+    saver, data_line = _keep_data(aws, directory, settings, env)
     app_module = importlib.import_module("app")
     from devstack.local_events import EventLoops
 

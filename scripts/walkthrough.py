@@ -16,43 +16,34 @@
 
 The API is `--api`, else the one `make run` wrote to its state file (`.local/devstack.json`,
 or LOCAL_DATA_DIR's), else http://127.0.0.1:$PORT (8000). Every request is real HTTP; the
-script uses only `requests` and `websockets` (both in .venv). Exit status 0 when every step
+script needs `requests` and `websockets` (both in .venv). Exit status 0 when every step
 worked, 1 otherwise (the failing step says why).
 """
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import re
 import sys
 import time
 import uuid
-import wave
 from typing import Any
 from urllib.parse import urljoin
 
 import requests
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:  # run as a file: scripts/ is on the path, the project is not
+    sys.path.insert(0, ROOT)
+
+from devstack.fakes.audio import make_wav as silent_wav  # noqa: E402  (silence: the sandbox hears no words anyway)
+
 PASSWORD = "walkthrough password 123"
-SAMPLE_RATE = 16000
 
 
 class StepFailed(Exception):
     pass
-
-
-def silent_wav(seconds: float) -> bytes:
-    """A 16 kHz mono PCM16 WAV: the sandbox transcribes by duration, it recognises no speech."""
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(SAMPLE_RATE)
-        wav.writeframes(b"\x00\x00" * int(seconds * SAMPLE_RATE))
-    return buffer.getvalue()
 
 
 def default_api() -> str:
