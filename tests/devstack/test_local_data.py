@@ -1,6 +1,7 @@
 """What `make run` keeps and where: the local JWT secret, the data folder, the reloader's watch."""
 from __future__ import annotations
 
+import json
 import os
 import stat
 
@@ -26,17 +27,21 @@ def test_the_data_folder_and_the_switch():
     assert not local_data.keeping({"LOCAL_DATA": "off"}) and not local_data.keeping({"LOCAL_DATA": "0"})
 
 
-def test_the_admin_command_looks_where_make_run_writes(monkeypatch):
+def test_the_admin_command_looks_where_make_run_writes(monkeypatch, tmp_path):
     """`make admin` finds `make run` by the state file in the same default folder."""
     from chalicelib.ops import admin
 
     assert admin.PROJECT_ROOT == local_data.ROOT
-    seen = []
     monkeypatch.delenv("DEVSTACK_STATE_FILE", raising=False)
     monkeypatch.delenv("LOCAL_DATA_DIR", raising=False)
-    monkeypatch.setattr("builtins.open", lambda path, *a, **k: seen.append(path) or (_ for _ in ()).throw(OSError))
+    monkeypatch.setattr(admin, "PROJECT_ROOT", str(tmp_path))  # a project of our own
     assert admin.local_stack() is None
-    assert seen == [os.path.join(local_data.data_dir({}), local_data.STATE_FILE)]
+    (tmp_path / ".local").mkdir()
+    state = {"pid": os.getpid(), "env": {"AWS_ENDPOINT_URL": "http://127.0.0.1:1"}}
+    (tmp_path / ".local" / local_data.STATE_FILE).write_text(json.dumps(state))
+    assert admin.local_stack() == {"AWS_ENDPOINT_URL": "http://127.0.0.1:1"}
+    monkeypatch.setenv("LOCAL_DATA_DIR", str(tmp_path / "elsewhere"))
+    assert admin.local_stack() is None
 
 
 def test_the_reloader_watches_sources_not_data_caches_or_the_venv(tmp_path):
