@@ -11,7 +11,7 @@ PIP_COMPILE = PIP_FIND_LINKS= PIP_CONFIG_FILE=/dev/null $(VENV)/bin/pip-compile 
 
 STAGE ?= dev
 
-.PHONY: run test venv clean deploy package admin rollback lock lock-check
+.PHONY: run test venv clean deploy package admin reset walkthrough rollback lock lock-check
 
 $(STAMP): requirements.lock requirements-dev.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,9 +23,19 @@ venv: $(STAMP)
 run: $(STAMP)
 	$(PY) -m devstack.run
 
-# The operator command against the running `make run` (or STAGE=...): make admin ARGS="find a@b.c"
+# Wipe what `make run` keeps between runs (.local/: the embedded AWS's data, the local JWT secret).
+reset: $(STAMP)
+	$(PY) -m devstack.local_data reset
+
+# Every step a user takes, against the running `make run` (docs/sandbox.md).
+walkthrough: $(STAMP)
+	$(PY) scripts/walkthrough.py $(ARGS)
+
+# The operator command against the running `make run` (or STAGE=...):
+#   make admin EMAIL=you@example.com    make that account an admin
+#   make admin ARGS="find a@b.c"        any other command (docs/console.md)
 admin: $(STAMP)
-	$(PY) -m chalicelib.ops.admin $(ARGS)
+	$(PY) -m chalicelib.ops.admin $(if $(EMAIL),grant-admin $(EMAIL),$(or $(ARGS),--help))
 
 # The whole suite on both cores, then the browser tests alone (one Chromium, no neighbour
 # competing for the CPU while a page waits). PYTEST_ARGS (flags) applies to both runs;

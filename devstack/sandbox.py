@@ -17,7 +17,7 @@ Starter = Callable[[dict[str, str]], tuple[Any, dict[str, str]]]
 def _assemblyai(env: dict[str, str]) -> tuple[Any, dict[str, str]]:
     from devstack.fakes import AssemblyAIFake
 
-    fake = AssemblyAIFake(api_key="sandbox-assemblyai-key").start()
+    fake = AssemblyAIFake(api_key="sandbox-assemblyai-key", label_canned=True).start()
     serve_streaming_tls(fake, env)
     return fake, {
         "ASSEMBLYAI_API_KEY": fake.api_key,
@@ -47,14 +47,15 @@ def serve_streaming_tls(fake: Any, env: dict[str, str]) -> str | None:
 def _openai(env: dict[str, str]) -> tuple[Any, dict[str, str]]:
     from devstack.fakes import OpenAIFake
 
-    fake = OpenAIFake(api_key="sandbox-openai-key").start()
+    fake = OpenAIFake(api_key="sandbox-openai-key", label_canned=True).start()
     return fake, {"OPENAI_API_KEY": fake.api_key, "OPENAI_API_BASE": fake.url + "/v1"}
 
 
 def _twitch(env: dict[str, str]) -> tuple[Any, dict[str, str]]:
     from devstack.fakes import TwitchFake
 
-    fake = TwitchFake(client_id="sandbox-client-id", client_secret="sandbox-client-secret").start()
+    fake = TwitchFake(client_id="sandbox-client-id", client_secret="sandbox-client-secret",
+                      invent_channels=True).start()
     fake.add_channel("sandbox", live=True, title="Sandbox stream", game_name="Just Chatting")
     return fake, {
         "TWITCH_CLIENT_ID": fake.client_id,
@@ -93,6 +94,31 @@ PROVIDERS: dict[str, tuple[str, Starter]] = {
     "twitch": ("TWITCH_CLIENT_SECRET", _twitch),
     "stripe": ("STRIPE_SECRET_KEY", _stripe),
 }
+
+
+# What each sandbox makes up, for the banner (docs/sandbox.md has the whole list).
+HINTS = {
+    "assemblyai": "transcripts are made up (marked [sandbox transcript]), paced by the audio sent",
+    "openai": "answers and summaries are canned (marked [sandbox answer] / [sandbox summary])",
+    "twitch": "any channel is live with made-up data; offline_<name> is offline, unknown_<name> does not exist",
+    "stripe": "test mode: checkout pages, webhooks to this API, a dashboard",
+}
+
+
+def banner_lines(status: dict[str, str], env: dict[str, str], api_url: str) -> list[str]:
+    """The banner's lines about providers: real or sandboxed, what the sandbox makes up, and
+    how to pay in the sandbox Stripe."""
+    lines = []
+    for name, state in status.items():
+        sandboxed = state.startswith("sandboxed")
+        lines.append(f"Provider:    {name:<10} {state}" + (f"\n{'':24}{HINTS[name]}" if sandboxed else ""))
+    if status.get("stripe", "").startswith("sandboxed"):
+        lines.append(f"Pay:         POST {api_url}/credits/purchase, open its checkout_url, press Pay (no card needed;"
+                     " card 4000 0000 0000 0002 is declined)")
+        lines.append(f"Dashboard:   {env['STRIPE_API_BASE']}/_fake  (every purchase with its user, webhook deliveries,"
+                     " refund and dispute buttons)")
+    lines.append("Fixtures:    docs/sandbox.md lists every channel, card, canned text, port and file")
+    return lines
 
 
 def start_sandboxes(env: dict[str, str]) -> tuple[list[Any], dict[str, str]]:

@@ -6,8 +6,11 @@ The code under test reaches the embedded AWS only through `AWS_ENDPOINT_URL`, ex
 """
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import socket
+import tempfile
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -33,7 +36,10 @@ TEST_ENV = {
     "AWS_DEFAULT_REGION": "us-east-1",
     "AWS_REGION": "us-east-1",
     "LOG_LEVEL": "INFO",
+    # Where a `make run` started by a test keeps its data: never the developer's own `.local/`.
+    "LOCAL_DATA_DIR": tempfile.mkdtemp(prefix="local-data-"),
 }
+atexit.register(shutil.rmtree, TEST_ENV["LOCAL_DATA_DIR"], True)
 for _name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
     os.environ.pop(_name, None)
 os.environ.update(TEST_ENV)
@@ -408,6 +414,17 @@ def live_server(aws_endpoint, provider_env, tmp_path_factory):
                                str(tmp_path_factory.mktemp("live") / "server.log"))
     yield server
     stop_live_server(server)
+
+
+@pytest.fixture
+def stripe_to_server(live_server, fake_stripe):
+    """The fake delivers its webhooks to the live server, like Stripe to a deployed API."""
+    previous = fake_stripe.webhook_url
+    fake_stripe.webhook_url = live_server.url + "/webhooks/stripe"
+    fake_stripe.clear_faults()
+    yield fake_stripe
+    fake_stripe.wait_for_deliveries()
+    fake_stripe.webhook_url = previous
 
 
 @pytest.fixture

@@ -101,14 +101,15 @@ def set_role(ddb: Any, stage: str, email: str, role: str) -> tuple[str, str]:
 SUPPORT_COMMANDS = ("find", "show", "ledger", "grant", "deduct", "suspend", "reactivate", "refund",
                     "attention", "audit", "business")
 EXIT_REFUSED = 3
-DEFAULT_STATE_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".local",
-                                  "devstack.json")
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def local_stack() -> dict[str, str] | None:
     """The environment `make run` wrote for operator tools (its endpoint, the sandbox Stripe),
-    if a `make run` is up; None otherwise. DEVSTACK_STATE_FILE names another file."""
-    path = os.environ.get("DEVSTACK_STATE_FILE") or DEFAULT_STATE_FILE
+    if a `make run` is up; None otherwise. The file is `devstack.json` in `make run`'s data
+    folder (LOCAL_DATA_DIR, default `.local/` in the project); DEVSTACK_STATE_FILE names another."""
+    folder = os.environ.get("LOCAL_DATA_DIR") or os.path.join(PROJECT_ROOT, ".local")
+    path = os.environ.get("DEVSTACK_STATE_FILE") or os.path.join(folder, "devstack.json")
     try:
         with open(path, encoding="utf-8") as handle:
             state = json.load(handle)

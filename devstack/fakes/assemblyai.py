@@ -23,7 +23,7 @@ import requests
 from werkzeug.wrappers import Request
 
 from .assemblyai_streaming import CLOSE_UNAUTHORIZED, StreamingListener, StreamingSession, SessionRefused
-from .audio import speech_text, timed_words, wav_duration_seconds
+from .audio import CANNED_TRANSCRIPT, speech_text, timed_words, wav_duration_seconds
 from .base import FakeError, FakeServer, Rule, keys_match, random_id, read_json
 
 log = logging.getLogger(__name__)
@@ -83,6 +83,8 @@ class AssemblyAIFake(FakeServer):
     `default_audio_duration` (seconds, for audio that is not WAV). `clock` (seconds,
     `time.time` by default) times token expiry and streaming sessions; tests replace it.
     `streaming_port` is where `start()` serves the streaming host (0: any free port).
+    `label_canned` starts every made-up transcript (and every streamed turn's
+    `transcript`) with "[sandbox transcript]", as `make run`'s sandbox does.
     """
 
     provider = "assemblyai"
@@ -101,8 +103,10 @@ class AssemblyAIFake(FakeServer):
         fetch_timeout: float = 10.0,
         streaming_port: int = 0,
         clock: Callable[[], float] = time.time,
+        label_canned: bool = False,
     ) -> None:
         self.api_key = api_key
+        self.label_canned = label_canned
         self.polls_before_completion = polls_before_completion
         self.outcome: Outcome = outcome
         self.error_message = error_message
@@ -298,6 +302,8 @@ class AssemblyAIFake(FakeServer):
         end_ms = min(t["audio_end_at"] or duration_ms, duration_ms)
         spoken_ms = max(end_ms - start_ms, 0)  # only [audio_start_from, audio_end_at) is processed
         text = job.text if job.text is not None else speech_text(spoken_ms / 1000, self.words_per_minute)
+        if self.label_canned and text:
+            text = f"{CANNED_TRANSCRIPT} {text}"
         speaker = "A" if t["speaker_labels"] else None
         words = timed_words(text, spoken_ms, speaker)
         for word in words:

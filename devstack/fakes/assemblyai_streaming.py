@@ -29,7 +29,7 @@ from websockets.http11 import Request as WsRequest
 from websockets.http11 import Response as WsResponse
 from websockets.sync.server import Server, ServerConnection, serve
 
-from .audio import SCRIPT_WORDS
+from .audio import CANNED_TRANSCRIPT, SCRIPT_WORDS
 
 if TYPE_CHECKING:
     from .assemblyai import AssemblyAIFake
@@ -269,6 +269,8 @@ class _Run:
             transcript = transcript[:1].upper() + transcript[1:]
             if not transcript.endswith((".", "?", "!")):
                 transcript = transcript.rstrip(",") + "."
+        if self.fake.label_canned:
+            transcript = f"{CANNED_TRANSCRIPT} {transcript}"
         message = {
             "type": "Turn",
             "turn_order": self.turn_order,

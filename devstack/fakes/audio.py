@@ -21,6 +21,7 @@ _SCRIPT = (
 
 
 SCRIPT_WORDS: tuple[str, ...] = tuple(_SCRIPT)  # what the streaming fake "hears", word by word
+CANNED_TRANSCRIPT = "[sandbox transcript]"  # how a fake with `label_canned` marks made-up text
 
 
 def wav_duration_seconds(data: bytes) -> float | None:

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from werkzeug.wrappers import Request, Response
 
-from .audio import speech_text, wav_duration_seconds
+from .audio import CANNED_TRANSCRIPT, speech_text, wav_duration_seconds
 from .base import FakeError, FakeServer, Rule, bearer_token, json_response, keys_match, random_id, read_json
 
 Responder = Callable[[dict[str, Any]], str]
@@ -25,6 +25,9 @@ Responder = Callable[[dict[str, Any]], str]
 AUDIO_EXTENSIONS = ("flac", "m4a", "mp3", "mp4", "mpeg", "mpga", "oga", "ogg", "wav", "webm")
 MAX_UPLOAD_BYTES = 25 * 1024 * 1024
 _ERROR_TYPES = {429: "requests", 500: "server_error", 502: "server_error", 503: "server_error"}
+
+
+CANNED_ANSWER, CANNED_SUMMARY = "[sandbox answer]", "[sandbox summary]"
 
 
 def estimate_tokens(text: str) -> int:
@@ -40,6 +43,9 @@ class OpenAIFake(FakeServer):
     `context_limit` is the model window in estimated tokens;
     `transcription_text` fixes the transcription (default: text sized to the
     WAV duration, or to `default_audio_duration` seconds for other formats).
+    `label_canned` makes the made-up texts say so (`make run`'s sandbox): answers
+    start with "[sandbox answer]", summaries with "[sandbox summary]" and
+    transcriptions with "[sandbox transcript]".
     """
 
     provider = "openai"
@@ -53,8 +59,10 @@ class OpenAIFake(FakeServer):
         context_limit: int = 128_000,
         transcription_text: str | None = None,
         default_audio_duration: float = 60.0,
+        label_canned: bool = False,
     ) -> None:
         self.api_key = api_key
+        self.label_canned = label_canned
         self.responder = responder
         self.context_limit = context_limit
         self.transcription_text = transcription_text
@@ -130,7 +138,7 @@ class OpenAIFake(FakeServer):
                 param="messages",
                 code="context_length_exceeded",
             )
-        content = (self.responder or default_responder)(body)
+        content = self.responder(body) if self.responder else default_responder(body, self.label_canned)
         finish_reason = "stop"
         if limit and estimate_tokens(content) > int(limit):
             content, finish_reason = content[: int(limit) * 4], "length"
@@ -175,6 +183,8 @@ class OpenAIFake(FakeServer):
         if duration is None:
             duration = self.default_audio_duration
         text = self.transcription_text if self.transcription_text is not None else speech_text(duration)
+        if self.label_canned and text:
+            text = f"{CANNED_TRANSCRIPT} {text}"
         response_format = request.form.get("response_format", "json")
         if response_format == "text":
             return Response(text + "\n", content_type="text/plain; charset=utf-8")
@@ -205,19 +215,26 @@ def _content_text(message: Any) -> str:
     return content if isinstance(content, str) else ""
 
 
-def default_responder(body: dict[str, Any]) -> str:
-    """Deterministic answer: JSON summary for JSON formats, else a quoting reply."""
+def default_responder(body: dict[str, Any], label_canned: bool = False) -> str:
+    """Deterministic answer: JSON summary for JSON formats, else a quoting reply;
+    `label_canned` starts the reply (or the summary) with a label that says it is made up."""
     users = [_content_text(m) for m in body["messages"] if isinstance(m, dict) and m.get("role") == "user"]
     text = users[-1] if users else _content_text(body["messages"][-1])
+    if label_canned:  # one label per answer, not the transcript's labels quoted back
+        text = text.replace(CANNED_TRANSCRIPT + " ", "")
     fmt = body.get("response_format") or {}
     if fmt.get("type") == "json_schema":
         schema = (fmt.get("json_schema") or {}).get("schema") or {}
         if schema.get("properties") and not set(schema["properties"]) <= set(summary_json("")):
             return json.dumps(_sample(schema, text))
     if fmt.get("type") in ("json_object", "json_schema"):
-        return json.dumps(summary_json(text))
+        summary = summary_json(text)
+        if label_canned:
+            summary["summary"] = f"{CANNED_SUMMARY} {summary['summary']}"
+        return json.dumps(summary)
     quote = " ".join(text.split()[:30])
-    return f'Based on what was said ("{quote}"), here is the answer you asked for.'
+    answer = f'Based on what was said ("{quote}"), here is the answer you asked for.'
+    return f"{CANNED_ANSWER} {answer}" if label_canned else answer
 
 
 def summary_json(text: str) -> dict[str, Any]:

@@ -98,6 +98,14 @@ class StripeHosted(StripeSimulation):
         return _html(pages.checkout(session, items))
 
     def checkout_pay(self, request: Request, session_id: str) -> Response:
+        card = "".join(ch for ch in request.form.get("card", "") if ch.isdigit())
+        if card == pages.DECLINED_CARD:  # Stripe's page says so and the session stays open
+            page = self.checkout_page(request, session_id)
+            if page.status_code != 200:
+                return page
+            with self._lock:
+                items = list(self._extras[session_id].line_items)
+            return _html(pages.checkout(self.get(session_id), items, error="Your card was declined."), 402)
         try:
             session = self.pay(session_id, _truthy(request.form.get("async_payment")))
         except FakeError as err:
@@ -126,10 +134,8 @@ class StripeHosted(StripeSimulation):
     # ----- /_fake test API ------------------------------------------------------------------
 
     def fake_dashboard(self, request: Request) -> Response:
-        return _html(pages.dashboard(
-            self.objects("checkout.session"), self.objects("charge"),
-            self.objects("subscription"), self.events,
-        ))
+        return _html(pages.dashboard(self.purchases(), self.events, self.deliveries,
+                                     [endpoint.url for endpoint in self._endpoints_now()]))
 
     def fake_events(self, request: Request) -> Response:
         deliveries = [dataclasses.asdict(d) for d in self.deliveries]

@@ -101,6 +101,7 @@ class StripeSimulation:
         self._deliveries: list[Delivery] = []
         self._extras: dict[str, SessionExtras] = {}
         self._delivery_threads: list[threading.Thread] = []
+        self._purchase_of: dict[str, str] = {}  # object id -> the Checkout Session it came from
 
     # ----- configuration and inspection -------------------------------------------------
 
@@ -161,6 +162,37 @@ class StripeSimulation:
             threads, self._delivery_threads = self._delivery_threads, []
         for thread in threads:
             thread.join(timeout)
+
+    def purchases(self) -> list[dict[str, Any]]:
+        """Every Checkout Session with what came of it, newest first: for the dashboard.
+
+        Each: `session`, `email` (the customer's), `items` (line item names), `charges`,
+        `subscription` (or None) and `events` (each with its `deliveries` and their outcomes),
+        so an action on a purchase can only touch that purchase's objects.
+        """
+        with self._lock:
+            sessions = [o for o in self._objects.values() if o.get("object") == "checkout.session"]
+            related: dict[str, list[dict[str, Any]]] = {s["id"]: [] for s in sessions}
+            for object_id, session_id in self._purchase_of.items():
+                related[session_id].append(self._objects[object_id])
+            deliveries: dict[str, list[Delivery]] = {}
+            for delivery in self._deliveries:
+                deliveries.setdefault(delivery.event_id, []).append(delivery)
+            views = []
+            for session in sorted(sessions, key=lambda s: s["created"], reverse=True):
+                ids = {session["id"], *(o["id"] for o in related[session["id"]])}
+                email = ((session.get("customer_details") or {}).get("email") or session.get("customer_email")
+                         or self._customer_email(session.get("customer")))
+                views.append(copy.deepcopy({
+                    "session": session,
+                    "email": email,
+                    "items": [item["description"] for item in self._extras[session["id"]].line_items],
+                    "charges": [o for o in related[session["id"]] if o["object"] == "charge"],
+                    "subscription": next((o for o in related[session["id"]] if o["object"] == "subscription"), None),
+                    "events": [{"event": e, "deliveries": deliveries.get(e["id"], [])}
+                               for e in self._events if e["data"]["object"].get("id") in ids],
+                }))
+            return views
 
     def resend(self, event_id: str, url: str | None = None) -> list[Delivery]:
         """Deliver a stored event again (Stripe retries and duplicates happen)."""
@@ -294,6 +326,12 @@ class StripeSimulation:
             self._deliveries.append(result)
         return result
 
+    def _link(self, session_id: str | None, *objs: dict[str, Any]) -> None:
+        """Remember that these objects came from that Checkout Session (see `purchases`)."""
+        if session_id is not None:
+            for obj in objs:
+                self._purchase_of[obj["id"]] = session_id
+
     def _expire_if_due(self, session_id: str) -> None:
         with self._lock:
             session = self._find(session_id, "checkout.session")
@@ -344,6 +382,7 @@ class StripeSimulation:
         ))
         ch = self._store(objects.charge(pi=pi, status="pending" if pending else "succeeded", billing_email=email))
         pi["latest_charge"] = ch["id"]
+        self._link(session["id"], pi, ch)
         session.update(payment_intent=pi["id"], payment_status="unpaid" if pending else "paid")
         self._emit(out, "charge.pending" if pending else "charge.succeeded", ch)
         self._emit(out, "payment_intent.processing" if pending else "payment_intent.succeeded", pi)
@@ -358,6 +397,7 @@ class StripeSimulation:
             start=start, end=end, api_version=self.api_version,
         ))
         inv, pi, ch = self._bill(sub, "subscription_create", start, end, True, email)
+        self._link(session["id"], sub, inv, pi, ch)
         session.update(subscription=sub["id"], invoice=inv["id"], payment_status="paid")
         self._emit(out, "customer.subscription.created", sub)
         self._emit_billing(out, inv, pi, ch, True)
@@ -444,6 +484,7 @@ class StripeSimulation:
                                  f"charge ({money(remaining, ch['currency'])})", param="amount", code="amount_too_large")
         previous = {"amount_refunded": ch["amount_refunded"], "refunded": ch["refunded"]}
         refund = self._store(objects.refund(ch=ch, amount=amount, reason=reason, metadata=metadata))
+        self._link(self._purchase_of.get(ch["id"]), refund)
         ch.update(amount_refunded=ch["amount_refunded"] + amount)
         ch["refunded"] = ch["amount_refunded"] == ch["amount"]
         self._emit(out, "charge.refunded", ch, previous)
@@ -455,6 +496,7 @@ class StripeSimulation:
         if ch["disputed"] or ch["status"] != "succeeded":
             raise FakeError(400, f"Charge {ch['id']} cannot be disputed (already disputed or not paid).")
         dispute = self._store(objects.dispute(ch=ch, amount=ch["amount"] if amount is None else int(amount), reason=reason))
+        self._link(self._purchase_of.get(ch["id"]), dispute)
         ch["disputed"] = True
         self._emit(out, "charge.dispute.created", dispute)
         return dispute
@@ -477,6 +519,7 @@ class StripeSimulation:
         objects.set_subscription_period(sub, start, end, self.api_version)
         email = self._customer_email(sub["customer"])
         inv, pi, ch = self._bill(sub, "subscription_cycle", start, end, paid, email)
+        self._link(self._purchase_of.get(sub["id"]), inv, pi, ch)
         sub["status"] = "active" if paid else "past_due"
         previous = {k: before[k] for k in sub if k in before and before[k] != sub[k]}
         self._emit(out, "customer.subscription.updated", sub, previous)

@@ -5,12 +5,16 @@ One server serves both real bases (`https://id.twitch.tv/oauth2` and
 `TWITCH_API_BASE=<fake.url>/helix`. Helix wants `Client-Id` plus
 `Authorization: Bearer <app token>`; tokens can be revoked or expire, so the
 client's "get a new token on 401" path can be tested. Channels are whatever
-the test adds with `add_channel`.
+the test adds with `add_channel`; with `invent_channels=True` (what `make run`'s
+sandbox uses) every other login answers too, with made-up data derived from the
+name (see `invented_channel`): `offline_...` logins are offline, `unknown_...`
+logins do not exist, any other login is live.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import itertools
 import time
 from dataclasses import dataclass, field
@@ -22,6 +26,18 @@ from werkzeug.wrappers import Request, Response
 from .base import FakeError, FakeServer, Rule, bearer_token, json_response, keys_match, random_id, status_phrase
 
 VIDEO_TYPES = ("all", "archive", "highlight", "upload")
+OFFLINE_PREFIX, UNKNOWN_PREFIX = "offline_", "unknown_"  # the invented channels' name pattern
+# Made-up streams: (game id, game name, title); real Twitch game ids.
+INVENTED_STREAMS = (
+    ("509658", "Just Chatting", "Morning coffee and chat"),
+    ("21779", "League of Legends", "Climbing ranked, come hang out"),
+    ("516575", "VALORANT", "Aim training then ranked"),
+    ("27471", "Minecraft", "Building the mega base, day 12"),
+    ("509660", "Art", "Drawing your suggestions"),
+    ("26936", "Music", "Lo-fi piano session"),
+    ("509670", "Science & Technology", "Writing a compiler live"),
+    ("743", "Chess", "Speedruns and viewer games"),
+)
 
 
 def rfc3339(moment: datetime) -> str:
@@ -61,11 +77,13 @@ class TwitchFake(FakeServer):
         port: int = 0,
         token_expires_in: int = 5_011_271,
         rate_limit: int = 800,
+        invent_channels: bool = False,
     ) -> None:
         self.client_id = client_id
         self.client_secret = client_secret
         self.token_expires_in = token_expires_in
         self.rate_limit = rate_limit
+        self.invent_channels = invent_channels
         self._tokens: dict[str, float] = {}
         self._tokens_issued = 0
         self._channels: dict[str, _Channel] = {}
@@ -130,14 +148,17 @@ class TwitchFake(FakeServer):
         language: str = "en",
         display_name: str | None = None,
         vods: Iterable[Mapping[str, Any]] = (),
+        user_id: str | None = None,
+        **stream: Any,
     ) -> dict[str, Any]:
         """Create (or replace) a channel; returns its Helix user object.
 
         `vods` entries may give any Helix video field; `duration` may be an int
-        of seconds. Missing fields get plausible values, newest first.
+        of seconds. Missing fields get plausible values, newest first. `stream`
+        gives more Helix stream fields (e.g. `id`, `game_id`) for a live channel.
         """
         login = login.lower()
-        user_id = str(next(self._ids))
+        user_id = user_id or str(next(self._ids))
         user = {
             "id": user_id,
             "login": login,
@@ -155,8 +176,46 @@ class TwitchFake(FakeServer):
             self._channels[login] = channel
         if live:
             self.set_live(login, True, title=title, game_name=game_name, started_at=started_at,
-                          viewer_count=viewer_count, language=language)
+                          viewer_count=viewer_count, language=language, **stream)
         return dict(user)
+
+    def invented_channel(self, login: str) -> dict[str, Any] | None:
+        """The made-up channel of `invent_channels` mode, as `add_channel` arguments.
+
+        Everything is derived from the login's SHA-256, so a name always gets the same
+        user id, title, game, viewer count and VODs: `unknown_...` names have no channel
+        (None), `offline_...` names are offline, every other name is live.
+        """
+        login = login.lower()
+        if login.startswith(UNKNOWN_PREFIX):
+            return None
+        digest = hashlib.sha256(login.encode()).digest()
+        number = int.from_bytes(digest[:8], "big")
+        game_id, game_name, title = INVENTED_STREAMS[number % len(INVENTED_STREAMS)]
+        user_id = str(500_000_000 + number % 400_000_000)  # above the ids add_channel counts from
+        vods = [
+            {"id": str(2_000_000_000 + (number >> 8) % 100_000_000 + i), "stream_id": f"{user_id}{i}",
+             "title": f"{title} (past broadcast {i + 1})", "duration": 1800 + (number >> (12 + i)) % 10_800}
+            for i in range(1 + number % 3)
+        ]
+        return {
+            "login": login, "live": not login.startswith(OFFLINE_PREFIX), "title": f"[sandbox] {title}",
+            "game_name": game_name, "viewer_count": 10 + number % 5000, "user_id": user_id,
+            "started_at": datetime.now(timezone.utc) - timedelta(minutes=5 + number % 300),
+            "display_name": login.replace("_", " ").title().replace(" ", "_"), "vods": vods,
+            "id": str(40_000_000_000 + number % 1_000_000_000), "game_id": game_id,
+        }
+
+    def _invent(self, logins: Iterable[str]) -> None:
+        """In `invent_channels` mode, create the made-up channel of each login not known yet."""
+        if not self.invent_channels:
+            return
+        for login in logins:
+            with self._lock:
+                known = login.lower() in self._channels
+            spec = None if known else self.invented_channel(login)
+            if spec is not None:
+                self.add_channel(**spec)
 
     def set_live(self, login: str, live: bool, **stream: Any) -> None:
         """Start or end a channel's stream; `stream` overrides Helix stream fields."""
@@ -234,6 +293,7 @@ class TwitchFake(FakeServer):
             raise FakeError(400, "Must provide either login or id query parameter when using an app access token")
         if len(logins) + len(ids) > 100:
             raise FakeError(400, "The sum of the number of login and id parameters must not exceed 100")
+        self._invent(logins)
         with self._lock:
             found = [dict(c.user) for c in self._channels.values() if c.user["login"] in logins or c.user["id"] in ids]
         return {"data": found}
@@ -241,6 +301,7 @@ class TwitchFake(FakeServer):
     def streams(self, request: Request) -> dict[str, Any]:
         logins = [v.lower() for v in request.args.getlist("user_login")]
         ids = request.args.getlist("user_id")
+        self._invent(logins)
         with self._lock:
             live = [dict(c.stream) for c in self._channels.values() if c.stream is not None]
         if logins or ids:

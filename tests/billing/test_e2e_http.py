@@ -2,6 +2,7 @@
 which serves the hosted checkout page and delivers signed webhooks to the server."""
 from __future__ import annotations
 
+import re
 
 import pytest
 import requests
@@ -13,17 +14,6 @@ from tests.conftest import STRIPE_WEBHOOK_SECRET, assert_books_balance, at_once,
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture
-def stripe_to_server(live_server, fake_stripe):
-    """The fake delivers its webhooks to the live server, like Stripe to a deployed API."""
-    previous = fake_stripe.webhook_url
-    fake_stripe.webhook_url = live_server.url + "/webhooks/stripe"
-    fake_stripe.clear_faults()
-    yield fake_stripe
-    fake_stripe.wait_for_deliveries()
-    fake_stripe.webhook_url = previous
-
-
 class Customer:
     """A user of the live server, talking to it over HTTP."""
 
@@ -31,6 +21,7 @@ class Customer:
         self.base_url = base_url
         registered = register_over_http(base_url, "buyer")
         self.user_id = registered["user"]["user_id"]
+        self.email = registered["user"]["email"]
         self.headers = {"Authorization": f"Bearer {registered['token']}"}
 
     def post(self, path: str, body: dict | None = None) -> requests.Response:
@@ -125,3 +116,38 @@ def test_refund_over_http_takes_back_the_pack(live_server, stripe_to_server):
     fake.refund(fake.get(purchase["session_id"])["payment_intent"])
     assert buyer.balance() == 200
     assert_books_balance(buyer.user_id)
+
+
+def _dashboard_row(fake, email: str) -> str:
+    """The fake Stripe dashboard's row of the one purchase made by `email`, as a browser gets it."""
+    page = requests.get(fake.url + "/_fake", timeout=10)
+    assert page.status_code == 200
+    rows = [row for row in re.findall(r"<tr id='cs_test_\w+'.*?</tr>", page.text, re.S)
+            if f"data-email='{email}'" in row]
+    assert len(rows) == 1, f"{len(rows)} rows for {email}"
+    return rows[0]
+
+
+def test_a_refund_from_the_dashboard_takes_back_that_users_pack_only(live_server, stripe_to_server):
+    """The dashboard's Refund button sits on the purchase it refunds: the buyer whose row it
+    is loses that pack's credits, the other buyer keeps theirs."""
+    fake = stripe_to_server
+    ada, bob = Customer(live_server.url), Customer(live_server.url)
+    for buyer, pack in ((ada, "starter"), (bob, "popular")):
+        purchase = buyer.post("/credits/purchase", {"package_id": pack}).json()
+        _pay_on_hosted_page(purchase["checkout_url"])
+    assert (ada.balance(), bob.balance()) == (700, 2200)
+
+    row = _dashboard_row(fake, ada.email)
+    assert "Starter pack" in row and "$2.99" in row and "<td>paid</td>" in row and f"user {ada.user_id}" in row
+    assert "checkout.session.completed: <span class='ok'>200</span>" in row  # delivered to the live server
+    refund = re.search(r"<form method='post' action='(/_fake/charges/ch_\w+/refund)'>(.*?)</form>", row, re.S)
+    fields = dict(re.findall(r"name='(\w+)' value='([^']*)'", refund.group(2)))
+    back = requests.post(fake.url + refund.group(1), data=fields, allow_redirects=False, timeout=30)  # the click
+    assert back.status_code == 303 and back.headers["Location"].endswith("/_fake")
+
+    assert (ada.balance(), bob.balance()) == (200, 2200)
+    row = _dashboard_row(fake, ada.email)
+    assert "refunded $2.99" in row and "charge.refunded: <span class='ok'>200</span>" in row
+    assert "/refund'" in _dashboard_row(fake, bob.email)
+    assert_books_balance(ada.user_id, bob.user_id)

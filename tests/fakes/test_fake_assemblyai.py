@@ -166,3 +166,13 @@ def test_unknown_transcript_and_injected_faults(aai: AssemblyAIFake) -> None:
     limited = requests.get(f"{aai.url}/v3/token", params={"expires_in_seconds": 60}, headers=AUTH, timeout=5)
     assert limited.status_code == 429 and limited.headers["Retry-After"] == "1" and "error" in limited.json()
     assert requests.get(f"{aai.url}/v3/token", params={"expires_in_seconds": 60}, headers=AUTH, timeout=5).ok
+
+
+def test_label_canned_marks_the_made_up_transcript() -> None:
+    """`make run`'s sandbox: the transcript says it is made up; its length still follows the audio."""
+    with AssemblyAIFake(label_canned=True, polls_before_completion=0) as fake:
+        upload = requests.post(f"{fake.url}/v2/upload", data=make_wav(60), headers=AUTH, timeout=5).json()
+        done = _poll(fake, _create(fake, upload["upload_url"])["id"])
+    assert done["status"] == "completed" and done["audio_duration"] == 60
+    assert done["text"].startswith("[sandbox transcript] Welcome back everyone")
+    assert 145 <= len(done["text"].split()) <= 160

@@ -214,3 +214,18 @@ def test_a_tls_listener_serves_the_same_tokens_over_wss(aai, tmp_path):
         assert json.loads(socket.recv(timeout=5))["type"] == "Begin"
         socket.send(json.dumps({"type": "Terminate"}))
         assert _read_all(socket)[-1]["type"] == "Termination"
+
+
+def test_label_canned_marks_every_streamed_turn(clock):
+    with AssemblyAIFake(KEY, clock=clock.time, label_canned=True) as fake:
+        with connect(_url(fake, _token(fake))) as socket:
+            socket.recv(timeout=5)
+            for _ in range(100):
+                socket.send(_pcm(50))
+            socket.send(json.dumps({"type": "Terminate"}))
+            turns = [m for m in _read_all(socket) if m["type"] == "Turn"]
+    assert turns and all(t["transcript"].startswith("[sandbox transcript] ") for t in turns)
+    formatted = [t for t in turns if t["turn_is_formatted"]][0]
+    assert formatted["transcript"] == "[sandbox transcript] Welcome back everyone, thanks for joining the stream today."
+    assert formatted["utterance"] == formatted["transcript"]
+    assert formatted["words"][0]["text"] == "Welcome"  # the words are what was "heard"

@@ -116,3 +116,20 @@ def test_transcription_errors(oai: OpenAIFake) -> None:
     missing_model = requests.post(f"{oai.url}/v1/audio/transcriptions", headers=AUTH, timeout=5,
                                   files={"file": ("a.wav", make_wav(1))})
     assert missing_model.status_code == 400 and missing_model.json()["error"]["param"] == "model"
+
+
+def test_label_canned_marks_answers_summaries_and_transcriptions() -> None:
+    with OpenAIFake(label_canned=True) as fake:
+        answer = _chat(fake).json()["choices"][0]["message"]["content"]
+        messages = [{"role": "system", "content": "Answer in JSON."},
+                    {"role": "user", "content": "[sandbox transcript] The boss fell. Chat cheered."}]
+        summary = json.loads(_chat(fake, messages=messages, response_format={"type": "json_object"})
+                             .json()["choices"][0]["message"]["content"])
+        files = {"file": ("clip.wav", make_wav(4), "audio/wav")}
+        heard = requests.post(f"{fake.url}/v1/audio/transcriptions", files=files, data={"model": "whisper-1"},
+                              headers=AUTH, timeout=5).json()
+    assert answer.startswith("[sandbox answer] ") and "streamer say about the boss" in answer
+    assert summary["summary"] == "[sandbox summary] The boss fell. Chat cheered."
+    assert heard["text"].startswith("[sandbox transcript] ")
+    with OpenAIFake() as plain:  # tests' default: no label
+        assert not _chat(plain).json()["choices"][0]["message"]["content"].startswith("[")

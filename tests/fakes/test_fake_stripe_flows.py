@@ -3,6 +3,7 @@ disputes, async payments, expiry, the /_fake HTTP test API and delivery retries.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Iterator
 
 import pytest
@@ -207,3 +208,62 @@ def test_endpoint_filters_and_switching_delivery_off(fake: StripeFake, receiver:
     fake.deliver_webhooks = False
     fake.expire(_session(fake).id)
     assert len(receiver.requests) == before and fake.events[-1]["type"] == "checkout.session.expired"
+
+
+def _rows(html: str) -> dict[str, str]:
+    """The dashboard's purchase rows by Checkout Session id."""
+    return dict(re.findall(r"<tr id='(cs_test_\w+)'.*?>(.*?)</tr>", html, re.S))
+
+
+def test_the_dashboard_shows_each_purchase_and_acts_on_that_purchase_only(fake: StripeFake,
+                                                                         receiver: WebhookReceiver) -> None:
+    ada = _session(fake, customer_email="ada@example.com", client_reference_id="user-ada",
+                   metadata={"package_id": "popular"})
+    bob = _session(fake, customer_email="bob@example.com", client_reference_id="user-bob")
+    plan = _session(fake, "subscription", customer_email="cy@example.com", metadata={"plan_id": "pro"})
+    for session in (ada, bob, plan):
+        assert requests.post(f"{fake.url}/checkout/{session.id}/pay", allow_redirects=False, timeout=10).status_code == 303
+    receiver.fail_next(1, 500)  # the next delivery fails: the dashboard says so
+    fake.renew(fake.get(plan.id)["subscription"])
+
+    page = requests.get(f"{fake.url}/_fake", timeout=5).text
+    headers = re.findall(r"<th>(.*?)</th>", page.split("<h2>Events")[0])
+    assert headers == ["Created", "Customer", "Pack or plan", "Amount", "Status", "Webhook deliveries", "Actions"]
+    rows = _rows(page)
+    assert set(rows) == {ada.id, bob.id, plan.id}
+    assert "ada@example.com" in rows[ada.id] and "user user-ada" in rows[ada.id] and "Popular pack" in rows[ada.id]
+    assert "pack popular" in rows[ada.id] and "$15.00" in rows[ada.id] and "<td>paid</td>" in rows[ada.id]
+    assert "checkout.session.completed: <span class='ok'>200</span>" in rows[ada.id]
+    assert "cy@example.com" in rows[plan.id] and "$9.99 per month" in rows[plan.id] and "plan pro" in rows[plan.id]
+    assert "subscription active" in rows[plan.id] and "Renew" in rows[plan.id]
+    assert "<span class='error'>500</span>" in rows[plan.id]  # the renewal's first event was refused
+    assert "ada@example.com" not in rows[bob.id]
+
+    ada_charge = fake.get(fake.get(ada.id)["payment_intent"])["latest_charge"]
+    bob_charge = fake.get(fake.get(bob.id)["payment_intent"])["latest_charge"]
+    refund_action = re.search(r"action='(/_fake/charges/ch_\w+/refund)'", rows[ada.id]).group(1)
+    assert refund_action == f"/_fake/charges/{ada_charge}/refund"  # the button of Ada's row refunds Ada's charge
+    back = requests.post(fake.url + refund_action, data={"_redirect": "1"}, allow_redirects=False, timeout=10)
+    assert back.status_code == 303 and back.headers["Location"].endswith("/_fake")
+    assert fake.get(ada_charge)["refunded"] is True and fake.get(bob_charge)["amount_refunded"] == 0
+    rows = _rows(requests.get(f"{fake.url}/_fake", timeout=5).text)
+    assert "refunded $15.00" in rows[ada.id] and "charge.refunded: <span class='ok'>200</span>" in rows[ada.id]
+    assert "/refund" not in rows[ada.id] and "/refund" in rows[bob.id]
+
+
+def test_an_empty_dashboard_says_how_to_start(fake: StripeFake) -> None:
+    page = requests.get(f"{fake.url}/_fake", timeout=5).text
+    assert "No purchases yet" in page and "<th>Customer</th>" in page
+
+
+def test_the_checkout_page_declines_the_decline_test_card(fake: StripeFake, receiver: WebhookReceiver) -> None:
+    session = _session(fake)
+    declined = requests.post(f"{fake.url}/checkout/{session.id}/pay", data={"card": "4000 0000 0000 0002"},
+                             allow_redirects=False, timeout=10)
+    assert declined.status_code == 402 and "Your card was declined." in declined.text
+    assert fake.get(session.id)["status"] == "open" and receiver.requests == []
+    paid = requests.post(f"{fake.url}/checkout/{session.id}/pay", data={"card": "4242 4242 4242 4242"},
+                         allow_redirects=False, timeout=10)
+    assert paid.status_code == 303 and fake.get(session.id)["payment_status"] == "paid"
+    missing = requests.post(f"{fake.url}/checkout/cs_test_nope/pay", data={"card": "4000000000000002"}, timeout=10)
+    assert missing.status_code == 404

@@ -109,3 +109,43 @@ def test_rate_limit_headers_and_429() -> None:
         assert _helix(twitch, "users", token, login="x").headers["Ratelimit-Remaining"] == "0"
         limited = _helix(twitch, "users", token, login="x")
         assert limited.status_code == 429 and limited.json()["status"] == 429
+
+
+def test_invented_channels_answer_for_any_name_the_same_way_every_time() -> None:
+    """`make run`'s mode: any login is a channel, made up from its name; `offline_...` is
+    offline, `unknown_...` does not exist; added channels keep their own data."""
+    answers = []
+    for _ in range(2):  # two fakes (two `make run`s): the same made-up data
+        with TwitchFake(invent_channels=True) as twitch:
+            twitch.add_channel("sandbox", live=True, title="Sandbox stream")
+            token = _token(twitch).json()["access_token"]
+            (user,) = _helix(twitch, "users", token, login="Any_Streamer").json()["data"]
+            (stream,) = _helix(twitch, "streams", token, user_id=user["id"]).json()["data"]
+            vods = _helix(twitch, "videos", token, user_id=user["id"], type="archive").json()["data"]
+            (offline,) = _helix(twitch, "users", token, login="offline_bob").json()["data"]
+            offline_streams = _helix(twitch, "streams", token, user_login="offline_bob").json()["data"]
+            offline_vods = _helix(twitch, "videos", token, user_id=offline["id"]).json()["data"]
+            unknown = _helix(twitch, "users", token, login="unknown_nobody").json()
+            (sandbox,) = _helix(twitch, "streams", token, user_login="sandbox").json()["data"]
+            timeless = [{k: v for k, v in vod.items() if not k.endswith("_at")} for vod in vods]
+            answers.append((user, {k: v for k, v in stream.items() if k != "started_at"}, timeless, offline))
+        assert user["login"] == "any_streamer" and user["id"].isdigit()
+        assert stream["type"] == "live" and stream["user_id"] == user["id"] and stream["title"].startswith("[sandbox]")
+        assert stream["game_id"] and stream["game_name"] and stream["viewer_count"] >= 10
+        assert stream["started_at"].endswith("Z") and stream["thumbnail_url"]
+        assert vods and all(v["user_id"] == user["id"] and v["type"] == "archive" for v in vods)
+        assert offline_streams == [] and offline_vods
+        assert unknown == {"data": []}
+        assert sandbox["title"] == "Sandbox stream"
+    assert answers[0] == answers[1]
+    with TwitchFake(invent_channels=True) as twitch:
+        token = _token(twitch).json()["access_token"]
+        one = _helix(twitch, "users", token, login="alice").json()["data"][0]
+        other = _helix(twitch, "users", token, login="bobby").json()["data"][0]
+        assert one["id"] != other["id"]
+
+
+def test_channels_are_not_invented_by_default(twitch: TwitchFake) -> None:
+    token = _token(twitch).json()["access_token"]
+    assert _helix(twitch, "users", token, login="anyone").json()["data"] == []
+    assert _helix(twitch, "streams", token, user_login="anyone").json()["data"] == []
