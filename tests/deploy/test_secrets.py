@@ -11,6 +11,7 @@ from chalicelib.core import logs
 from chalicelib.core.errors import ConfigurationError
 from chalicelib.core.settings import load_settings
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STAGE = "sectest"
 PREFIX = f"/transcription-backend/{STAGE}/"
 VALUES = {
@@ -104,22 +105,38 @@ def test_a_missing_jwt_parameter_is_a_configuration_error_naming_it(ssm):
         load_settings(_env(SECRETS_SSM_PREFIX=f"/transcription-backend/{STAGE}x/"))
 
 
-@pytest.mark.parametrize("client", ["standard-library", "boto3"])
-def test_unreachable_ssm_is_a_configuration_error_and_is_retried_later(ssm, monkeypatch, client):
-    from chalicelib.aws import json_client
+_COLD_START = """
+import json, sys
+from chalicelib.aws import json_client
+from chalicelib.core.errors import ConfigurationError
+from chalicelib.core.settings import load_settings
+if sys.argv[1] == "boto3":  # a laptop's credential chain rather than Lambda's environment
+    json_client.available = lambda env=None: False
+try:
+    load_settings(json.loads(sys.argv[2]))
+except ConfigurationError as error:
+    print("refused:", error)
+else:
+    print("loaded")
+"""
 
-    if client == "boto3":  # a laptop's credential chain rather than Lambda's environment
-        monkeypatch.setattr(json_client, "available", lambda env=None: False)
+
+@pytest.mark.parametrize("client", ["standard-library", "boto3"])
+def test_unreachable_ssm_is_a_configuration_error_and_is_retried_later(ssm, client):
+    """A cold start (a fresh interpreter: nothing cached) whose SSM cannot be reached."""
+    import json
+    import subprocess
+    import sys
+
     # A port held bound but not listening: refused for sure, and no other server can take it.
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
-        with monkeypatch.context() as unreachable:
-            for name in [n for n in os.environ if n.startswith("AWS_ENDPOINT_URL")]:
-                unreachable.delenv(name)
-            unreachable.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed.getsockname()[1]}")
-            with pytest.raises(ConfigurationError, match="SSM"):
-                load_settings(_env())
-    assert load_settings(_env()).jwt_secret == VALUES["JWT_SECRET"]  # the failure was not cached
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT_URL")}
+        env["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{closed.getsockname()[1]}"
+        run = subprocess.run([sys.executable, "-c", _COLD_START, client, json.dumps(_env())], env=env,
+                             capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert run.stdout.startswith("refused:") and "SSM" in run.stdout, (run.stdout, run.stderr[-2000:])
+    assert load_settings(_env()).jwt_secret == VALUES["JWT_SECRET"]  # reachable again: read
 
 
 def test_secrets_are_read_without_the_sdk_when_credentials_are_in_the_environment(ssm, monkeypatch):
