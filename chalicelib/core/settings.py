@@ -697,7 +697,7 @@ def render_markdown() -> str:
         "Every setting is an environment variable, read once per process when first needed",
         "(`chalicelib.core.settings.get_settings()`). Locally, export them before `make run`; on AWS,",
         "non-secret ones are in `.chalice/config.json` per stage and secrets come from SSM Parameter",
-        "Store ([Deployment](../README.md#deployment)). An unset or blank variable takes its default.",
+        "Store ([Deployment](deployment.md#deployment)). An unset or blank variable takes its default.",
         "",
         "A malformed or out-of-range value is **refused**, never shortened to fit, with a configuration",
         "error naming the variable, the value and what is allowed (a secret's value is never shown), e.g.",
