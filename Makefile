@@ -11,7 +11,7 @@ PIP_COMPILE = PIP_FIND_LINKS= PIP_CONFIG_FILE=/dev/null $(VENV)/bin/pip-compile 
 
 STAGE ?= dev
 
-.PHONY: run test venv clean deploy package admin reset walkthrough rollback lock lock-check
+.PHONY: run test lint venv clean deploy package admin reset walkthrough rollback lock lock-check
 
 $(STAMP): requirements.lock requirements-dev.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -73,6 +73,11 @@ lock-check: $(STAMP)
 	$(PIP_COMPILE) --no-upgrade --output-file requirements-dev.lock requirements-dev.txt
 	git diff --exit-code requirements.lock requirements-dev.lock
 	$(PY) -m pytest -q tests/deploy/test_locks.py
+
+# ruff and mypy --strict as configured in pyproject.toml.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check app.py chalicelib devstack infra scripts tests
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
