@@ -5,7 +5,8 @@ deploy:  checks (config, placeholders, policies in step with the code, the Pytho
          -> create/update the stage's infrastructure stack and wait for it
          -> the API handler's log group (see ensure_api_log_group)
          -> a clean build directory: app.py, chalicelib/, .chalice/ config and policies, and
-            requirements.lock as its requirements.txt (hashes included)
+            requirements.lock's packages installed for the Lambda runtime, trimmed and compiled
+            (infra/slim.py): the same package `make package` builds and docs/performance.md measures
          -> fetch the stage's deploy state (chalice's deployed/<stage>.json) from the
             stage's deploy-state bucket, `chalice deploy`, save the state back (always)
          -> API Gateway responses and the stage's throttling, published with a new deployment
@@ -452,6 +453,23 @@ def stage_sources(source: str, build: str) -> None:
     shutil.copyfile(requirements, os.path.join(build, "requirements.txt"))
 
 
+def stage_build(source: str, build: str) -> dict[str, int]:
+    """The project chalice packages or deploys: the sources, then the locked dependencies
+    installed for the Lambda runtime, trimmed and compiled (infra/slim.py).
+
+    `make deploy`, `make rollback` and `make package` all go through here, so what is
+    deployed is the package the tests run and docs/performance.md measures.
+    """
+    stage_sources(source, build)
+    try:
+        return slim.vendor(build, os.path.join(build, "requirements.txt"))
+    except subprocess.CalledProcessError as error:
+        raise DeployError(f"installing the runtime dependencies failed (status {error.returncode}): "
+                          "see pip's output above") from None
+    except RuntimeError as error:  # wrong Python, or a module that does not compile
+        raise DeployError(str(error)) from None
+
+
 def state_path(project: str, stage: str) -> str:
     return os.path.join(project, ".chalice", "deployed", f"{stage}.json")
 
@@ -584,7 +602,7 @@ def deploy_app(stage: str, cfg: StageConfig, ops: OpsConfig, session: Any, runne
     s3 = session.client("s3")
     ensure_api_log_group(session.client("logs"), stage, cfg.api_log_retention_days)
     with tempfile.TemporaryDirectory(prefix=f"chalice-{stage}-") as build:
-        stage_sources(source, build)
+        stage_build(source, build)
         _say(f"Deploy state: {fetch_state(s3, bucket, stage, build, root)}")
         try:
             runner([chalice_cli(), "--project-dir", build, "deploy", "--stage", stage])
@@ -657,8 +675,7 @@ def build_package(cfg: StageConfig, out_dir: str, runner: Runner = run, ops: Ops
     with tempfile.TemporaryDirectory(prefix=f"chalice-package-{cfg.stage}-") as scratch:
         build, output = os.path.join(scratch, "project"), os.path.join(scratch, "out")
         os.makedirs(build)
-        stage_sources(source, build)
-        slim.vendor(build, os.path.join(build, "requirements.txt"))  # the lock, for the runtime
+        stage_build(source, build)
         runner([chalice_cli(), "--project-dir", build, "package", "--stage", cfg.stage, output])
         with open(os.path.join(output, "sam.json"), encoding="utf-8") as handle:
             sam = json.load(handle)

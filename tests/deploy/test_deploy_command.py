@@ -15,7 +15,7 @@ from dataclasses import replace
 import boto3
 import pytest
 
-from infra import deploy, policy
+from infra import deploy, policy, slim
 from tests.conftest import ORIGIN
 from tests.deploy.recording import ROOT
 
@@ -97,16 +97,35 @@ def jwt_parameter(session):
     ssm.delete_parameter(Name=name)
 
 
-def fake_chalice_deploy(apigateway, commands):
+def _what_chalice_packages(project):
+    """What the zip `chalice deploy` builds from `project` would hold of the slimming."""
+    vendor = os.path.join(project, "vendor")
+    with open(os.path.join(project, "requirements.txt"), encoding="utf-8") as handle:
+        requirements = [line for line in handle if line.strip() and not line.startswith("#")]
+    data = os.path.join(vendor, "botocore", "data")
+    return {
+        "requirements": requirements,  # what chalice would pip-install itself (as source, uncompiled)
+        "botocore_models": sorted(n for n in os.listdir(data) if os.path.isdir(os.path.join(data, n))),
+        "compiled": sorted(os.path.relpath(path, project) for path in (
+            os.path.join(vendor, "__pycache__", slim.pyc_name("app")),
+            os.path.join(project, "chalicelib", "__pycache__", slim.pyc_name("__init__")),
+            os.path.join(vendor, "boto3", "__pycache__", slim.pyc_name("__init__")),
+        ) if os.path.exists(path)),
+    }
+
+
+def fake_chalice_deploy(apigateway, commands, projects=None):
     """Stands in for `chalice deploy`: what it leaves behind (a REST API, deployed/<stage>.json).
 
     Like chalice, it reuses the API recorded in the state it finds in the project, and
-    otherwise creates a new one.
+    otherwise creates a new one. What the project holds goes to `projects`.
     """
+    projects = [] if projects is None else projects
 
     def chalice_deploy(command):
         commands.append(list(command))
         project = command[command.index("--project-dir") + 1]
+        projects.append(_what_chalice_packages(project))
         state = os.path.join(project, ".chalice", "deployed", f"{STAGE}.json")
         if os.path.exists(state):
             with open(state, encoding="utf-8") as handle:
@@ -145,13 +164,23 @@ def log_groups(session):
 
 def test_deploy_runs_the_whole_sequence(session, jwt_parameter, log_groups, tmp_path, capsys):
     apigateway = session.client("apigateway")
-    commands = []
+    commands, projects = [], []
 
-    result = deploy.deploy(STAGE, session=session, runner=fake_chalice_deploy(apigateway, commands), cfg=_cfg(),
-                           root=str(tmp_path))
+    result = deploy.deploy(STAGE, session=session, runner=fake_chalice_deploy(apigateway, commands, projects),
+                           cfg=_cfg(), root=str(tmp_path))
 
     (command,) = commands
     assert command[1] == "--project-dir" and command[3:] == ["deploy", "--stage", STAGE]
+    # the package `make package` builds and the benchmarks measure: dependencies vendored for
+    # the runtime (chalice installs nothing itself), four botocore models, compiled modules
+    (project,) = projects
+    assert project == {
+        "requirements": [],
+        "botocore_models": sorted(slim.used_services()),
+        "compiled": ["chalicelib/__pycache__/" + slim.pyc_name("__init__"),
+                     "vendor/__pycache__/" + slim.pyc_name("app"),
+                     "vendor/boto3/__pycache__/" + slim.pyc_name("__init__")],
+    }
     (group,) = [g for g in session.client("logs").describe_log_groups(
         logGroupNamePrefix="/aws/lambda/transcription-backend-dev")["logGroups"]
         if g["logGroupName"] == "/aws/lambda/transcription-backend-dev"]
