@@ -2,7 +2,8 @@
 
 deploy:  checks (config, placeholders, policies in step with the code, the Python that runs
          chalice is the configured Lambda runtime, secrets present in SSM)
-         -> create/update the stage's infrastructure stack and wait for it
+         -> create/update the stage's infrastructure stack and wait for it (index changes one
+            per table and update; indexes the template dropped are kept until after the app)
          -> the API handler's log group (see ensure_api_log_group)
          -> a clean build directory: app.py, chalicelib/, .chalice/ config and policies, and
             requirements.lock's packages installed for the Lambda runtime, trimmed and compiled
@@ -10,6 +11,7 @@ deploy:  checks (config, placeholders, policies in step with the code, the Pytho
          -> fetch the stage's deploy state (chalice's deployed/<stage>.json) from the
             stage's deploy-state bucket, `chalice deploy`, save the state back (always)
          -> API Gateway responses and the stage's throttling, published with a new deployment
+         -> the infrastructure stack without the dropped indexes (usually no change)
          -> the monitoring stack (alarms, topic, metric filters, budget, dashboard)
          -> print the API URL and the Stripe webhook URL.
 rollback: the app code of a git ref, deployed the same way with the same saved state
@@ -335,11 +337,32 @@ def stack_outputs(cloudformation: Any, name: str) -> dict[str, str]:
     return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
 
 
-def deploy_infra(stage: str, origins: Sequence[str], cloudformation: Any) -> dict[str, str]:
-    """Create or update the stage's stack, wait, and check its outputs name what the app uses."""
+def deployed_template(cloudformation: Any, name: str) -> dict[str, Any]:
+    """The template the stack was last updated with (empty when there is no stack yet)."""
+    if _stack_status(cloudformation, name) is None:
+        return {}
+    body = cloudformation.get_template(StackName=name, TemplateStage="Original")["TemplateBody"]
+    return json.loads(body) if isinstance(body, str) else dict(body)
+
+
+def deploy_infra(stage: str, origins: Sequence[str], cloudformation: Any,
+                 keep_retired_indexes: bool = False) -> dict[str, str]:
+    """Create or update the stage's stack, wait, and check its outputs name what the app uses.
+
+    With `keep_retired_indexes` (before the app is deployed), indexes the new template no
+    longer has stay until the next call without it (after the app): the code running in
+    between still queries them.
+    """
     name = template.stack_name(stage)
     request = _stack_request(name, stage, [{"ParameterKey": "AllowedOrigins", "ParameterValue": ",".join(origins)}])
-    request["TemplateBody"] = json.dumps(template.render(stage))  # well under the inline limit (tests)
+    deployed, target = deployed_template(cloudformation, name), template.render(stage)
+    if keep_retired_indexes:
+        target = template.with_retired_indexes(deployed, target)
+    steps = template.index_steps(deployed, target)
+    for number, step in enumerate(steps, start=1):
+        _say(f"Stack {name}: index changes, one per table and update ({number} of {len(steps) + 1})")
+        create_or_update_stack(cloudformation, {**request, "TemplateBody": json.dumps(step)})
+    request["TemplateBody"] = json.dumps(target)  # well under the inline limit (tests)
     create_or_update_stack(cloudformation, request, protect=stage in template.PROTECTED_STAGES)
     outputs = stack_outputs(cloudformation, name)
     wrong = {k: (outputs.get(k), v) for k, v in template.expected_names(stage).items() if outputs.get(k) != v}
@@ -453,12 +476,13 @@ def stage_sources(source: str, build: str) -> None:
     shutil.copyfile(requirements, os.path.join(build, "requirements.txt"))
 
 
-def stage_build(source: str, build: str) -> dict[str, int]:
+def stage_build(source: str, build: str) -> bool:
     """The project chalice packages or deploys: the sources, then the locked dependencies
     installed for the Lambda runtime, trimmed and compiled (infra/slim.py).
 
     `make deploy`, `make rollback` and `make package` all go through here, so what is
-    deployed is the package the tests run and docs/performance.md measures.
+    deployed is the package the tests run and docs/performance.md measures. Returns whether
+    the dependencies came from slim's cache (build/.vendor-cache).
     """
     stage_sources(source, build)
     try:
@@ -584,12 +608,14 @@ def deploy(
     for name in missing:
         if name not in optional:
             _say(f"Warning: SSM parameter {name} does not exist; the features that need it answer 503")
-    outputs = deploy_infra(stage, cfg.allowed_origins, session.client("cloudformation"))
+    cloudformation = session.client("cloudformation")
+    outputs = deploy_infra(stage, cfg.allowed_origins, cloudformation, keep_retired_indexes=True)
     result = {"stack": template.stack_name(stage), **outputs}
     if infra_only:
         return result
     result.update(deploy_app(stage, cfg, ops, session, runner, source=source, root=root, outputs=outputs,
                              source_ref=git_ref(source)))
+    deploy_infra(stage, cfg.allowed_origins, cloudformation)  # retired indexes go, now nothing reads them
     result["monitoring_stack"] = deploy_monitoring(session, stage, ops, outputs[template.DEPLOY_STATE_BUCKET + "Name"],
                                                    source)
     return result

@@ -19,10 +19,15 @@ requirements.txt, after two changes (docs/performance.md weighs them):
   client loads services and object classes lazily), so only those loaded by STRIPE_PROBE
   (the services chalicelib/billing calls) are compiled; compiling all of them would add
   3 MiB to the zip. One the probe misses is compiled when first loaded, as before.
+
+The finished dependencies are cached in build/.vendor-cache, keyed by the lock, the services
+kept, this file and the Python: the next build of the same lock copies them (seconds)
+instead of installing them again.
 """
 from __future__ import annotations
 
 import compileall
+import hashlib
 import importlib.util
 import json
 import os
@@ -30,6 +35,7 @@ import py_compile
 import shutil
 import subprocess
 import sys
+import tempfile
 
 import chalice
 import chalice.app
@@ -40,6 +46,7 @@ RUNTIME_PYTHON = (3, 11)
 PLATFORM = "manylinux2014_x86_64"
 BOTOCORE_KEEP_FILES = ("_retry.json", "endpoints.json", "partitions.json", "sdk-default-configuration.json")
 VENDOR = "vendor"
+CACHE_DIR = os.path.join(policy.ROOT, "build", ".vendor-cache")  # build/ is not tracked
 
 
 def used_services(root: str = policy.ROOT) -> set[str]:
@@ -114,14 +121,55 @@ def stripe_modules_loaded(target: str) -> list[str]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def vendor(build_dir: str, requirements: str) -> dict[str, int]:
-    """Fill `build_dir`'s vendor/ and compile its app; requirements.txt is left empty."""
+def _cache_key(requirements: str, services: set[str]) -> str:
+    """What the vendored dependencies are a function of: the locked requirements, the services
+    kept, this module (how they are trimmed and compiled) and the Python compiling them."""
+    digest = hashlib.sha256()
+    for path in (requirements, __file__):
+        with open(path, "rb") as handle:
+            digest.update(handle.read() + b"\0")
+    digest.update(",".join(sorted(services)).encode() + b"\0" + sys.version.encode())
+    return digest.hexdigest()[:32]
+
+
+def vendor(build_dir: str, requirements: str, cache_dir: str | None = CACHE_DIR) -> bool:
+    """Fill `build_dir`'s vendor/ and compile its app; requirements.txt is left empty.
+
+    The dependencies, once installed, trimmed and compiled, are kept in `cache_dir` under a
+    key of everything they depend on (`_cache_key`), so the next build of the same lock
+    (a deploy after a package, a rollback) copies them instead of installing again. Returns
+    whether they came from the cache. The app's own modules are compiled every time.
+    """
     if sys.version_info[:2] != RUNTIME_PYTHON:
         raise RuntimeError("the package must be built with Python %d.%d, the Lambda runtime's" % RUNTIME_PYTHON)
     target = os.path.join(build_dir, VENDOR)
+    services = used_services(build_dir)
+    cached = os.path.join(cache_dir, _cache_key(requirements, services)) if cache_dir else None
+    hit = cached is not None and os.path.isdir(cached)
+    if hit:
+        shutil.copytree(cached, target)
+    else:
+        _vendor_dependencies(requirements, target, services)
+        if cached is not None:
+            os.makedirs(cache_dir, exist_ok=True)
+            scratch = tempfile.mkdtemp(prefix=".partial-", dir=cache_dir)
+            shutil.copytree(target, os.path.join(scratch, VENDOR))
+            try:
+                os.rename(os.path.join(scratch, VENDOR), cached)  # atomic: a cache entry is whole or absent
+            except OSError:
+                pass  # another build stored the same entry first
+            shutil.rmtree(scratch, ignore_errors=True)
+    _compile_app(build_dir, target)
+    with open(os.path.join(build_dir, "requirements.txt"), "w", encoding="utf-8") as handle:
+        handle.write("# vendored by infra/slim.py\n")
+    return hit
+
+
+def _vendor_dependencies(requirements: str, target: str, services: set[str]) -> None:
+    """Install the requirements for the runtime into `target`, trim botocore, compile."""
     install(requirements, target)
     shutil.rmtree(os.path.join(target, "bin"), ignore_errors=True)  # console scripts
-    dropped = trim_botocore(target, used_services(build_dir))
+    trim_botocore(target, services)
     for name in os.listdir(target):
         if name != "stripe":
             path = os.path.join(target, name)
@@ -131,6 +179,9 @@ def vendor(build_dir: str, requirements: str) -> dict[str, int]:
                 _compile_file(path, os.path.join(target, "__pycache__", pyc_name(name[:-3])))
     for source in stripe_modules_loaded(target):
         _compile_file(source, importlib.util.cache_from_source(source))
+
+
+def _compile_app(build_dir: str, target: str) -> None:
     compile_tree(os.path.join(build_dir, "chalicelib"))
     # Files chalice adds to the zip itself: app.py and its own runtime (chalice/app.py,
     # chalice/__init__.py). Their compiled forms go where the zip will hold them.
@@ -138,6 +189,3 @@ def vendor(build_dir: str, requirements: str) -> dict[str, int]:
     chalice_cache = os.path.join(target, "chalice", "__pycache__")
     _compile_file(chalice.app.__file__, os.path.join(chalice_cache, pyc_name("app")))
     _compile_file(chalice.__file__, os.path.join(chalice_cache, pyc_name("__init__")))
-    with open(os.path.join(build_dir, "requirements.txt"), "w", encoding="utf-8") as handle:
-        handle.write("# vendored by infra/slim.py\n")
-    return {"botocore_services_dropped": len(dropped)}

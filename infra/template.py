@@ -248,6 +248,101 @@ def render(stage: str, protected: bool | None = None) -> dict[str, Any]:
     return template
 
 
+# --- index changes, one per table and stack update ---------------------------------------
+
+
+def _indexes(properties: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {index["IndexName"]: index for index in properties.get("GlobalSecondaryIndexes", [])}
+
+
+def _index_states(deployed: dict[str, Any], final: dict[str, Any]) -> list[list[dict[str, Any]]]:
+    """A table's index lists from `deployed` to `final`, one creation or deletion apart.
+
+    Creations come first, so readers of a replaced index find the new one before the old one
+    goes; an index changed under the same name (DynamoDB cannot change keys or projection in
+    place) is deleted, then created.
+    """
+    current, wanted = _indexes(deployed), _indexes(final)
+    states = []
+    for name, index in wanted.items():
+        if name not in current:
+            current = {**current, name: index}
+            states.append(list(current.values()))
+    for name, index in wanted.items():
+        if current[name] != index:
+            current = {k: v for k, v in current.items() if k != name}
+            states.append(list(current.values()))
+            current = {**current, name: index}
+            states.append(list(current.values()))
+    for name in list(current):
+        if name not in wanted:
+            current = {k: v for k, v in current.items() if k != name}
+            states.append(list(current.values()))
+    return states
+
+
+def _with_indexes(properties: dict[str, Any], indexes: list[dict[str, Any]],
+                  types: dict[str, str]) -> dict[str, Any]:
+    """A table's properties with `indexes`, and attribute definitions for exactly its keys."""
+    properties = {k: v for k, v in properties.items() if k != "GlobalSecondaryIndexes"}
+    if indexes:
+        properties["GlobalSecondaryIndexes"] = indexes
+    names = [key["AttributeName"] for schema in [properties["KeySchema"], *(i["KeySchema"] for i in indexes)]
+             for key in schema]
+    properties["AttributeDefinitions"] = [{"AttributeName": name, "AttributeType": types[name]}
+                                          for name in dict.fromkeys(names)]
+    return properties
+
+
+def with_retired_indexes(deployed: dict[str, Any], final: dict[str, Any]) -> dict[str, Any]:
+    """`final`, keeping the indexes `deployed` has and `final` no longer names.
+
+    Deployed before the app and reduced to `final` after it, so the code still running
+    during a deploy finds the indexes it queries.
+    """
+    kept = json.loads(json.dumps(final))
+    for logical, resource in kept["Resources"].items():
+        before = deployed.get("Resources", {}).get(logical)
+        if resource["Type"] != "AWS::DynamoDB::Table" or not before:
+            continue
+        wanted = _indexes(resource["Properties"])
+        retired = [i for name, i in _indexes(before["Properties"]).items() if name not in wanted]
+        if retired:
+            types = _attribute_types(before, resource)
+            resource["Properties"] = _with_indexes(resource["Properties"], [*wanted.values(), *retired], types)
+    return kept
+
+
+def _attribute_types(*tables: dict[str, Any]) -> dict[str, str]:
+    return {d["AttributeName"]: d["AttributeType"] for t in tables for d in t["Properties"]["AttributeDefinitions"]}
+
+
+def index_steps(deployed: dict[str, Any], final: dict[str, Any]) -> list[dict[str, Any]]:
+    """The templates to deploy before `final` when it changes a table's indexes more than once.
+
+    CloudFormation creates or deletes at most one global secondary index per table in one
+    stack update (more fails the update), and cannot change an index in place. Each step is
+    `final` with every table's indexes one change further from `deployed` (tables move in
+    parallel); the last change is `final` itself, so it is not among the steps.
+    """
+    tables = {}
+    for logical, resource in final["Resources"].items():
+        before = deployed.get("Resources", {}).get(logical)
+        if resource["Type"] != "AWS::DynamoDB::Table" or not before:
+            continue
+        types = _attribute_types(before, resource)
+        states = _index_states(before["Properties"], resource["Properties"])
+        tables[logical] = [_with_indexes(resource["Properties"], state, types) for state in states[:-1]]
+    steps = []
+    for number in range(max((len(states) for states in tables.values()), default=0)):
+        step = json.loads(json.dumps(final))
+        for logical, states in tables.items():
+            if number < len(states):
+                step["Resources"][logical]["Properties"] = states[number]
+        steps.append(step)
+    return steps
+
+
 def expected_names(stage: str) -> dict[str, str]:
     """{output key: physical name} the app derives, to compare with a deployed stack's outputs."""
     names = {logical_id(t.suffix, "Table") + "Name": resource_name(stage, t.suffix) for t in resources.TABLES}

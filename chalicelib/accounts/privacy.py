@@ -2,8 +2,9 @@
 
 Where a user's data lives (keep this list in step with chalicelib.aws.resources):
   users (their item)            emails (the address claim)      refresh-tokens (user_id-index)
-  usage, history (user's partition)                             sessions, jobs, reservations,
-  transactions (user_id-created_at-index)                       S3 `uploads/<user_id>/`
+  usage, history (user's partition)                             jobs, reservations (user_id-index)
+  sessions (user_id-started_at-index, keys only)                S3 `uploads/<user_id>/`
+  transactions (user_id-created_at-index)
   stats (per-user daily items `users#<day>#<shard>` / user_id, chalicelib.credits.stats)
   idempotency (keys `<user_id>#<digest>`, stored responses, 24 h)
 Catch-up transcripts sit in the jobs table under `<job_id>#transcript`, without a user_id,
@@ -37,6 +38,7 @@ from chalicelib.core.settings import get_settings
 from chalicelib.core.validation import Field, Schema
 
 logger = logging.getLogger(__name__)
+SESSIONS_INDEX = "user_id-started_at-index"  # keys only (chalicelib.aws.resources)
 
 DELETE_SCHEMA = Schema(
     {"password": Field(str, required=True, max_length=1024, min_length=1)},
@@ -113,6 +115,14 @@ def _refresh_tokens(user_id: str) -> list[dict[str, Any]]:
     return _batch_get("refresh-tokens", "token_id", [k["token_id"] for k in keys])
 
 
+def _session_keys(user_id: str) -> list[dict[str, Any]]:
+    return _by_index("sessions", SESSIONS_INDEX, user_id)
+
+
+def _sessions(user_id: str) -> list[dict[str, Any]]:
+    return _batch_get("sessions", "session_id", [k["session_id"] for k in _session_keys(user_id)])
+
+
 def _jobs(user_id: str) -> list[dict[str, Any]]:
     return _by_index("jobs", "user_id-index", user_id)
 
@@ -177,7 +187,7 @@ def export(user_id: str) -> dict[str, Any]:
         # A live session keeps its current AssemblyAI token (to answer a retried renew):
         # a short-lived provider credential, left out like the stored idempotent responses.
         "sessions": [{k: v for k, v in item.items() if k != "token"}
-                     for item in _by_index("sessions", "user_id-index", user_id)],
+                     for item in sorted(_sessions(user_id), key=lambda item: str(item.get("started_at")))],
         "jobs": [
             {**job, "transcript": _transcript_view(transcripts.get(job["job_id"]))} for job in jobs
         ],
@@ -334,8 +344,7 @@ def delete_account(user_id: str, password: str) -> dict[str, int]:
     counts["jobs"] = _delete_keys(
         "jobs", _keys(jobs, "job_id") + [store.key(job_id=j["job_id"] + TRANSCRIPT_SUFFIX) for j in jobs]
     )
-    counts["sessions"] = _delete_keys("sessions", _keys(_by_index("sessions", "user_id-index", user_id),
-                                                        "session_id"))
+    counts["sessions"] = _delete_keys("sessions", _keys(_session_keys(user_id), "session_id"))
     counts["reservations"] = _delete_keys(
         "reservations", _keys(_by_index("reservations", "user_id-index", user_id), "reservation_id")
     )

@@ -96,7 +96,9 @@ TABLES: tuple[Table, ...] = (
     Table(
         "sessions",
         "session_id",
-        indexes=(Index("user_id-index", "user_id", "started_at"),),
+        # Read only by privacy (export, deletion), which needs the keys; KEYS_ONLY, so that
+        # the updates of a live session (heartbeats, renewals) cost no index write.
+        indexes=(Index("user_id-started_at-index", "user_id", "started_at", projection="KEYS_ONLY"),),
         purpose="live caption sessions",
     ),
     Table(

@@ -136,3 +136,47 @@ def test_the_app_registers_logs_in_and_grants_credits_on_the_stack_resources(cfn
     assert (first.balance_after, first.replayed, replay.replayed) == (250, False, True)
     balance = dynamodb.get_item(TableName="transcription-backend-cfntest-users", Key=key)["Item"]["credits_balance"]
     assert balance == {"N": "250"}
+
+
+def test_a_deployed_stage_gets_the_sessions_index_replaced_in_two_updates(aws_endpoint, monkeypatch):
+    """A stage deployed with the sessions table's former index (`user_id-index`, ALL): the deploy
+    creates the keys-only index before the app is deployed and deletes the old one after it.
+
+    The stack is created in moto and its template read back from it; the updates are recorded,
+    not applied: moto's CloudFormation has no update for AWS::DynamoDB::Table and drops a
+    table whose properties change (template.index_steps' own tests check each step).
+    """
+    cloudformation = _aws("cloudformation", aws_endpoint)
+    stage = "cfnindex"
+    final = template.render(stage)
+    former = json.loads(json.dumps(final))
+    former["Resources"]["SessionsTable"]["Properties"]["GlobalSecondaryIndexes"] = [{
+        "IndexName": "user_id-index", "Projection": {"ProjectionType": "ALL"},
+        "KeySchema": [{"AttributeName": "user_id", "KeyType": "HASH"},
+                      {"AttributeName": "started_at", "KeyType": "RANGE"}]}]
+    name = template.stack_name(stage)
+    cloudformation.create_stack(StackName=name, TemplateBody=json.dumps(former),
+                                Parameters=[{"ParameterKey": "AllowedOrigins", "ParameterValue": ORIGIN}])
+    cloudformation.get_waiter("stack_create_complete").wait(StackName=name, WaiterConfig={"Delay": 1})
+    assert deploy.deployed_template(cloudformation, name) == former
+    updates = []
+    monkeypatch.setattr(deploy, "create_or_update_stack",
+                        lambda client, request, protect=False: updates.append(json.loads(request["TemplateBody"])))
+
+    # make deploy: before the app, the new index is created and the old one kept ...
+    deploy.deploy_infra(stage, [ORIGIN], cloudformation, keep_retired_indexes=True)
+    assert [_index_names(u) for u in updates] == [["user_id-started_at-index", "user_id-index"]]
+    # ... after it, nothing queries the old one: it goes
+    monkeypatch.setattr(deploy, "deployed_template", lambda client, stack: updates[-1])
+    deploy.deploy_infra(stage, [ORIGIN], cloudformation)
+    assert [_index_names(u) for u in updates[1:]] == [["user_id-started_at-index"]]
+    assert updates[-1] == final
+    # a stage whose deploy stopped between the two, deployed again in one go: one step at a time
+    monkeypatch.setattr(deploy, "deployed_template", lambda client, stack: former)
+    deploy.deploy_infra(stage, [ORIGIN], cloudformation)
+    assert [_index_names(u) for u in updates[2:]] == [["user_id-index", "user_id-started_at-index"],
+                                                      ["user_id-started_at-index"]]
+
+
+def _index_names(rendered):
+    return [i["IndexName"] for i in rendered["Resources"]["SessionsTable"]["Properties"]["GlobalSecondaryIndexes"]]

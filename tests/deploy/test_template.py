@@ -126,3 +126,102 @@ def test_the_infrastructure_template_fits_inline():
     """make deploy sends it as TemplateBody: the deploy-state bucket for larger ones is in it."""
     for stage in ("dev", "prod"):
         assert len(json.dumps(template.render(stage))) < 51_200
+
+
+# --- index changes: one per table and stack update ----------------------------------------
+
+def _gsi(name, *keys, projection="ALL"):
+    schema = [{"AttributeName": key, "KeyType": kind} for key, kind in zip(keys, ("HASH", "RANGE"))]
+    return {"IndexName": name, "KeySchema": schema, "Projection": {"ProjectionType": projection}}
+
+
+def _with(rendered, table_id, *indexes):
+    """`rendered` with the table's indexes replaced (attribute definitions to match)."""
+    changed = json.loads(json.dumps(rendered))
+    properties = changed["Resources"][table_id]["Properties"]
+    properties.pop("GlobalSecondaryIndexes", None)
+    if indexes:
+        properties["GlobalSecondaryIndexes"] = list(indexes)
+    keys = [k["AttributeName"] for schema in [properties["KeySchema"], *(i["KeySchema"] for i in indexes)]
+            for k in schema]
+    properties["AttributeDefinitions"] = [{"AttributeName": k, "AttributeType": "S"} for k in dict.fromkeys(keys)]
+    return changed
+
+
+def _index_changes(before, after):
+    """Per table: index creations + deletions from one template to the next (a changed one counts 2)."""
+    changes = {}
+    for logical, resource in after["Resources"].items():
+        if resource["Type"] != "AWS::DynamoDB::Table":
+            continue
+        old = {i["IndexName"]: i for i in before["Resources"][logical]["Properties"].get("GlobalSecondaryIndexes", [])}
+        new = {i["IndexName"]: i for i in resource["Properties"].get("GlobalSecondaryIndexes", [])}
+        changes[logical] = (len(set(old) ^ set(new))
+                            + 2 * sum(1 for name in set(old) & set(new) if old[name] != new[name]))
+    return changes
+
+
+def _assert_deployable_sequence(deployed, final):
+    steps = template.index_steps(deployed, final)
+    sequence = [deployed, *steps, final]
+    for before, after in zip(sequence, sequence[1:]):
+        assert max(_index_changes(before, after).values()) <= 1
+        assert {k: v for k, v in after["Resources"].items() if v["Type"] != "AWS::DynamoDB::Table"} == \
+            {k: v for k, v in final["Resources"].items() if v["Type"] != "AWS::DynamoDB::Table"}
+        for resource in after["Resources"].values():
+            if resource["Type"] == "AWS::DynamoDB::Table":  # definitions for exactly the keys used
+                properties = resource["Properties"]
+                used = {k["AttributeName"] for schema in [properties["KeySchema"], *(
+                    i["KeySchema"] for i in properties.get("GlobalSecondaryIndexes", []))] for k in schema}
+                defined = [d["AttributeName"] for d in properties["AttributeDefinitions"]]
+                assert sorted(defined) == sorted(used)
+                assert properties.get("GlobalSecondaryIndexes", None) != []
+    return steps
+
+
+def test_the_sessions_index_replacement_is_one_creation_then_one_deletion():
+    """The deployed sessions index (ALL, `user_id-index`) -> the keys-only one: two stack updates,
+    the new index created before the old one goes (privacy's reads never miss it)."""
+    final = template.render("prod")
+    deployed = _with(final, "SessionsTable", _gsi("user_id-index", "user_id", "started_at"))
+    (step,) = _assert_deployable_sequence(deployed, final)
+    indexes = step["Resources"]["SessionsTable"]["Properties"]["GlobalSecondaryIndexes"]
+    assert [(i["IndexName"], i["Projection"]["ProjectionType"]) for i in indexes] == [
+        ("user_id-index", "ALL"), ("user_id-started_at-index", "KEYS_ONLY")]
+    assert {k: v for k, v in step["Resources"].items() if k != "SessionsTable"} == \
+        {k: v for k, v in final["Resources"].items() if k != "SessionsTable"}
+
+
+def test_index_changes_of_several_tables_move_in_parallel_one_per_table_and_update():
+    final = _with(template.render("dev"), "JobsTable", _gsi("by-status", "status", "created_at", projection="KEYS_ONLY"),
+                  _gsi("by-user", "user_id", "created_at"))
+    deployed = _with(final, "JobsTable", _gsi("by-status", "status", "created_at"), _gsi("old", "kind"))
+    deployed = _with(deployed, "SessionsTable")  # no index yet
+    deployed = _with(deployed, "StatsTable", _gsi("gone", "day"))
+    steps = _assert_deployable_sequence(deployed, final)
+    # jobs: create by-user, delete by-status, create it keys-only, delete old: 4 changes, 3 steps
+    assert len(steps) == 3
+    jobs = [[i["IndexName"] for i in s["Resources"]["JobsTable"]["Properties"]["GlobalSecondaryIndexes"]]
+            for s in steps]
+    assert jobs == [["by-status", "old", "by-user"], ["old", "by-user"], ["old", "by-user", "by-status"]]
+    assert "GlobalSecondaryIndexes" not in steps[0]["Resources"]["StatsTable"]["Properties"]
+
+
+def test_a_template_without_index_changes_or_a_new_stack_needs_no_steps():
+    final = template.render("prod")
+    assert template.index_steps(final, final) == []
+    assert template.index_steps({}, final) == []
+    one_change = _with(final, "SessionsTable")
+    assert template.index_steps(one_change, final) == []
+
+
+@pytest.mark.slow
+def test_cfn_lint_passes_for_an_intermediate_index_step(tmp_path):
+    final = template.render("prod")
+    (step,) = template.index_steps(_with(final, "SessionsTable", _gsi("user_id-index", "user_id", "started_at")),
+                                   final)
+    path = tmp_path / "step.json"
+    path.write_text(json.dumps(step, indent=2))
+    cfn_lint = os.path.join(os.path.dirname(sys.executable), "cfn-lint")
+    completed = subprocess.run([cfn_lint, str(path)], capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stdout + completed.stderr

@@ -8,7 +8,7 @@ def owned_counts(user_id: str) -> dict[str, int]:
     return {
         "usage": len(privacy._by_partition("usage", user_id)),
         "history": len(privacy._by_partition("history", user_id)),
-        "sessions": len(privacy._by_index("sessions", "user_id-index", user_id)),
+        "sessions": len(privacy._session_keys(user_id)),
         "jobs": len(privacy._jobs(user_id)),
         "reservations": len(privacy._by_index("reservations", "user_id-index", user_id)),
         "transactions": len(privacy._by_index("transactions", "user_id-created_at-index", user_id)),

@@ -187,6 +187,20 @@ def test_heartbeat_reports_elapsed_and_remaining_and_is_recorded(caller, clock):
     assert session_item(session_id)["last_heartbeat_epoch"] == store.epoch()
 
 
+def test_the_user_index_holds_only_keys_so_heartbeats_do_not_write_it(caller, clock):
+    """Privacy reads the index for keys; a heartbeat changes no attribute the index holds."""
+    from chalicelib.accounts import privacy
+
+    user = caller()
+    session_id = user.stream("start", max_minutes=5).body["session_id"]
+    clock.advance(30)
+    assert user.stream("heartbeat", session_id=session_id).status == 200
+    (entry,) = privacy._session_keys(user.user_id)
+    assert set(entry) == {"session_id", "user_id", "started_at"}
+    assert [s["session_id"] for s in privacy._sessions(user.user_id)] == [session_id]
+    assert privacy._sessions(user.user_id)[0]["last_heartbeat_epoch"] == store.epoch()
+
+
 def test_heartbeat_after_stop_is_409(caller):
     user = caller()
     session_id = user.stream("start", max_minutes=1).body["session_id"]
@@ -353,16 +367,10 @@ def test_requires_authentication(client, live):
 
 
 def _sessions_of(user_id: str) -> list[dict]:
-    return list(
-        store.query_all(
-            {
-                "TableName": store.table_name("sessions"),
-                "IndexName": "user_id-index",
-                "KeyConditionExpression": "user_id = :u",
-                "ExpressionAttributeValues": store.values(u=user_id),
-            }
-        )
-    )
+    """The user's sessions, found as privacy finds them (keys from the index, then the items)."""
+    from chalicelib.accounts import privacy
+
+    return privacy._sessions(user_id)
 
 
 def test_a_retried_start_with_an_idempotency_key_reserves_once(caller, fake_assemblyai):
