@@ -265,6 +265,11 @@ def analytics_costs() -> Response:
     return respond(analytics.costs(identity(request()), request().query_params))
 
 
+@app.route("/analytics/costs/top-users", methods=["GET"], authorizer=jwt_auth)
+def analytics_top_users() -> Response:
+    return respond(analytics.top_users(identity(request()), request().query_params))
+
+
 # --- operator console -----------------------------------------------------------------
 # The page and its assets are public (they hold no data); every /admin/api route needs an
 # admin's token (support.actor_of) and appends to the audit log.

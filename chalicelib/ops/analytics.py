@@ -5,8 +5,12 @@ rows since the first day of the period (the usage table's key is user_id + times
 the timestamp starts with an ISO time, so a key condition `timestamp >= <day>` selects
 exactly the period) plus one GetItem for the balance. Never a Scan.
 
-`GET /analytics/costs` (admins only) never reads the usage table: it adds up the daily
-counters that `chalicelib.credits.stats` maintains as the usage and the money happen.
+`GET /analytics/costs` (admins only) never reads the usage table, nor anything per user: it
+adds up the daily counters that `chalicelib.credits.stats` maintains as the usage and the
+money happen, STATS_SHARDS + 1 Queries for any period up to a year, whatever the number of
+users. Who costs the most is `GET /analytics/costs/top-users`: it sums each active user's
+daily items, so it reads one item per user and day of the period (one Query per day and
+shard): a drill-down, paid for when asked.
 
 Money. Revenue is in cents (the smallest currency unit, as Stripe reports it) and net:
 refunds and disputes (counted on the day the money went back) are subtracted from the
@@ -266,19 +270,29 @@ def _emails(user_ids: list[str]) -> dict[str, str]:
     return {item["user_id"]: item.get("email") for item in found if item}
 
 
-def costs(caller: Identity, params: Mapping[str, str] | None) -> dict[str, Any]:
-    """Revenue against provider costs over the last `days` days: admins only."""
+def _admin_only(caller: Identity) -> None:
     if not caller.is_admin:
         raise Forbidden("Only administrators can see costs", code="forbidden")
+
+
+def top_users(caller: Identity, params: Mapping[str, str] | None) -> dict[str, Any]:
+    """The users with the highest provider cost over the last `days` days: admins only.
+
+    Reads every per-user day item of the period (one Query per day and shard), so its cost
+    grows with the active users; `costs` does not."""
+    _admin_only(caller)
+    dates, period = _period(parse_days(params))
+    active_users, top = _top_users(stats.user_days(dates))
+    return {"period": period, "active_users": active_users, "top_users": top}
+
+
+def costs(caller: Identity, params: Mapping[str, str] | None) -> dict[str, Any]:
+    """Revenue against provider costs over the last `days` days, from the day items only: admins only."""
+    _admin_only(caller)
     settings = get_settings()
     days = parse_days(params)
     dates, period = _period(days)
     totals = stats.day_totals(dates)
-    user_items = stats.user_days(dates)
-    active_by_day: dict[str, int] = defaultdict(int)
-    for item in user_items:
-        if item.get(stats.CALLS):
-            active_by_day[item["day"]] += 1
 
     period_revenue: dict[str, Decimal] = {}
     period_usage: dict[str, dict[str, Decimal]] = defaultdict(dict)
@@ -304,7 +318,7 @@ def costs(caller: Identity, params: Mapping[str, str] | None) -> dict[str, Any]:
             "assemblyai": provider["assemblyai"],
             "openai": provider["openai"],
             "margin": revenue["total"] * int(CENTS_PER_MICRO) - provider["total"],
-            "active_users": active_by_day.get(date, 0),
+            "active_users": day.active_users,
             "calls": calls,
         })
 
@@ -330,7 +344,6 @@ def costs(caller: Identity, params: Mapping[str, str] | None) -> dict[str, Any]:
         "usage": {name: _quantity(measured_total.get(name, Decimal(0))) for name in stats.METRICS},
     }
     provider_costs["total_cents"] = _cents(provider_costs["total"])
-    active_users, top_users = _top_users(user_items)
     return {
         "period": period,
         "credits": {"sold": sum(day["credits_sold"] for day in daily),
@@ -340,8 +353,7 @@ def costs(caller: Identity, params: Mapping[str, str] | None) -> dict[str, Any]:
         "margin": _margin(revenue["total"], provider_costs["total"]),
         "by_service": by_service,
         "daily": daily,
-        "active_users": active_users,
-        "top_users": top_users,
+        "active_users": sum(totals[date].latest_users for date in dates),  # distinct: see stats
         "unit_prices": {
             "assemblyai_streaming_usd_per_hour": str(settings.assemblyai_streaming_usd_per_hour),
             "assemblyai_transcribe_usd_per_hour": str(settings.assemblyai_transcribe_usd_per_hour),

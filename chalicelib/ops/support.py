@@ -446,8 +446,11 @@ def audit_export(actor: Actor) -> str:
 
 
 def business(actor: Actor, params: Mapping[str, str] | None) -> dict[str, Any]:
-    """The figures behind the console's charts: GET /analytics/costs, by day."""
-    report = analytics.costs(Identity(actor.actor_id, actor.email, "admin"), params)
+    """The figures behind the console's charts and its top users: GET /analytics/costs, by
+    day, with the `top_users` of GET /analytics/costs/top-users (which reads per user)."""
+    caller = Identity(actor.actor_id, actor.email, "admin")
+    report = analytics.costs(caller, params)
+    report["top_users"] = analytics.top_users(caller, params)["top_users"]
     audit.record(actor, "business.view", details={"days": report["period"]["days"]})
     return report
 

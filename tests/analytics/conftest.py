@@ -47,6 +47,13 @@ def get_json(client, path: str, token: str | None) -> tuple[int, Any]:
     return response.status_code, (json.loads(response.body) if response.body else None)
 
 
+def top_users(client, token: str, days: int = 1) -> list[dict[str, Any]]:
+    """GET /analytics/costs/top-users' list, as an admin."""
+    status, body = get_json(client, f"/analytics/costs/top-users?days={days}", token)
+    assert status == 200, body
+    return body["top_users"]
+
+
 def refreshed_token(client, refresh_token: str) -> tuple[str, str]:
     """(access token, new refresh token) from POST /auth/refresh."""
     status, body = post_json(client, "/auth/refresh", None, {"refresh_token": refresh_token})

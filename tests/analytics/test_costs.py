@@ -5,7 +5,7 @@ from datetime import datetime, timedelta, timezone
 
 from chalicelib.aws import store
 from chalicelib.credits import stats
-from tests.analytics.conftest import KNOWN_PRICES, get_json
+from tests.analytics.conftest import KNOWN_PRICES, get_json, top_users
 from tests.billing.conftest import deliver
 from tests.conftest import at_once, post_json
 from tests.billing.conftest import paid_checkout
@@ -31,7 +31,9 @@ def _costs(client, token: str, days: int = 7) -> dict:
 
 def test_costs_match_hand_computed_figures_with_known_unit_prices(client, admin, new_user, prices):
     operator = admin()
-    alice, bob = new_user()["user"]["user_id"], new_user()["user"]["user_id"]
+    alice = new_user()["user"]["user_id"]
+    registered = new_user()
+    bob, bob_token = registered["user"]["user_id"], registered["token"]
     # 3 days ago: Alice streams one hour (3600 s x 100 = 360,000), Bob asks twice
     # (1000 + 200 prompt tokens x 1, 300 + 100 completion tokens x 2 = 2,000).
     assert stats.record_usage(alice, "live", assemblyai_streaming_seconds=3600, at=_at(3))
@@ -79,15 +81,19 @@ def test_costs_match_hand_computed_figures_with_known_unit_prices(client, admin,
     assert daily[_day(1)]["provider_cost"] == 35_025 and daily[_day(1)]["active_users"] == 1
     assert daily[_day(2)]["provider_cost"] == 0 and daily[_day(2)]["active_users"] == 0
     assert body["active_users"] == 2
-    assert [(u["user_id"], u["provider_cost"], u["calls"]) for u in body["top_users"]] == [
-        (alice, 360_000, 1), (bob, 37_025, 6)]
-    assert body["top_users"][0]["assemblyai_streaming_seconds"] == 3600
-    assert body["top_users"][0]["email"].endswith("@example.com")
+    assert "top_users" not in body  # their own route: it reads per user
+    top = top_users(client, operator["token"], days=7)
+    assert [(u["user_id"], u["provider_cost"], u["calls"]) for u in top] == [(alice, 360_000, 1), (bob, 37_025, 6)]
+    assert top[0]["assemblyai_streaming_seconds"] == 3600
+    assert top[0]["email"].endswith("@example.com")
     assert body["unit_prices"]["assemblyai_streaming_usd_per_hour"] == "0.36"
 
     wide = _costs(client, operator["token"], days=30)
     assert wide["provider_costs"]["assemblyai"] == 390_025 + 720_000
-    assert [u["user_id"] for u in wide["top_users"]] == [alice, bob]
+    assert wide["active_users"] == 2 and wide["daily"][-21]["active_users"] == 1
+    assert [u["user_id"] for u in top_users(client, operator["token"], days=30)] == [alice, bob]
+    status, body = get_json(client, "/analytics/costs/top-users?days=7", bob_token)
+    assert status == 403 and body["code"] == "forbidden"
 
 
 def test_revenue_counts_each_completed_purchase_and_paid_invoice_once(
@@ -120,7 +126,7 @@ def test_revenue_counts_each_completed_purchase_and_paid_invoice_once(
     assert body["margin"]["amount"] == revenue_micro - cost
     assert body["margin"]["percent"] == round((revenue_micro - cost) * 100 / revenue_micro, 2)
     assert body["daily"][-1]["revenue"] == PACK_CENTS["popular"] + BASIC_MONTHLY_CENTS
-    top = body["top_users"][0]
+    [top] = top_users(client, operator["token"])
     assert top["user_id"] == user.user_id and top["revenue"] == PACK_CENTS["popular"] + BASIC_MONTHLY_CENTS
     assert "other_currencies" not in body["revenue"]
 
@@ -148,11 +154,9 @@ def test_a_hot_day_spreads_over_the_shards_and_still_adds_up(client, admin, env_
     user_id = "h" * 32
     for _ in range(20):
         stats.record_usage(user_id, "ask", openai_prompt_tokens=1, openai_completion_tokens=1)
-    keys = [store.key(stat_key=f"day#{_day(0)}#{n}", shard="usage") for n in range(4)]
-    response = store.ddb().batch_get_item(RequestItems={store.table_name("stats"): {"Keys": keys}})
-    shards = response["Responses"][store.table_name("stats")]
-    assert len(shards) >= 2  # 20 writes all on one shard of 4: probability 4^-19
-    assert sum(int(item["ask__calls"]["N"]) for item in shards) == 20
+    shards = [store.get("stats", stat_key=f"days#{n}", shard=f"{_day(0)}#usage") for n in range(4)]
+    assert sum(1 for item in shards if item) >= 2  # 20 writes all on one shard of 4: probability 4^-19
+    assert sum(item["ask__calls"] for item in shards if item) == 20
     body = _costs(client, operator["token"], days=1)
     assert body["by_service"]["ask"]["calls"] == 20
     assert body["provider_costs"]["openai"] == 20 * 3
@@ -174,8 +178,8 @@ def test_costs_never_touch_the_usage_table(client, admin, private_tables):
         events.unregister("provide-client-params.dynamodb.*", record)
     assert not any(table.endswith("-usage") for _, table in calls)
     assert not any(name == "Scan" for name, _ in calls)
-    # the day totals: 30 days x 4 shards x 3 items (usage, revenue, credits) = 360 keys in 4 BatchGetItem calls
-    assert [name for name, table in calls if table.endswith("-stats")].count("BatchGetItem") == 4
+    # the day items: one Query per shard (4) and one for the days copied from the old layout
+    assert [name for name, table in calls if table.endswith("-stats")] == ["Query"] * 5
 
     for days in ("0", "366", "x", ""):
         status, body = get_json(client, f"/analytics/costs?days={days}", operator["token"])
