@@ -314,6 +314,7 @@ def test_query_parameters_carry_the_limits_the_code_enforces(spec):
         ("get", "/transcription/history"): paging(history),
         ("get", "/analytics/usage"): days,
         ("get", "/analytics/costs"): days,
+        ("get", "/analytics/costs/top-users"): days,
         ("get", "/twitch/stream"): {"channel": expected_property(channel, nullable=False)},
     }
     readers = {key for key, entry in app_operations().items() if reads_query(entry)}
@@ -514,6 +515,7 @@ def test_every_operation_answers_as_described(api, spec, fake_twitch, stripe_fak
     admin.set_role(aws_client("dynamodb"), "local", email, "admin")
     as_admin = api.post("/auth/refresh", {"refresh_token": rotated.body["refresh_token"]})
     assert api.get("/analytics/costs?days=2", token=as_admin.body["token"]).status == 200
+    assert api.get("/analytics/costs/top-users?days=2", token=as_admin.body["token"]).status == 200
     console_tour(api, as_admin.body["token"], stripe_fake)
     assert api.post("/auth/logout", {"refresh_token": as_admin.body["refresh_token"]}).status == 204
 
@@ -580,6 +582,7 @@ def test_errors_are_the_envelope_with_documented_statuses(api, provider_env, fak
     refused(api.post("/auth/login", {"email": unique_email(), "password": PASSWORD}), 401, "invalid_credentials")
     refused(api.get("/auth/user", token="not-a-token"), 401, "unauthorized")
     refused(api.get("/analytics/costs", token=token), 403, "forbidden")
+    refused(api.get("/analytics/costs/top-users", token=token), 403, "forbidden")
     refused(api.post(f"/admin/api/users/{'0' * 32}/grant", {"credits": 1, "reason": "nope"}, token=token), 403,
             "forbidden")
     refused(api.get("/admin/assets/missing.js"), 404, "not_found")
