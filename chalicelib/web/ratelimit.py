@@ -63,6 +63,7 @@ ROUTE_CLASSES: dict[tuple[str, str], str] = {
     ("GET", "/twitch/stream"): "write",  # a provider call, though not a paid one
     ("GET", "/analytics/usage"): "read",
     ("GET", "/analytics/costs"): "read",
+    ("GET", "/analytics/costs/top-users"): "read",  # admins only, like the console's business view
     ("GET", "/admin"): "public",  # the console's page and assets: static, no data
     ("GET", "/admin/assets/{name}"): "public",
     ("GET", "/admin/api/users"): "read",

@@ -57,6 +57,7 @@ INPUTS: dict[tuple[str, str], Inputs] = {
     ("GET", "/credits/transactions"): Inputs(query=HISTORY_QUERY),
     ("GET", "/analytics/usage"): Inputs(query=dict(analytics.QUERY_SCHEMA.fields)),
     ("GET", "/analytics/costs"): Inputs(query=dict(analytics.QUERY_SCHEMA.fields)),
+    ("GET", "/analytics/costs/top-users"): Inputs(query=dict(analytics.QUERY_SCHEMA.fields)),
     ("GET", "/credits/packages"): Inputs(),
     ("POST", "/credits/purchase"): Inputs(checkout.PURCHASE_SCHEMA),
     ("POST", "/credits/subscribe"): Inputs(checkout.SUBSCRIBE_SCHEMA),
