@@ -7,6 +7,7 @@
     python -m chalicelib.ops.admin suspend|reactivate USER_ID --reason TEXT
     python -m chalicelib.ops.admin refund TRANSACTION_ID --reason TEXT [--amount CENTS]
     python -m chalicelib.ops.admin attention | audit [--target USER_ID] [--export] | business [--days N]
+    python -m chalicelib.ops.admin migrate-stats --stage prod   (once, the day after a deploy that needs it)
 
 Console actions run chalicelib.ops.support, exactly what the `/admin/api` routes run, and are
 audited with the actor `cli:<login>`. They print the same JSON the API answers. With
@@ -171,6 +172,8 @@ def _parser() -> argparse.ArgumentParser:
     audit_log.add_argument("--export", action="store_true", help="the whole log as CSV")
     business = commands.add_parser("business", parents=[common], help="revenue, costs, users, credits by day")
     business.add_argument("--days", default="30")
+    commands.add_parser("migrate-stats", parents=[common],
+                        help="copy the analytics day counters of the layout before days#<n> (docs/operations.md)")
     return parser
 
 
@@ -239,6 +242,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--stage is required (or STAGE, or a running `make run`)")
     if args.command in COMMANDS:
         return _set_role_command(parser, args, stage)
+    if args.command == "migrate-stats":
+        from chalicelib.credits import stats
+
+        sys.stdout.write(json.dumps(stats.migrate_legacy_days()) + "\n")
+        return EXIT_OK
     from chalicelib.core import jsonutil
     from chalicelib.core.errors import BadRequest, DomainError, NotFound, ValidationFailed
 
