@@ -5,7 +5,8 @@ Where a user's data lives (keep this list in step with chalicelib.aws.resources)
   usage, history (user's partition)                             jobs, reservations (user_id-index)
   sessions (user_id-started_at-index, keys only)                S3 `uploads/<user_id>/`
   transactions (user_id-created_at-index)
-  stats (per-user daily items `users#<day>#<shard>` / user_id, chalicelib.credits.stats)
+  stats (per-user daily items `users#<day>#<shard>` / user_id, and `latest#<shard>` / user_id,
+         chalicelib.credits.stats)
   idempotency (keys `<user_id>#<digest>`, stored responses, 24 h)
 Catch-up transcripts sit in the jobs table under `<job_id>#transcript`, without a user_id,
 so they are found through the user's jobs; idempotency records through their user_id-index
@@ -128,13 +129,16 @@ def _jobs(user_id: str) -> list[dict[str, Any]]:
 
 
 def _stats_keys(user_id: str) -> list[dict[str, Any]]:
-    """Every per-user stats key the user can have: one per day of the stats retention."""
+    """Every per-user stats key the user can have: one per day of the stats retention, and
+    the user's latest day with a provider call."""
     shard = stats.user_shard(user_id)
     days = stats.days_back(get_settings().stats_retention_days + 2)
-    return [store.key(stat_key=f"users#{day}#{shard}", shard=user_id) for day in days]
+    return [store.key(stat_key=f"users#{day}#{shard}", shard=user_id) for day in days] + [
+        store.key(**stats.latest_key(user_id))]
 
 
 def _user_stats(user_id: str) -> list[dict[str, Any]]:
+    """The user's daily items, oldest first, then their latest-day item."""
     name, keys, found = store.table_name("stats"), _stats_keys(user_id), []
     for offset in range(0, len(keys), 100):
         request = {name: {"Keys": keys[offset:offset + 100]}}
@@ -142,7 +146,8 @@ def _user_stats(user_id: str) -> list[dict[str, Any]]:
             response = store.ddb().batch_get_item(RequestItems=request)
             found += [store.from_item(item) for item in response.get("Responses", {}).get(name, [])]
             request = response.get("UnprocessedKeys") or {}
-    return sorted((item for item in found if item), key=lambda item: item["stat_key"])
+    return sorted((item for item in found if item), key=lambda item: (item["stat_key"].startswith("latest#"),
+                                                                     item["stat_key"]))
 
 
 def _idempotency_records(user_id: str) -> list[dict[str, Any]]:
