@@ -7,7 +7,10 @@ of its entry module (FUNCTIONS): the internet-facing authorizer imports nothing 
 to DynamoDB, S3 or SQS, so its role can read its secrets and write its logs, nothing else. This module finds those calls by reading the source
 (chalicelib/ and app.py) with `ast`: every `client("<service>").<method>(...)`, every call
 on a variable or helper that holds such a client (`store.ddb().transact_write_items`,
-`sqs = client("sqs"); sqs.send_message(...)`), paginators, waiters and presigned URLs.
+`sqs = client("sqs"); sqs.send_message(...)`), paginators, waiters and presigned URLs, and
+every `json_client.call("<service>", "<Operation>", ...)` (the standard-library client). A
+function whose DynamoDB calls all name their table literally (`TableName=...resource("users")`)
+is granted those tables only: the authorizer gets dynamodb:GetItem on `users`, nothing else.
 Operations become IAM actions the way AWS documents them (a TransactWriteItems needs the
 per-item actions PutItem/UpdateItem/DeleteItem/ConditionCheckItem; HeadObject needs
 s3:GetObject; ListObjectsV2 needs s3:ListBucket on the bucket), plus what the runtime
@@ -84,6 +87,7 @@ class Call:
     service: str
     operation: str
     site: str  # "chalicelib/aws/store.py:84"
+    table: str | None = None  # a DynamoDB call's table suffix, when the source names it literally
 
 
 @dataclass
@@ -334,6 +338,28 @@ def _operation_of(service: str, method: str, call: ast.Call) -> str | None | boo
     return False
 
 
+def _table_of(node: ast.AST | None) -> str | None:
+    """`users` for `store.table_name("users")` or `settings.resource("users")`; None otherwise."""
+    if isinstance(node, ast.Call) and _callee_name(node.func) in ("table_name", "resource") and node.args:
+        return _constant_str(node.args[0])
+    return None
+
+
+def _json_client_call(node: ast.Call) -> tuple[str | None, str | None, str | None] | None:
+    """(service, operation, table) of `json_client.call("<service>", "<Operation>", {...})`, the
+    standard-library client (chalicelib.aws.json_client); None for any other call."""
+    if not (isinstance(node.func, ast.Attribute) and node.func.attr == "call"
+            and _callee_name(node.func.value) == "json_client"):
+        return None
+    service, operation = (_constant_str(arg) for arg in (list(node.args) + [None, None])[:2])
+    table = None
+    if len(node.args) > 2 and isinstance(node.args[2], ast.Dict):
+        for key, value in zip(node.args[2].keys, node.args[2].values):
+            if key is not None and _constant_str(key) == "TableName":
+                table = _table_of(value)
+    return service, operation, table
+
+
 def _is_sqs_subscription(decorator: ast.AST) -> bool:
     return isinstance(decorator, ast.Call) and _callee_name(decorator.func) == "on_sqs_message"
 
@@ -362,15 +388,25 @@ def scan(root: str = ROOT, modules: set[str] | None = None) -> Scan:
                     if kind in TRANSACT_WRITE_ACTIONS:
                         result.transact_kinds.add(kind)
             elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                found: list[Call] = []
+                declared = _json_client_call(node)
+                if declared is not None:
+                    service, operation, table = declared
+                    if service is None or operation is None:
+                        result.unresolved.append(f"{path}:{node.lineno} json_client.call (name the service "
+                                                 "and operation literally)")
+                    else:
+                        found.append(Call(service, operation, f"{path}:{node.lineno}", table))
                 for service in sorted(resolver.services(node.func.value, bindings)):
                     operation = _operation_of(service, node.func.attr, node)
                     if operation is None:
                         result.unresolved.append(f"{path}:{node.lineno} {service}.{node.func.attr}")
                     elif operation is not False:
-                        call = Call(service, operation, f"{path}:{node.lineno}")
-                        result.calls.append(call)
-                        if id(node) not in in_functions:
-                            result.module_level.append(call)
+                        table = next((_table_of(k.value) for k in node.keywords if k.arg == "TableName"), None)
+                        found.append(Call(service, operation, f"{path}:{node.lineno}", table))
+                result.calls += found
+                if id(node) not in in_functions:
+                    result.module_level += found
     return result
 
 
@@ -398,11 +434,13 @@ def function_name(stage: str, function: str) -> str:
     return f"{APP_NAME}-{stage}" if function == "api_handler" else f"{APP_NAME}-{stage}-{function}"
 
 
-def _arns(stage: str, function: str | None = None, root: str = ROOT) -> dict[str, Any]:
+def _arns(stage: str, function: str | None = None, root: str = ROOT,
+          tables_used: Iterable[str] | None = None) -> dict[str, Any]:
     names = stage_names(stage, root)
     dead_letter_queues = {q.dead_letter for q in resources.QUEUES if q.dead_letter}
-    tables = [f"arn:aws:dynamodb:*:*:table/{names[t.suffix]}" for t in resources.TABLES]
-    indexes = [f"arn:aws:dynamodb:*:*:table/{names[t.suffix]}/index/*" for t in resources.TABLES if t.indexes]
+    scoped = [t for t in resources.TABLES if tables_used is None or t.suffix in set(tables_used)]
+    tables = [f"arn:aws:dynamodb:*:*:table/{names[t.suffix]}" for t in scoped]
+    indexes = [f"arn:aws:dynamodb:*:*:table/{names[t.suffix]}/index/*" for t in scoped if t.indexes]
     if function is None:  # any of the stage's functions
         log_groups = [f"/aws/lambda/{APP_NAME}-{stage}", f"/aws/lambda/{APP_NAME}-{stage}-*"]
     else:
@@ -427,9 +465,10 @@ def ssm_prefix(stage: str) -> str:
 
 
 def render_policy(stage: str, actions: Iterable[str], function: str | None = None,
-                  root: str = ROOT) -> dict[str, Any]:
+                  root: str = ROOT, tables: Iterable[str] | None = None) -> dict[str, Any]:
     """The policy document granting `actions`, each on our resources of its service only
-    (and CloudWatch Logs on `function`'s own log group, when given)."""
+    (and CloudWatch Logs on `function`'s own log group, when given; DynamoDB on `tables`
+    only, when given, else on every table)."""
     by_service: dict[str, set[str]] = {}
     for action in actions:
         service = action.split(":", 1)[0]
@@ -438,7 +477,7 @@ def render_policy(stage: str, actions: Iterable[str], function: str | None = Non
                 f"{action}: no resource scope is defined for {service!r}; add one to infra/policy.py"
             )
         by_service.setdefault(service, set()).add(action)
-    arns = _arns(stage, function, root)
+    arns = _arns(stage, function, root, tables)
     statements: list[dict[str, Any]] = []
 
     def allow(sid: str, granted: Iterable[str], resource: list[str], **extra: Any) -> None:
@@ -468,17 +507,32 @@ def render_policy(stage: str, actions: Iterable[str], function: str | None = Non
     return {"Version": "2012-10-17", "Statement": statements}
 
 
-def function_actions(function: str, root: str = ROOT) -> set[str]:
-    """The actions one function's code needs (its import closure, and its event source)."""
+def _function_scan(function: str, root: str = ROOT) -> tuple[Scan, bool]:
+    """One function's calls (its import closure, plus what runs at import), and whether it
+    is subscribed to a queue."""
     everything = scan(root)
     subscribed = {site.rsplit(":", 1)[1] for site in everything.sqs_subscriptions}
     own = scan(root, import_closure(FUNCTIONS[function], root, function))
     own.calls += everything.module_level  # every Lambda imports app.py, hence every module
-    return required_actions(own, event_source=function in subscribed)
+    return own, function in subscribed
+
+
+def function_actions(function: str, root: str = ROOT) -> set[str]:
+    """The actions one function's code needs (its import closure, and its event source)."""
+    own, subscribed = _function_scan(function, root)
+    return required_actions(own, event_source=subscribed)
+
+
+def function_tables(function: str, root: str = ROOT) -> set[str] | None:
+    """The tables a function's DynamoDB calls name, when every one of them names its table
+    literally (the authorizer's one GetItem); None (every table) otherwise."""
+    own, _ = _function_scan(function, root)
+    tables = [call.table for call in own.calls if call.service == "dynamodb"]
+    return None if None in tables else set(tables)
 
 
 def expected_policy(stage: str, function: str, root: str = ROOT) -> dict[str, Any]:
-    return render_policy(stage, function_actions(function, root), function, root)
+    return render_policy(stage, function_actions(function, root), function, root, function_tables(function, root))
 
 
 def policy_file(stage: str, function: str) -> str:

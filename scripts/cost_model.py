@@ -1,6 +1,6 @@
 """Monthly AWS cost per 1,000 and 100,000 active users, from measured figures and a profile.
 
-    python scripts/cost_model.py [--profile today|live] [--measured FILE] [--save FILE]
+    python scripts/cost_model.py [--profile today|heartbeats|live] [--measured FILE] [--save FILE]
 
 Two steps:
 
@@ -42,6 +42,7 @@ if ROOT not in sys.path:
 # --- list prices (USD) --------------------------------------------------------------------------
 PRICES = {
     "apigw_rest_per_million": 3.50,  # REST API, first 333 M requests a month
+    "apigw_http_per_million": 1.00,  # HTTP API, first 300 M (what-if only: docs/performance.md)
     "lambda_per_million": 0.20,
     "lambda_per_gb_second": 0.0000166667,  # x86_64
     "ddb_per_million_wru": 0.625,  # on-demand since November 2024
@@ -56,7 +57,7 @@ MEMORY_MB = {"api": 512, "authorizer": 512, "worker": 512}
 DDB_MS_PER_REQUEST = 6
 LOG_BYTES_PER_INVOCATION = 700  # the access log line + the platform's START/END/REPORT lines
 ITEM_BYTES_PER_USER = 40_000  # users, usage rows, history, transactions of an active user: stated
-PROVIDER_WAIT_MS = {"stream start": 250, "stream renew": 250, "ask": 2500, "register": 0, "login": 0}
+PROVIDER_WAIT_MS = {"stream start": 250, "stream start renewing": 250, "stream renew": 250, "ask": 2500}
 # bcrypt at cost 12 is CPU: measured with the rest (the sandbox uses the production cost here).
 
 
@@ -72,12 +73,19 @@ class RouteFigures:
 
 
 # --- usage profiles (per active user per month) -----------------------------------------------
-# "today": the published extension as it behaves now: 15 live hours in 15 sessions, with a
-# heartbeat every 30 s and the popup's balance poll every 30 s while captions run.
+# "today": the published extension as it behaves now (shared/reference/published-extension):
+# 15 live hours. Its background script sends only `start` and `stop` (no heartbeat, no renew),
+# so each start gets one legacy token of LIVE_LEGACY_TOKEN_MINUTES (30) and a live hour is two
+# sessions. Its popup polls the balance every 30 s while captions run, but only while the popup
+# is open (the interval lives in the popup page, which Chrome closes when it loses focus);
+# stated here as the worst case, open the whole time.
+# "heartbeats": the same with a client that also heartbeats every 30 s (the contract's
+# heartbeat, which the profile of issue 17 assumed the published extension sends).
 # "live": the live-captions issue's renewing sessions (10-minute paid tokens, renewed by the
 # client, every answer carrying the balance): 7 requests per live hour, no heartbeat, no poll.
 LIVE_HOURS = 15
 SESSIONS = 15
+LEGACY_TOKEN_MINUTES = 30
 COMMON = {
     "login": 8,
     "auth user": 30,
@@ -88,26 +96,28 @@ COMMON = {
     "packages": 2,
     "analytics usage": 2,
 }
+TODAY = {
+    **COMMON,
+    "stream start": LIVE_HOURS * 60 / LEGACY_TOKEN_MINUTES,
+    "balance": COMMON["balance"] + LIVE_HOURS * 120,
+    "stream stop": LIVE_HOURS * 60 / LEGACY_TOKEN_MINUTES,
+}
 PROFILES: dict[str, dict[str, float]] = {
-    "today": {
-        **COMMON,
-        "stream start": SESSIONS,
-        "stream heartbeat": LIVE_HOURS * 120,
-        "balance": COMMON["balance"] + LIVE_HOURS * 120,
-        "stream stop": SESSIONS,
-    },
+    "today": TODAY,
+    "heartbeats": {**TODAY, "stream heartbeat": LIVE_HOURS * 120},
     "live": {
         **COMMON,
-        "stream start": SESSIONS,
+        "stream start renewing": SESSIONS,
         # one renew per 9 min 15 s of captions after the first token
         "stream renew": max(0, LIVE_HOURS * 60 / 9.25 - SESSIONS),
-        "stream stop": SESSIONS,
+        "stream stop renewing": SESSIONS,
     },
 }
 # API Gateway caches the authorizer's answer per token for 300 s: one invocation per five
-# minutes of activity. Stated: a live hour is 12 periods with heartbeats (7 with renewals 9 min
-# 15 s apart: each finds the cache expired), the rest of a month about 20.
-AUTHORIZER_INVOCATIONS = {"today": LIVE_HOURS * 12 + 20, "live": LIVE_HOURS * 7 + 20}
+# minutes of activity. Stated: a live hour is 12 periods with a poll or heartbeat every 30 s
+# (7 with renewals 9 min 15 s apart: each finds the cache expired), the rest of a month about 20.
+AUTHORIZER_INVOCATIONS = {"today": LIVE_HOURS * 12 + 20, "heartbeats": LIVE_HOURS * 12 + 20,
+                          "live": LIVE_HOURS * 7 + 20}
 # A month's new sign-ups, spread over the active users; each also buys credits now and then.
 REGISTRATIONS_PER_ACTIVE_USER = 0.1
 
@@ -142,10 +152,24 @@ class UnitCounter:
         self.events = store.ddb().meta.events
         self.events.register("before-parameter-build.dynamodb", self._before, unique_id="cost-model-before")
         self.events.register("after-call.dynamodb", self._after, unique_id="cost-model-after")
+        from chalicelib.aws import json_client  # the authorizer's reads (no boto3)
+
+        self.json_client, self.json_call = json_client, json_client.call
+        json_client.call = self._json_call
+
+    def _json_call(self, service: str, operation: str, payload: dict[str, Any], **kwargs: Any) -> Any:
+        answer = self.json_call(service, operation, payload, **kwargs)
+        if service == "dynamodb" and not self.paused:
+            if operation not in ("GetItem", "Query"):
+                raise NotImplementedError(f"cost model: count {operation} made through json_client")
+            self._before(model=type("Model", (), {"name": operation}), params=payload)
+            self._after(model=type("Model", (), {"name": operation}), parsed=answer)
+        return answer
 
     def close(self) -> None:
         self.events.unregister("before-parameter-build.dynamodb", unique_id="cost-model-before")
         self.events.unregister("after-call.dynamodb", unique_id="cost-model-after")
+        self.json_client.call = self.json_call
 
     def reset(self) -> None:
         self.operations.clear()
@@ -320,15 +344,20 @@ def measure(repetitions: int = 5) -> dict[str, RouteFigures]:
                 timed("transactions", "GET", "/credits/transactions")
                 timed("history", "GET", "/transcription/history")
                 timed("analytics usage", "GET", "/analytics/usage")
-                started = timed("stream start", "POST", "/transcription/stream", _start_body())
-                session_id = started["session_id"]
-                if "renew_in_seconds" in started:
-                    _renew(timed, started)
-                else:
-                    for _ in range(3):
-                        timed("stream heartbeat", "POST", "/transcription/stream",
-                              {"action": "heartbeat", "session_id": session_id})
-                timed("stream stop", "POST", "/transcription/stream", {"action": "stop", "session_id": session_id})
+                # the published extension's session: a legacy start, then stop (heartbeats
+                # measured for the clients that send them)
+                started = timed("stream start", "POST", "/transcription/stream", {"action": "start"})
+                for _ in range(3):
+                    timed("stream heartbeat", "POST", "/transcription/stream",
+                          {"action": "heartbeat", "session_id": started["session_id"]})
+                timed("stream stop", "POST", "/transcription/stream",
+                      {"action": "stop", "session_id": started["session_id"]})
+                # a renewing session (the client kit)
+                started = timed("stream start renewing", "POST", "/transcription/stream",
+                                {"action": "start", "renewable": True})
+                _renew(timed, started)
+                timed("stream stop renewing", "POST", "/transcription/stream",
+                      {"action": "stop", "session_id": started["session_id"]})
                 timed("ask", "POST", "/transcription/ask",
                       {"question": "What was said about the budget?",
                        "transcript": "The budget was approved on Tuesday. " * 40})
@@ -346,16 +375,6 @@ def measure(repetitions: int = 5) -> dict[str, RouteFigures]:
         )
         for route, rows in figures.items()
     }
-
-
-def _start_body() -> dict[str, Any]:
-    """A renewing start where the code has renewing sessions (the live-captions design)."""
-    import inspect
-
-    from chalicelib.live import captions as streaming
-
-    renewing = '"renewable"' in inspect.getsource(streaming)
-    return {"action": "start", "max_minutes": 60, **({"renewable": True} if renewing else {})}
 
 
 def _renew(timed: Any, started: dict[str, Any]) -> None:
@@ -419,8 +438,6 @@ def monthly_cost(measured: dict[str, RouteFigures], profile: str, users: int) ->
     """[(line, USD, how)] for `users` active users a month."""
     requests = dict(PROFILES[profile])
     requests["register"] = REGISTRATIONS_PER_ACTIVE_USER
-    if profile == "live" and "stream renew" not in measured:
-        measured = {**measured, "stream renew": measured["stream start"]}  # same work: reserve + mint
     api_requests = sum(requests.values()) * users
     authorizer_calls = AUTHORIZER_INVOCATIONS[profile] * users
     wru = rru = 0.0
@@ -462,10 +479,10 @@ def _duration_s(figures: RouteFigures, route: str, memory_mb: int) -> float:
 
 def report(measured: dict[str, RouteFigures], profile: str) -> str:
     out = [f"Measured per request (medians; units as AWS bills them)", "",
-           f"{'route':<18} {'DDB req':>8} {'WRU':>6} {'RRU':>6} {'CPU ms':>7}  operations"]
+           f"{'route':<22} {'DDB req':>8} {'WRU':>6} {'RRU':>6} {'CPU ms':>7}  operations"]
     for route, f in sorted(measured.items()):
         ops = ", ".join(f"{k} {v:g}" for k, v in f.operations.items())
-        out.append(f"{route:<18} {f.dynamodb_requests:>8g} {f.write_units:>6g} {f.read_units:>6g} "
+        out.append(f"{route:<22} {f.dynamodb_requests:>8g} {f.write_units:>6g} {f.read_units:>6g} "
                    f"{f.cpu_ms:>7.1f}  {ops}")
     out += ["", f"Profile '{profile}' (per active user per month): " +
             ", ".join(f"{k} {v:g}" for k, v in sorted(PROFILES[profile].items())) +
@@ -476,6 +493,9 @@ def report(measured: dict[str, RouteFigures], profile: str) -> str:
         out.append(f"{users:,} active users: ${total:,.2f} a month (${total / users * 1000:,.2f} per 1,000)")
         for name, cost, how in lines:
             out.append(f"  {name:<20} ${cost:>10,.2f}  {how}")
+        rest = lines[0][1]
+        http = rest * PRICES["apigw_http_per_million"] / PRICES["apigw_rest_per_million"]
+        out.append(f"  (what-if, an HTTP API: API Gateway ${http:,.2f}, total ${total - rest + http:,.2f})")
         out.append("")
     return "\n".join(out)
 

@@ -1,17 +1,23 @@
 """A minimal AWS JSON-protocol client: one SigV4-signed POST over the standard library.
 
 Why it exists: importing boto3 and building a client is most of the work of a cold JWT
-authorizer, which needs AWS only for one call per cold start (reading its secret from SSM). This module makes that call with `http.client`, `hmac` and `hashlib`:
-the AWS JSON 1.1 protocol is a POST of a JSON body with an `X-Amz-Target` header, signed with
+authorizer, which needs AWS for two small calls: its secret from SSM (once per container)
+and the account's standing from DynamoDB (one GetItem per token per cache period). This
+module makes them with `http.client`, `hmac` and `hashlib`: the AWS JSON protocol (1.1 for
+SSM, 1.0 for DynamoDB) is a POST of a JSON body with an `X-Amz-Target` header, signed with
 Signature Version 4 (tests/unit/test_aws_json.py checks the signature against botocore's).
 
-What it does not do, and who still uses boto3: it reads credentials only from the
-environment (what Lambda sets: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN),
-has no credential chain, paginator or waiter, and retries only throttling and 5xx answers,
-three attempts with a short backoff. `available()` says whether the environment allows it;
-callers fall back to boto3 otherwise (a laptop using an AWS profile). Endpoints follow boto3's
-own variables (AWS_ENDPOINT_URL_<SERVICE>, then AWS_ENDPOINT_URL), so moto serves it as it
-serves boto3.
+IAM: infra/policy.py reads `json_client.call("<service>", "<Operation>", {...})` in the source
+like a boto3 client call, so the service and operation must be literal strings there (and a
+DynamoDB request's `"TableName": get_settings().resource("<table>")` names its table).
+
+What it does not do, and who still uses boto3: it has no paginator or waiter, and retries
+only throttling and 5xx answers, three attempts with a short backoff. Credentials come from
+the environment (what Lambda sets: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+AWS_SESSION_TOKEN); without them (a laptop using an AWS profile) botocore's credential chain
+is asked, which loads botocore. `available()` says whether the environment alone suffices.
+Endpoints follow boto3's own variables (AWS_ENDPOINT_URL_<SERVICE>, then AWS_ENDPOINT_URL),
+so moto serves it as it serves boto3.
 """
 from __future__ import annotations
 
@@ -26,8 +32,8 @@ import urllib.parse
 from typing import Any, Mapping
 
 # Per service: the JSON protocol version and the X-Amz-Target prefix (from its botocore model).
-CONTENT_TYPES = {"ssm": "application/x-amz-json-1.1"}
-TARGET_PREFIXES = {"ssm": "AmazonSSM"}
+CONTENT_TYPES = {"ssm": "application/x-amz-json-1.1", "dynamodb": "application/x-amz-json-1.0"}
+TARGET_PREFIXES = {"ssm": "AmazonSSM", "dynamodb": "DynamoDB_20120810"}
 RETRYABLE_CODES = {"ThrottlingException", "ProvisionedThroughputExceededException",
                    "RequestLimitExceeded", "InternalServerError", "ServiceUnavailable"}
 ATTEMPTS = 3
@@ -45,6 +51,19 @@ class AwsError(Exception):
 def available(env: Mapping[str, str] = os.environ) -> bool:
     """True when the environment holds credentials (always so on Lambda)."""
     return bool(env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"))
+
+
+def credentials(env: Mapping[str, str] = os.environ) -> tuple[str, str, str | None]:
+    """(access key, secret key, session token): the environment's, else botocore's chain."""
+    if available(env):
+        return env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"], env.get("AWS_SESSION_TOKEN") or None
+    import botocore.session
+
+    found = botocore.session.get_session().get_credentials()
+    if found is None:
+        raise AwsError("NoCredentials", 0)
+    frozen = found.get_frozen_credentials()
+    return frozen.access_key, frozen.secret_key, frozen.token
 
 
 def endpoint(service: str, region: str, env: Mapping[str, str] = os.environ) -> str:
@@ -97,10 +116,10 @@ def call(service: str, operation: str, payload: dict[str, Any], *, region: str,
     parsed = urllib.parse.urlsplit(url)
     body = json.dumps(payload).encode("utf-8")
     headers = {"Content-Type": CONTENT_TYPES[service], "X-Amz-Target": f"{TARGET_PREFIXES[service]}.{operation}"}
+    access_key, secret_key, session_token = credentials(env)
     for attempt in range(ATTEMPTS):
         signed = sign("POST", url, headers, body, service=service, region=region,
-                      access_key=env["AWS_ACCESS_KEY_ID"], secret_key=env["AWS_SECRET_ACCESS_KEY"],
-                      session_token=env.get("AWS_SESSION_TOKEN") or None,
+                      access_key=access_key, secret_key=secret_key, session_token=session_token,
                       now=datetime.datetime.now(datetime.timezone.utc))
         connection_class = http.client.HTTPSConnection if parsed.scheme == "https" else http.client.HTTPConnection
         connection = connection_class(parsed.netloc, timeout=timeout)

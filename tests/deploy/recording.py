@@ -1,4 +1,5 @@
-"""Record every AWS operation the application code makes while the test suite runs.
+"""Record every AWS operation the application code makes while the test suite runs
+(through boto3, or through chalicelib.aws.json_client).
 
 Installed for the whole session by tests/deploy/conftest.py. A call counts as the
 application's when the innermost caller outside boto3/botocore is in chalicelib/ or
@@ -130,11 +131,21 @@ class Recorder:
             recorder.record(client.meta.service_model.service_name, operation, Params or {})
             return original_presign(client, ClientMethod, Params, *args, **kwargs)
 
+        from chalicelib.aws import json_client
+
+        original_json_call = json_client.call
+
+        def json_call(service: str, operation: str, payload: dict[str, Any], **kwargs: Any) -> Any:
+            recorder.record(service, operation, payload)  # the standard-library client: same check
+            return original_json_call(service, operation, payload, **kwargs)
+
         botocore_client.BaseClient._make_api_call = _make_api_call
         signers.generate_presigned_url = generate_presigned_url
+        json_client.call = json_call
         self._undo = [
             lambda: setattr(botocore_client.BaseClient, "_make_api_call", original_call),
             lambda: setattr(signers, "generate_presigned_url", original_presign),
+            lambda: setattr(json_client, "call", original_json_call),
         ]
 
     def uninstall(self) -> None:

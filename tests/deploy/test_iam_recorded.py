@@ -52,13 +52,19 @@ def test_every_recorded_call_is_allowed_to_every_function_whose_code_makes_it(st
     missing: dict[str, set[str]] = {}
     for function, closure in closures.items():
         with open(policy.policy_path(stage, function), encoding="utf-8") as handle:
-            allowed = policy.allowed_actions(json.load(handle))
+            document = json.load(handle)
+        allowed = policy.allowed_actions(document)
+        granted_tables = {_suffix(arn.split(":table/", 1)[1]) for statement in document["Statement"]
+                          if statement["Sid"] == "Tables" for arn in statement["Resource"] if "/index/" not in arn}
         for call in _calls():
             if policy.module_name(call.site.split(":")[0]) not in closure:
                 continue
             for action in policy.actions_for(call.service, call.operation, call.transact_kinds) - allowed:
                 missing.setdefault(f"{function}: {action}", set()).add(call.site)
-    assert not missing, f"policies lack (function: action: call sites): {missing}"
+            for table in call.tables:  # a function scoped to some tables (the authorizer) stays in them
+                if _suffix(table) not in granted_tables:
+                    missing.setdefault(f"{function}: table {_suffix(table)}", set()).add(call.site)
+    assert not missing, f"policies lack (function: action or table: call sites): {missing}"
 
 
 def test_every_recorded_call_touches_only_resources_the_policy_scopes():

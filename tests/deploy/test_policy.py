@@ -29,13 +29,38 @@ def _granted(stage, function):
 
 def test_the_internet_facing_authorizer_reads_its_secrets_and_accounts_and_writes_its_logs_nothing_else():
     document = _granted("prod", "jwt_auth")
-    # chalicelib.accounts.standing: one GetItem of the account per token per cache period (store's
-    # module also holds a read-only Query helper); nothing that writes a table.
+    # chalicelib.accounts.standing: one GetItem of the account per token per cache period, made
+    # with json_client (declared by its literal call); nothing else of DynamoDB, no other table.
     assert policy.allowed_actions(document) == {
-        "logs:CreateLogStream", "logs:PutLogEvents", "ssm:GetParameters", "dynamodb:GetItem", "dynamodb:Query",
+        "logs:CreateLogStream", "logs:PutLogEvents", "ssm:GetParameters", "dynamodb:GetItem",
     }
+    tables = next(s for s in document["Statement"] if s["Sid"] == "Tables")
+    assert tables["Action"] == ["dynamodb:GetItem"]
+    assert tables["Resource"] == ["arn:aws:dynamodb:*:*:table/transcription-backend-prod-users"]
     logs = next(s for s in document["Statement"] if s["Sid"] == "Logs")
     assert logs["Resource"] == ["arn:aws:logs:*:*:log-group:/aws/lambda/transcription-backend-prod-jwt_auth:*"]
+    # every other function names some of its tables through variables: all our tables
+    api = next(s for s in _granted("prod", "api_handler")["Statement"] if s["Sid"] == "Tables")
+    assert "arn:aws:dynamodb:*:*:table/transcription-backend-prod-stats" in api["Resource"]
+
+
+def test_json_client_calls_are_read_like_client_calls_and_name_their_table(tmp_path):
+    root = _tree(tmp_path, {
+        "app.py": "",
+        "reader.py": """
+            from chalicelib.aws import json_client
+            from chalicelib.core.settings import get_settings
+
+            def standing(user_id, operation):
+                json_client.call("dynamodb", "GetItem", {"TableName": get_settings().resource("users"), "Key": {}})
+                json_client.call("ssm", "GetParameters", {"Names": []}, region="eu-west-1")
+                json_client.call("dynamodb", operation, {})
+        """,
+    })
+    result = policy.scan(root)
+    assert {(c.service, c.operation, c.table) for c in result.calls} == {
+        ("dynamodb", "GetItem", "users"), ("ssm", "GetParameters", None)}
+    assert len(result.unresolved) == 1 and "name the service and operation literally" in result.unresolved[0]
 
 
 def test_only_the_worker_polls_the_queue_and_only_the_api_lists_the_bucket():

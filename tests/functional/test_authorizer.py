@@ -2,6 +2,9 @@
 standing with one DynamoDB read (deleted, suspended, ended sessions: refused in-app)."""
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import sys
 
 import jwt
@@ -23,17 +26,43 @@ def user(aws_endpoint):
 
 
 @pytest.fixture
-def dynamodb_calls():
-    """Every DynamoDB operation the process sends, by name."""
+def dynamodb_calls(monkeypatch):
+    """Every DynamoDB operation the process sends, by name: through boto3 or json_client."""
+    from chalicelib.aws import json_client
+
     calls: list[str] = []
 
     def record(model, **_):  # type: ignore[no-untyped-def]
         calls.append(model.name)
 
+    def call(service, operation, payload, **kwargs):  # type: ignore[no-untyped-def]
+        if service == "dynamodb":
+            calls.append(operation)
+        return real_call(service, operation, payload, **kwargs)
+
+    real_call = json_client.call
+    monkeypatch.setattr(json_client, "call", call)
     events = store.ddb().meta.events
     events.register("before-call.dynamodb", record)
     yield calls
     events.unregister("before-call.dynamodb", record)
+
+
+def test_the_authorizer_loads_no_sdk(user):
+    """Its two AWS calls (the secret, the account's standing) go through json_client: a cold
+    authorizer imports neither boto3 nor botocore (most of its cold start otherwise)."""
+    script = (
+        "import json, sys\n"
+        "from chalicelib.web.authorizer import authorize\n"
+        "context = authorize(sys.argv[1]).context\n"
+        "print(json.dumps({'context': context, 'loaded': sorted(m for m in ('boto3', 'botocore') if m in sys.modules)}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, bearer(user["token"])], capture_output=True, text=True,
+                          timeout=60, cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    assert done.returncode == 0, done.stderr[-2000:]
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    assert answer["context"]["user_id"] == user["user"]["user_id"] and "refusal" not in answer["context"]
+    assert answer["loaded"] == []
 
 
 def bearer(token: str) -> str:
