@@ -361,6 +361,7 @@ def delete_account(user_id: str, password: str) -> dict[str, int]:
         "idempotency", _keys(_idempotency_records(user_id), "idempotency_key")
     )
     counts["transactions_kept"], counts["transactions_deleted"] = _anonymise_transactions(user_id)
+    ledger.delete_checkpoint(user_id)  # the invariant's sums of the user's records (by key)
     _delete_claim(user)
     store.ddb().delete_item(TableName=store.table_name("users"), Key=store.key(user_id=user_id))
     log_event(logger, "account.deleted", user_id=user_id, **counts)

@@ -91,6 +91,8 @@ TABLES: tuple[Table, ...] = (
             Index("user_id-index", "user_id"),
             Index("held-index", "held_shard", "expires_at"),
         ),
+        # closed reservations and charge guards expire (chalicelib.credits.ledger.records)
+        ttl_attribute="expires_at_epoch",
         purpose="credits held for a paid provider call until settled or released",
     ),
     Table(

@@ -8,6 +8,7 @@
     python -m chalicelib.ops.admin refund TRANSACTION_ID --reason TEXT [--amount CENTS]
     python -m chalicelib.ops.admin attention | audit [--target USER_ID] [--export] | business [--days N]
     python -m chalicelib.ops.admin migrate-stats --stage prod   (once, the day after a deploy that needs it)
+    python -m chalicelib.ops.admin expire-reservations --stage prod   (once, after the same deploy)
 
 Console actions run chalicelib.ops.support, exactly what the `/admin/api` routes run, and are
 audited with the actor `cli:<login>`. They print the same JSON the API answers. With
@@ -174,6 +175,8 @@ def _parser() -> argparse.ArgumentParser:
     business.add_argument("--days", default="30")
     commands.add_parser("migrate-stats", parents=[common],
                         help="copy the analytics day counters of the layout before days#<n> (docs/operations.md)")
+    commands.add_parser("expire-reservations", parents=[common],
+                        help="give closed reservations written before they expired their expiry (docs/operations.md)")
     return parser
 
 
@@ -242,10 +245,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--stage is required (or STAGE, or a running `make run`)")
     if args.command in COMMANDS:
         return _set_role_command(parser, args, stage)
-    if args.command == "migrate-stats":
+    if args.command in ("migrate-stats", "expire-reservations"):
         from chalicelib.credits import stats
+        from chalicelib.ops import migrations
 
-        sys.stdout.write(json.dumps(stats.migrate_legacy_days()) + "\n")
+        run = stats.migrate_legacy_days if args.command == "migrate-stats" else migrations.expire_closed_reservations
+        sys.stdout.write(json.dumps(run()) + "\n")
         return EXIT_OK
     from chalicelib.core import jsonutil
     from chalicelib.core.errors import BadRequest, DomainError, NotFound, ValidationFailed

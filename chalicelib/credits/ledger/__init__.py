@@ -28,10 +28,13 @@ from chalicelib.credits.ledger.operations import (
 )
 from chalicelib.credits.ledger.records import (
     CLAWBACK,
+    CLOSED_RESERVATION_TTL_SECONDS,
     COMPLETED,
     HELD,
     RELEASED,
     SETTLED,
+    closed_expiry,
+    delete_checkpoint,
     held_shard,
     held_shards,
     iter_expired_held,
@@ -42,9 +45,9 @@ from chalicelib.credits.ledger.records import (
 __all__ = [
     "RELEASED",
     "SETTLED",
-    "CLAWBACK", "COMPLETED", "HELD", "MAX_METADATA_BYTES", "TRANSIENT_ATTEMPTS",
+    "CLAWBACK", "CLOSED_RESERVATION_TTL_SECONDS", "COMPLETED", "HELD", "MAX_METADATA_BYTES", "TRANSIENT_ATTEMPTS",
     "InvariantReport", "LedgerResult", "Reservation", "SettleResult", "TransactionConflict",
-    "charge", "check_invariant", "clawback", "clear_caches", "complete_purchase", "extend",
+    "charge", "check_invariant", "clawback", "clear_caches", "closed_expiry", "complete_purchase", "delete_checkpoint", "extend",
     "get_balance", "grant", "held_shard", "held_shards", "iter_expired_held", "iter_user_held",
     "release", "reserve", "settle", "signup_grant_put",
 ]

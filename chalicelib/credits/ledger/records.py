@@ -34,6 +34,12 @@ PURCHASE: Final = "purchase"
 CLAWBACK: Final = "clawback"
 COMPLETED: Final = "completed"
 HELD_SHARDS = 8  # held-index partitions; cleanup queries each of `held_shards()`
+# A closed reservation (settled, released, or a charge guard, closed when written) expires this
+# long after it closed (TTL `expires_at_epoch`): past every redelivery that could still ask for
+# its outcome (SQS retention 4 days, the dead-letter queue's 14, a redrive) and the 24-hour
+# Idempotency-Key window. Held reservations never expire: the money in them is not settled.
+CLOSED_RESERVATION_TTL_SECONDS = 35 * 86400
+CHECKPOINT: Final = "checkpoint"
 
 
 # --- row types -------------------------------------------------------------------------
@@ -84,12 +90,14 @@ class ChargeGuardRow(TypedDict):
     request_id: str
     service_type: str
     created_at: str
+    expires_at_epoch: int  # closed when written: it expires (CLOSED_RESERVATION_TTL_SECONDS)
 
 
 class ReservationRow(TypedDict):
     """A hold in reservations, as reserve writes it. extend adds `extensions` and
     `extended_balance_after`; settle/release add `credits_used`, `credits_refunded`,
-    `closed_balance_after`, `<state>_at` and `usage_timestamp` or `release_reason`."""
+    `closed_balance_after`, `<state>_at`, `expires_at_epoch` and `usage_timestamp` or
+    `release_reason`."""
 
     reservation_id: str
     kind: Literal["reservation"]
@@ -309,6 +317,13 @@ def charge_guard_id(user_id: str, request_id: str) -> str:
     return f"charge#{user_id}#{request_id}"
 
 
+def closed_expiry(now: str) -> int:
+    """When a reservation closed at `now` (ISO) expires: an epoch second, for the TTL."""
+    from datetime import datetime
+
+    return int(datetime.fromisoformat(now.replace("Z", "+00:00")).timestamp()) + CLOSED_RESERVATION_TTL_SECONDS
+
+
 def charge_items(balance_after: int, *, user_id: str, request_id: str, cost: int, service_type: str,
                  usage_timestamp: str, metadata: dict[str, Any] | None, now: str) -> list[dict[str, Any]]:
     """The guard (first: a replay is refused there), the usage row and the day's credits used."""
@@ -316,7 +331,7 @@ def charge_items(balance_after: int, *, user_id: str, request_id: str, cost: int
         "reservation_id": charge_guard_id(user_id, request_id), "kind": "charge", "user_id": user_id,
         "state": CHARGED, "amount": cost, "credits_used": cost, "balance_after": balance_after,
         "usage_timestamp": usage_timestamp, "request_id": request_id, "service_type": service_type,
-        "created_at": now,
+        "created_at": now, "expires_at_epoch": closed_expiry(now),
     }
     usage: UsageRow = {
         "user_id": user_id, "timestamp": usage_timestamp, "service_type": service_type,
@@ -394,7 +409,8 @@ def close_items(balance_after: int, *, held: Held, state: str, credits_used: int
     """
     refund = held.amount - credits_used
     closed: dict[str, Any] = {"state": state, "credits_used": credits_used, "credits_refunded": refund,
-                              "closed_balance_after": balance_after, f"{state}_at": now}
+                              "closed_balance_after": balance_after, f"{state}_at": now,
+                              "expires_at_epoch": closed_expiry(now)}
     if state == SETTLED:
         closed["usage_timestamp"] = usage_timestamp
     else:
@@ -456,22 +472,88 @@ def iter_user_held(user_id: str) -> Iterator[dict[str, Any]]:
 # --- the invariant's reads -------------------------------------------------------------
 
 
-def iter_user_transactions(user_id: str) -> Iterator[dict[str, Any]]:
-    """The user's transactions rows (grants, purchases, clawbacks), by the user_id GSI."""
+def iter_user_transactions(user_id: str, since: str | None = None) -> Iterator[dict[str, Any]]:
+    """The user's transactions rows (grants, purchases, clawbacks), by the user_id GSI; only
+    those created at or after `since` (ISO), when given."""
+    condition, values = "user_id = :user", {"user": user_id}
+    if since is not None:
+        condition, values = condition + " AND created_at >= :since", {**values, "since": since}
     yield from store.query_all({
         "TableName": store.table_name(TRANSACTIONS),
         "IndexName": "user_id-created_at-index",
-        "KeyConditionExpression": "user_id = :user",
-        "ExpressionAttributeValues": store.values(user=user_id),
+        "KeyConditionExpression": condition,
+        "ExpressionAttributeValues": store.values(**values),
     })
 
 
-def iter_user_usage_credits(user_id: str) -> Iterator[dict[str, Any]]:
-    """The user's usage rows, `credits_used` only (consistent)."""
+def get_transactions(transaction_ids: list[str]) -> list[dict[str, Any]]:
+    """Transactions rows by id (consistent BatchGetItem, 100 a request); missing ones left out."""
+    table, found = store.table_name(TRANSACTIONS), []
+    for start in range(0, len(transaction_ids), 100):
+        request: dict[str, Any] = {table: {"Keys": [store.key(transaction_id=i) for i in
+                                                    transaction_ids[start:start + 100]], "ConsistentRead": True}}
+        while request:
+            response = store.ddb().batch_get_item(RequestItems=request)
+            found += [store.from_item(item) for item in response.get("Responses", {}).get(table, [])]
+            request = response.get("UnprocessedKeys") or {}
+    return [item for item in found if item]
+
+
+def iter_user_usage_credits(user_id: str, since: str | None = None) -> Iterator[dict[str, Any]]:
+    """The user's usage rows, `timestamp` and `credits_used` only (consistent); only those
+    at or after `since` (ISO), when given (a usage row's key starts with its ISO time)."""
+    condition, values = "user_id = :user", {"user": user_id}
+    if since is not None:
+        condition, values = condition + " AND #ts >= :since", {**values, "since": since}
     yield from store.query_all({
         "TableName": store.table_name(USAGE),
-        "KeyConditionExpression": "user_id = :user",
-        "ExpressionAttributeValues": store.values(user=user_id),
-        "ProjectionExpression": "credits_used",
+        "KeyConditionExpression": condition,
+        "ExpressionAttributeNames": {"#ts": "timestamp"},
+        "ExpressionAttributeValues": store.values(**values),
+        "ProjectionExpression": "#ts, credits_used",
         "ConsistentRead": True,
     })
+
+
+class CheckpointRow(TypedDict):
+    """`checkpoint#<user>` in transactions: the invariant's sums over the user's records older
+    than `through` (ISO), so a check reads only what came after (invariant.py). No `user_id`
+    attribute (the owner is `owner`): it stays out of the user_id GSI and out of the sums."""
+
+    transaction_id: str
+    kind: Literal["checkpoint"]
+    owner: str
+    through: str
+    granted: int
+    purchased: int
+    clawed_back: int
+    used: int
+    open: list[str]  # transactions rows older than `through` not completed then: read again
+    updated_at: str
+
+
+def checkpoint_id(user_id: str) -> str:
+    return f"{CHECKPOINT}#{user_id}"
+
+
+def get_checkpoint(user_id: str) -> CheckpointRow | None:
+    return store.get(TRANSACTIONS, transaction_id=checkpoint_id(user_id))  # type: ignore[return-value]
+
+
+def put_checkpoint(row: CheckpointRow) -> bool:
+    """Store a newer checkpoint; False when one at least as new is already there."""
+    try:
+        store.ddb().put_item(
+            TableName=store.table_name(TRANSACTIONS), Item=store.to_item(row),
+            ConditionExpression="attribute_not_exists(#through) OR #through < :through",
+            ExpressionAttributeNames={"#through": "through"},
+            ExpressionAttributeValues=store.values(through=row["through"]),
+        )
+    except store.ddb().exceptions.ConditionalCheckFailedException:
+        return False
+    return True
+
+
+def delete_checkpoint(user_id: str) -> None:
+    store.ddb().delete_item(TableName=store.table_name(TRANSACTIONS),
+                            Key=store.key(transaction_id=checkpoint_id(user_id)))
