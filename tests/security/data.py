@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from chalicelib.accounts import privacy
+from chalicelib.credits.ledger import records
 
 
 def owned_counts(user_id: str) -> dict[str, int]:
@@ -16,4 +17,5 @@ def owned_counts(user_id: str) -> dict[str, int]:
         "uploads": len(privacy._uploads(user_id)),
         "daily_usage": len(privacy._user_stats(user_id)),
         "idempotency_keys": len(privacy._idempotency_records(user_id)),
+        "ledger_checkpoint": int(records.get_checkpoint(user_id) is not None),
     }

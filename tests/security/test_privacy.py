@@ -12,6 +12,7 @@ from chalicelib.web import idempotency
 from chalicelib.aws.clients import client as aws_client
 from chalicelib.core.settings import get_settings
 from tests.conftest import ORIGIN, PASSWORD, json_headers
+from chalicelib.credits.ledger import records
 from tests.security.data import owned_counts
 
 
@@ -108,6 +109,11 @@ def test_delete_removes_everything_but_anonymised_purchases(client, new_user):
     user_id, email = alice["user"]["user_id"], alice["user"]["email"]
     data = seed(user_id)
     bob_before = (seed(bob["user"]["user_id"]), owned_counts(bob["user"]["user_id"]))[1]
+    records.put_checkpoint({  # the invariant's sums of her old records (ledger.invariant)
+        "transaction_id": records.checkpoint_id(user_id), "kind": "checkpoint", "owner": user_id,
+        "through": store.iso(), "granted": 200, "purchased": 0, "clawed_back": 0, "used": 0, "open": [],
+        "updated_at": store.iso()})
+    assert owned_counts(user_id)["ledger_checkpoint"] == 1
 
     r = delete(client, alice["token"])
     assert r.status_code == 204, r.body
