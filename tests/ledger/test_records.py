@@ -64,7 +64,8 @@ def test_charge_guard_and_usage_row(make_user):
     assert without_times(guard, "created_at") == {
         "reservation_id": f"charge#{user_id}#{request_id}", "kind": "charge", "user_id": user_id,
         "state": "charged", "amount": 6, "credits_used": 6, "balance_after": 194,
-        "usage_timestamp": result.record_id, "request_id": request_id, "service_type": "ask"}
+        "usage_timestamp": result.record_id, "request_id": request_id, "service_type": "ask",
+        "expires_at_epoch": ledger.closed_expiry(guard["created_at"])}  # closed when written: it expires
     [row] = usage_rows(user_id)
     assert row == {"user_id": user_id, "timestamp": result.record_id, "service_type": "ask",
                    "credits_used": 6, "balance_after": 194, "metadata": {"q": 1}, "request_id": request_id}
@@ -89,7 +90,7 @@ def test_reservation_through_settle_and_release(make_user):
         "reservation_id": settled_id, "kind": "reservation", "user_id": user_id, "amount": 30,
         "state": "settled", "purpose": "catchup", "ref_id": "job1", "slot": "active_jobs",
         "balance_after": 170, "counts_held": True, "credits_used": 12, "credits_refunded": 18, "closed_balance_after": 188,
-        "usage_timestamp": result.record_id}
+        "usage_timestamp": result.record_id, "expires_at_epoch": ledger.closed_expiry(item["settled_at"])}
     [row] = usage_rows(user_id)
     assert row == {"user_id": user_id, "timestamp": result.record_id, "service_type": "catchup",
                    "credits_used": 12, "balance_after": 188, "metadata": {"m": 2},
@@ -105,7 +106,7 @@ def test_reservation_through_settle_and_release(make_user):
         "reservation_id": released_id, "kind": "reservation", "user_id": user_id, "amount": 8,
         "state": "released", "purpose": "live", "ref_id": "s", "balance_after": 180, "counts_held": True,
         "credits_used": 0, "credits_refunded": 8, "closed_balance_after": 188,
-        "release_reason": "provider_failed"}
+        "release_reason": "provider_failed", "expires_at_epoch": ledger.closed_expiry(item["released_at"])}
     ledger.clear_caches()  # a cold process reads the stored outcomes back
     assert ledger.settle(settled_id, 1, service_type="catchup") == ledger.SettleResult(
         12, 18, 188, True, "settled", result.record_id)

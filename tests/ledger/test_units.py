@@ -55,7 +55,8 @@ def test_closing_a_reservation_is_conditional_on_the_facts_it_was_built_from():
     expression, condition = readable(close["Update"])
     assert condition == "state = held AND user_id = u1 AND amount = 30"
     assert expression == ("SET state = settled, credits_used = 18, credits_refunded = 12, closed_balance_after = 182, "
-                          "settled_at = 2024-01-01T00:00:00.000Z, usage_timestamp = t#r1 REMOVE held_shard")
+                          "settled_at = 2024-01-01T00:00:00.000Z, expires_at_epoch = 1707091200, "
+                          "usage_timestamp = t#r1 REMOVE held_shard")  # it expires 35 days after it closed
     assert usage["Put"]["Item"]["balance_after"] == {"N": "182"}
 
 
