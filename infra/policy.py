@@ -354,7 +354,7 @@ def _json_client_call(node: ast.Call) -> tuple[str | None, str | None, str | Non
     service, operation = (_constant_str(arg) for arg in (list(node.args) + [None, None])[:2])
     table = None
     if len(node.args) > 2 and isinstance(node.args[2], ast.Dict):
-        for key, value in zip(node.args[2].keys, node.args[2].values):
+        for key, value in zip(node.args[2].keys, node.args[2].values, strict=True):
             if key is not None and _constant_str(key) == "TableName":
                 table = _table_of(value)
     return service, operation, table

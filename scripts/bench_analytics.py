@@ -19,8 +19,9 @@ import random
 import sys
 import time
 from collections import Counter
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
@@ -64,7 +65,7 @@ def add_users(first: int, last: int, active_days: int, rng: random.Random) -> No
     from chalicelib.aws import store
     from chalicelib.credits import stats
 
-    now = datetime.now(timezone.utc).replace(hour=12, minute=0, second=0, microsecond=0)
+    now = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
     for number in range(first, last):
         user_id = f"bench-{number:06d}".ljust(32, "0")
         for days_ago in rng.sample(range(365), active_days):
@@ -112,7 +113,8 @@ def main(argv: list[str] | None = None) -> None:
             done = users
             for days in PERIODS:
                 for name, report in (("costs", analytics.costs), ("top-users", analytics.top_users)):
-                    calls, sends, ms = counter.measure(lambda: report(operator, {"days": str(days)}))
+                    calls, sends, ms = counter.measure(
+                        lambda report=report, days=days: report(operator, {"days": str(days)}))
                     rows.append((users, users * args.active_days, days, name, sum(calls.values()), sends, ms, calls))
         counter.close()
         sys.stdout.write(f"STATS_SHARDS={get_settings().stats_shards}; each user active on {args.active_days} "

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import random
 from collections import defaultdict
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -29,7 +29,7 @@ SERVICES = {"live": ("assemblyai_streaming_seconds",), "ask": ("openai_prompt_to
 
 
 def _at(days_ago: int) -> datetime:
-    now = datetime.now(timezone.utc).replace(hour=12, minute=0, second=0, microsecond=0)
+    now = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
     return now - timedelta(days=days_ago)
 
 
@@ -105,7 +105,8 @@ def _record_as_before(event: tuple) -> None:
     elif event[0] == "revenue":
         _, user, kind, amount, currency, days_ago = event
         day = stats.day_of(_at(days_ago))
-        add({"stat_key": f"day#{day}#{shard}", "shard": "revenue"}, {f"{kind}__{currency}": amount, f"{kind}__count": 1})
+        add({"stat_key": f"day#{day}#{shard}", "shard": "revenue"},
+            {f"{kind}__{currency}": amount, f"{kind}__count": 1})
         add({"stat_key": f"users#{day}#{stats.user_shard(user)}", "shard": user},
             {f"{stats.USER_ATTRIBUTE[kind]}__{currency}": amount}, {"user_id": user})
     else:
@@ -161,8 +162,9 @@ def _expected(events: list[tuple], days: int) -> dict:
                "refunds": usd[stats.REFUNDS], "total": net(usd), "currency": "usd",
                **{f"{kind}_count": counts[kind] for kind in counts}}
     if money:
-        revenue["other_currencies"] = {c: {"purchases": m[stats.PURCHASES], "subscriptions": m[stats.SUBSCRIPTIONS],
-                                           "refunds": m[stats.REFUNDS], "total": net(m)} for c, m in sorted(money.items())}
+        revenue["other_currencies"] = {
+            c: {"purchases": m[stats.PURCHASES], "subscriptions": m[stats.SUBSCRIPTIONS],
+                "refunds": m[stats.REFUNDS], "total": net(m)} for c, m in sorted(money.items())}
     provider = {k: sum(e[k] for e in daily.values()) for k in ("assemblyai", "openai", "provider_cost")}
     return {"daily": list(daily.values()), "active_users": len(set().union(*active.values())), "revenue": revenue,
             "credits": credits, "by_service": by_service, "provider": provider,

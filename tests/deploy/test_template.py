@@ -131,7 +131,8 @@ def test_the_infrastructure_template_fits_inline():
 # --- index changes: one per table and stack update ----------------------------------------
 
 def _gsi(name, *keys, projection="ALL"):
-    schema = [{"AttributeName": key, "KeyType": kind} for key, kind in zip(keys, ("HASH", "RANGE"))]
+    kinds = ("HASH", "RANGE")[:len(keys)]
+    schema = [{"AttributeName": key, "KeyType": kind} for key, kind in zip(keys, kinds, strict=True)]
     return {"IndexName": name, "KeySchema": schema, "Projection": {"ProjectionType": projection}}
 
 
@@ -164,7 +165,7 @@ def _index_changes(before, after):
 def _assert_deployable_sequence(deployed, final):
     steps = template.index_steps(deployed, final)
     sequence = [deployed, *steps, final]
-    for before, after in zip(sequence, sequence[1:]):
+    for before, after in zip(sequence, sequence[1:], strict=False):
         assert max(_index_changes(before, after).values()) <= 1
         assert {k: v for k, v in after["Resources"].items() if v["Type"] != "AWS::DynamoDB::Table"} == \
             {k: v for k, v in final["Resources"].items() if v["Type"] != "AWS::DynamoDB::Table"}
@@ -193,8 +194,8 @@ def test_the_sessions_index_replacement_is_one_creation_then_one_deletion():
 
 
 def test_index_changes_of_several_tables_move_in_parallel_one_per_table_and_update():
-    final = _with(template.render("dev"), "JobsTable", _gsi("by-status", "status", "created_at", projection="KEYS_ONLY"),
-                  _gsi("by-user", "user_id", "created_at"))
+    keys_only = _gsi("by-status", "status", "created_at", projection="KEYS_ONLY")
+    final = _with(template.render("dev"), "JobsTable", keys_only, _gsi("by-user", "user_id", "created_at"))
     deployed = _with(final, "JobsTable", _gsi("by-status", "status", "created_at"), _gsi("old", "kind"))
     deployed = _with(deployed, "SessionsTable")  # no index yet
     deployed = _with(deployed, "StatsTable", _gsi("gone", "day"))

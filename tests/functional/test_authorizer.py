@@ -13,9 +13,9 @@ from chalice.app import AuthRequest, AuthResponse
 
 from chalicelib.accounts import auth as accounts
 from chalicelib.accounts import standing
+from chalicelib.accounts.tokens import Identity, issue_access_token
 from chalicelib.aws import store
 from chalicelib.web.authorizer import authorize
-from chalicelib.accounts.tokens import Identity, issue_access_token
 from tests.conftest import PASSWORD, unique_email
 
 
@@ -55,7 +55,8 @@ def test_the_authorizer_loads_no_sdk(user):
         "import json, sys\n"
         "from chalicelib.web.authorizer import authorize\n"
         "context = authorize(sys.argv[1]).context\n"
-        "print(json.dumps({'context': context, 'loaded': sorted(m for m in ('boto3', 'botocore') if m in sys.modules)}))\n"
+        "loaded = sorted(m for m in ('boto3', 'botocore') if m in sys.modules)\n"
+        "print(json.dumps({'context': context, 'loaded': loaded}))\n"
     )
     done = subprocess.run([sys.executable, "-c", script, bearer(user["token"])], capture_output=True, text=True,
                           timeout=60, cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))

@@ -157,7 +157,8 @@ def test_closed_reservations_expire_and_held_ones_do_not(make_user):
     ledger.release(released.reservation_id, reason="provider_failed")
     charged = ledger.charge(user_id, 1, service_type="ask", request_id="req-1")
     assert charged.balance_after is not None
-    window = (time.time() + ledger.CLOSED_RESERVATION_TTL_SECONDS - 60, time.time() + ledger.CLOSED_RESERVATION_TTL_SECONDS + 60)
+    expected = time.time() + ledger.CLOSED_RESERVATION_TTL_SECONDS
+    window = (expected - 60, expected + 60)
     for reservation_id in (settled.reservation_id, released.reservation_id, records.charge_guard_id(user_id, "req-1")):
         item = store.get("reservations", reservation_id=reservation_id)
         assert window[0] <= item["expires_at_epoch"] <= window[1], item

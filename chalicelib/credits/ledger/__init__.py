@@ -47,7 +47,8 @@ __all__ = [
     "SETTLED",
     "CLAWBACK", "CLOSED_RESERVATION_TTL_SECONDS", "COMPLETED", "HELD", "MAX_METADATA_BYTES", "TRANSIENT_ATTEMPTS",
     "InvariantReport", "LedgerResult", "Reservation", "SettleResult", "TransactionConflict",
-    "charge", "check_invariant", "clawback", "clear_caches", "closed_expiry", "complete_purchase", "delete_checkpoint", "extend",
+    "charge", "check_invariant", "clawback", "clear_caches", "closed_expiry", "complete_purchase",
+    "delete_checkpoint", "extend",
     "get_balance", "grant", "held_shard", "held_shards", "iter_expired_held", "iter_user_held",
     "release", "reserve", "settle", "signup_grant_put",
 ]
