@@ -63,7 +63,7 @@ def credentials(env: Mapping[str, str] = os.environ) -> tuple[str, str, str | No
     if found is None:
         raise AwsError("NoCredentials", 0)
     frozen = found.get_frozen_credentials()
-    return frozen.access_key, frozen.secret_key, frozen.token
+    return str(frozen.access_key), str(frozen.secret_key), frozen.token
 
 
 def endpoint(service: str, region: str, env: Mapping[str, str] = os.environ) -> str:

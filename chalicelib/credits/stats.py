@@ -180,19 +180,19 @@ def record_usage(
         "openai_prompt_tokens": openai_prompt_tokens,
         "openai_completion_tokens": openai_completion_tokens,
     }
-    measured = {name: _number(value) for name, value in measured.items() if value and value > 0}
-    if not measured or not _NAME.fullmatch(service):
+    quantities = {name: _number(value) for name, value in measured.items() if value and value > 0}
+    if not quantities or not _NAME.fullmatch(service):
         return False
     try:
         day = day_of(at)
         expires = _expires(day)
         ddb = store.ddb()
         before = ddb.update_item(
-            **_add(_user_key(day, user_id), {**measured, CALLS: max(calls, 1)},
+            **_add(_user_key(day, user_id), {**quantities, CALLS: max(calls, 1)},
                    {"user_id": user_id, "last_epoch": store.epoch(), "expires_at_epoch": expires}),
             ReturnValues="UPDATED_OLD",
         ).get("Attributes", {})
-        aggregate: dict[str, Any] = {f"{service}__{name}": value for name, value in measured.items()}
+        aggregate: dict[str, Any] = {f"{service}__{name}": value for name, value in quantities.items()}
         aggregate[f"{service}__{CALLS}"] = max(calls, 1)
         moved_from = None
         if CALLS not in before:  # the user's first call of the day
@@ -394,14 +394,15 @@ def _batch_get(keys: Sequence[Mapping[str, str]]) -> list[dict[str, Any]]:
         pending: dict[str, Any] = {table: {"Keys": [store.key(**k) for k in keys[start:start + BATCH_GET_LIMIT]]}}
         for round_number in range(MAX_BATCH_ROUNDS):
             response = store.ddb().batch_get_item(RequestItems=pending)
-            items.extend(store.from_item(item) for item in response.get("Responses", {}).get(table, []))
+            found = (store.from_item(item) for item in response.get("Responses", {}).get(table, []))
+            items.extend(item for item in found if item)
             pending = response.get("UnprocessedKeys") or {}
             if not pending:
                 break
             time.sleep(min(0.05 * 2 ** round_number, 1.0))
         else:
             raise RuntimeError("stats read throttled: unprocessed keys remain")
-    return items  # type: ignore[return-value]
+    return items
 
 
 def migrate_legacy_days(until: date | None = None) -> dict[str, int]:
@@ -447,7 +448,7 @@ def _migrate_latest(user_id: str, day: str, attempts: int = 5) -> bool:
     """Make `day` the user's latest day unless a later one is, moving the `latest_users`
     count with it in one transaction (conditional on the latest day as read)."""
     for _ in range(attempts):
-        current = store.get(TABLE, **latest_key(user_id))
+        current = store.get(TABLE, consistent=True, **latest_key(user_id))
         previous = (current or {}).get("day")
         if previous is not None and previous >= day:
             return False

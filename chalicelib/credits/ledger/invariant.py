@@ -119,9 +119,11 @@ def _sums(user_id: str, checkpoint: CheckpointRow | None) -> _Sums:
     """The invariant's sums: the checkpoint's, plus every record after it (and its open rows)."""
     through = store.iso(store.now() - timedelta(seconds=CHECKPOINT_MARGIN_SECONDS))
     since = checkpoint["through"] if checkpoint else None
-    base = {name: int(checkpoint[name]) if checkpoint else 0  # type: ignore[literal-required]
-            for name in ("granted", "purchased", "clawed_back", "used")}
-    sums = _Sums(**base, fold=_Fold(through, **base))
+    granted, purchased, clawed_back, used = ((int(checkpoint["granted"]), int(checkpoint["purchased"]),
+                                              int(checkpoint["clawed_back"]), int(checkpoint["used"]))
+                                             if checkpoint else (0, 0, 0, 0))
+    sums = _Sums(granted, purchased, clawed_back, used,
+                 fold=_Fold(through, granted, purchased, clawed_back, used))
     reopened = records.get_transactions(list(checkpoint["open"])) if checkpoint and checkpoint["open"] else []
     for row in [*reopened, *records.iter_user_transactions(user_id, since)]:
         if row.get("kind") == CHECKPOINT:
@@ -152,7 +154,7 @@ def _sums(user_id: str, checkpoint: CheckpointRow | None) -> _Sums:
 
 def _advance(user_id: str, checkpoint: CheckpointRow | None, fold: _Fold) -> None:
     """Store the folded sums, unless nothing changed (a check then writes nothing)."""
-    open_before = sorted((checkpoint or {}).get("open", ()))
+    open_before = sorted(checkpoint["open"]) if checkpoint else []
     if not fold.added and sorted(fold.open) == open_before:
         return
     if checkpoint is not None and fold.through <= checkpoint["through"]:
