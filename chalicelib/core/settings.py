@@ -523,7 +523,9 @@ class Settings:
     stats_retention_days: int = _analytics(
         "STATS_RETENTION_DAYS", 400, "how long daily counters are kept (TTL)", minimum=7)
     analytics_top_users: int = _analytics(
-        "ANALYTICS_TOP_USERS", 10, "length of `top_users` in `GET /analytics/costs`", minimum=1, maximum=100)
+        "ANALYTICS_TOP_USERS", 10,
+        "length of `top_users` in `GET /analytics/costs/top-users` (and the console's business view)",
+        minimum=1, maximum=100)
     cleanup_pending_checkout_hours: int = _analytics(
         "CLEANUP_PENDING_CHECKOUT_HOURS", 24,
         "age at which a pending Checkout is expired (must exceed the Checkout session lifetime, 1 h here)", minimum=2)
