@@ -25,7 +25,7 @@ shard is the *partition* key, so a busy day spreads its atomic `ADD`s over STATS
 partitions instead of queueing on one item (DynamoDB's per-partition write limit is what a
 hot counter hits). Within a partition the items sort by day, so a reader gets a whole
 period with one Query per shard (`shard BETWEEN <first day> AND <last day>#~`; 365 days
-of one shard are about 0.5 MB, one page) and adds the shards up. Usage and revenue live
+of one shard are well under 1 MB: one page) and adds the shards up. Usage and revenue live
 in separate items so that the revenue update, which rides in the ledger's transaction,
 never conflicts with the far more frequent usage `ADD`s. STATS_SHARDS may be raised later
 but never lowered (counters in the higher shards would no longer be read).
@@ -216,7 +216,8 @@ def _move_latest(user_id: str, day: str, expires: int) -> tuple[bool, str | None
     """Make `day` the user's latest day with a call, unless a later one already is.
 
     Returns (moved, the previous latest day or None). Conditional, so of two first calls
-    racing on different days the later day wins, and each move is counted once.
+    racing on different days the later day wins, and each move is counted once. A failure
+    is logged and counts as no move: the day's usage counters are written all the same.
     """
     try:
         response = store.ddb().update_item(
@@ -227,6 +228,9 @@ def _move_latest(user_id: str, day: str, expires: int) -> tuple[bool, str | None
             ReturnValues="UPDATED_OLD",
         )
     except store.ddb().exceptions.ConditionalCheckFailedException:
+        return False, None
+    except Exception as error:  # noqa: BLE001 - analytics must never fail the request
+        log_event(logger, "stats.record_failed", logging.WARNING, service="latest", error=type(error).__name__)
         return False, None
     return True, (response.get("Attributes") or {}).get("day", {}).get("S")
 
