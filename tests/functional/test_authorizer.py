@@ -48,7 +48,7 @@ def dynamodb_calls(monkeypatch):
     events.unregister("before-call.dynamodb", record)
 
 
-def test_the_authorizer_loads_no_sdk(user):
+def test_the_authorizer_loads_no_sdk(user, settings):
     """Its two AWS calls (the secret, the account's standing) go through json_client: a cold
     authorizer imports neither boto3 nor botocore (most of its cold start otherwise)."""
     script = (
@@ -58,8 +58,10 @@ def test_the_authorizer_loads_no_sdk(user):
         "loaded = sorted(m for m in ('boto3', 'botocore') if m in sys.modules)\n"
         "print(json.dumps({'context': context, 'loaded': loaded}))\n"
     )
+    # this process's settings (another test may have moved the environment since they were read)
+    env = {**os.environ, "USERS_TABLE": settings.resource("users"), "JWT_SECRET": settings.jwt_secret}
     done = subprocess.run([sys.executable, "-c", script, bearer(user["token"])], capture_output=True, text=True,
-                          timeout=180, cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+                          env=env, timeout=180, cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     assert done.returncode == 0, done.stderr[-2000:]
     answer = json.loads(done.stdout.strip().splitlines()[-1])
     assert answer["context"]["user_id"] == user["user"]["user_id"] and "refusal" not in answer["context"]
