@@ -16,8 +16,8 @@ class SandboxSocket:
     def __init__(self, url: str, sample_rate: int = 16000) -> None:
         self.sample_rate = sample_rate
         self.messages: list[dict[str, Any]] = []
-        self.ws: ClientConnection = connect(url, open_timeout=10, close_timeout=5)
-        self.begin = self._recv(timeout=10)
+        self.ws: ClientConnection = connect(url, open_timeout=30, close_timeout=5)
+        self.begin = self._recv(timeout=30)
 
     def _recv(self, timeout: float) -> dict[str, Any]:
         message = json.loads(self.ws.recv(timeout=timeout))
@@ -40,12 +40,12 @@ class SandboxSocket:
         except (TimeoutError, ConnectionClosed):
             return
 
-    def wait_for_turns(self, count: int, timeout: float = 15) -> None:
+    def wait_for_turns(self, count: int, timeout: float = 60) -> None:
         """Read until `count` turns have ended (the fake answers the audio as it gets to it)."""
         while sum(1 for m in self.messages if m.get("type") == "Turn" and m["end_of_turn"]) < count:
             self._recv(timeout=timeout)
 
-    def wait_closed(self, timeout: float = 10) -> int | None:
+    def wait_closed(self, timeout: float = 60) -> int | None:
         """Read until the server closes the socket; its close code."""
         try:
             while True:
